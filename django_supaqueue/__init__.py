@@ -1,0 +1,32 @@
+"""django-supaqueue: a job queue on the PostgreSQL database a Django project already has.
+
+The public API is small::
+
+    from django_supaqueue import task, enqueue, enqueue_many
+
+Names resolve lazily so that importing this package (as INSTALLED_APPS does,
+before models are ready) never touches the app registry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["task", "enqueue", "enqueue_many", "__version__"]
+
+if TYPE_CHECKING:
+    from .queue import enqueue, enqueue_many
+    from .tasks import task
+
+
+def __getattr__(name: str) -> Any:
+    if name == "task":
+        from .tasks import task
+
+        return task
+    if name in ("enqueue", "enqueue_many"):
+        from . import queue
+
+        return getattr(queue, name)
+    raise AttributeError(f"module 'django_supaqueue' has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""The ``SUPAQUEUE`` settings dict and its defaults.
+
+Every tunable lives here so that a reader can see all knobs in one place, and
+so that tests can override one key with ``override_settings`` without the rest
+falling back to surprising values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULTS: dict[str, Any] = {
+    # Which entry of settings.DATABASES holds the queue tables.
+    "DATABASE": "default",
+    # Queue used by tasks and enqueue calls that do not name one.
+    "DEFAULT_QUEUE": "default",
+    # Per-job defaults, used when neither the enqueue call, the @task nor the
+    # Queue row says otherwise.
+    "MAX_ATTEMPTS": 5,
+    "PRIORITY": 0,
+    # Retry back-off: base * 2 ** (attempt - 1) seconds, capped, with jitter
+    # drawn from [delay / 2, delay] so that a burst of failures spreads out.
+    "RETRY_BACKOFF": 2.0,
+    "RETRY_BACKOFF_MAX": 3600.0,
+    # Seconds an attempt may run before it is stopped and retried; None = no limit.
+    "TIMEOUT": None,
+    # runworkers defaults.
+    "CONCURRENCY": 10,
+    "PROCESSES": 1,
+    # Fallback poll when no notification arrives (LISTEN/NOTIFY does the real work).
+    "POLL_INTERVAL": 5.0,
+    # Workers renew their leases every HEARTBEAT_INTERVAL seconds; an attempt
+    # whose lease is LEASE_DURATION seconds old is recovered by another worker.
+    "HEARTBEAT_INTERVAL": 5.0,
+    "LEASE_DURATION": 30.0,
+    # Most jobs one claim statement takes; a worker never claims more than its free slots.
+    "CLAIM_BATCH": 100,
+    # Queues created with these settings the first time they are needed
+    # (name -> dict of Queue fields); later changes belong to the admin.
+    "QUEUES": {},
+}
+
+
+def get(name: str) -> Any:
+    """One setting, read at call time so that override_settings works in tests."""
+    user = getattr(settings, "SUPAQUEUE", {}) or {}
+    if not isinstance(user, dict):
+        raise ImproperlyConfigured("settings.SUPAQUEUE must be a dict.")
+    if name in user:
+        return user[name]
+    return DEFAULTS[name]
+
+
+def unknown_keys() -> list[str]:
+    """Keys of settings.SUPAQUEUE that this version does not know (for system checks)."""
+    user = getattr(settings, "SUPAQUEUE", {}) or {}
+    return sorted(set(user) - set(DEFAULTS))

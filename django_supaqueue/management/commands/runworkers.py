@@ -1,0 +1,66 @@
+"""``manage.py runworkers``: run the queue's workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ... import conf
+from ...worker.supervisor import run_workers
+
+
+class Command(BaseCommand):
+    help = "Run django-supaqueue workers until SIGTERM/SIGINT (or, with --burst, until idle)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "-q",
+            "--queue",
+            action="append",
+            dest="queues",
+            metavar="NAME",
+            help="Serve this queue (repeatable; default: every queue).",
+        )
+        parser.add_argument(
+            "-c",
+            "--concurrency",
+            type=int,
+            default=None,
+            help="Jobs run at once per process (default: SUPAQUEUE['CONCURRENCY']).",
+        )
+        parser.add_argument(
+            "-p",
+            "--processes",
+            type=int,
+            default=None,
+            help="Worker processes (default: SUPAQUEUE['PROCESSES']).",
+        )
+        parser.add_argument(
+            "--burst", action="store_true", help="Exit 0 once no job of the served queues is runnable now."
+        )
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=None,
+            help="Seconds between fallback polls (default: SUPAQUEUE['POLL_INTERVAL']).",
+        )
+        parser.add_argument("--name", default=None, help="Worker name (default: host:pid:random).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        concurrency = options["concurrency"] or int(conf.get("CONCURRENCY"))
+        processes = options["processes"] or int(conf.get("PROCESSES"))
+        if concurrency < 1 or processes < 1:
+            raise CommandError("--concurrency and --processes must be at least 1.")
+        if options["name"] and processes > 1:
+            raise CommandError("--name names one process; leave it out with --processes > 1.")
+        status = run_workers(
+            processes=processes,
+            queues=options["queues"],
+            concurrency=concurrency,
+            burst=options["burst"],
+            poll_interval=options["poll_interval"],
+            name=options["name"],
+        )
+        if status:
+            raise SystemExit(status)

@@ -1,0 +1,232 @@
+"""The queue's tables: Queue, Worker, Job, CurrentJob and JobEvent.
+
+They mirror the seeds' queue / worker / job / current_job tables. The models
+hold data and constraints only; every statement that moves a job through its
+life cycle lives in ``django_supaqueue.queue``.
+"""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils.translation import gettext_lazy as _
+
+PRIORITY_MIN = -100
+PRIORITY_MAX = 100
+
+queue_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+    _("Queue names use letters, digits, '_', '.', ':' and '-', starting with a letter or digit."),
+)
+
+
+class Queue(models.Model):
+    """A named queue and the defaults its jobs inherit.
+
+    A null setting means "use the SUPAQUEUE setting", so that changing a global
+    default reaches every queue nobody tuned by hand.
+    """
+
+    name = models.CharField(max_length=100, unique=True, validators=[queue_name_validator])
+    max_attempts = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("Attempts before a job fails for good (blank: SUPAQUEUE['MAX_ATTEMPTS'])."),
+    )
+    priority = models.SmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
+        help_text=_("Default priority of new jobs, -100..100, higher first."),
+    )
+    retry_backoff = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("Seconds before the first retry; doubles each attempt."),
+    )
+    retry_backoff_max = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=_("Longest wait between two attempts, in seconds."),
+    )
+    timeout = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.001)],
+        help_text=_("Seconds an attempt may run before it is stopped and retried."),
+    )
+    paused = models.BooleanField(
+        default=False, db_default=False, help_text=_("Paused queues keep their jobs but run none.")
+    )
+    concurrency_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("Most jobs of this queue running at once across all workers (blank: unlimited)."),
+    )
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority__isnull=True)
+                | Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
+                name="supaqueue_queue_priority_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Worker(models.Model):
+    """One running ``runworkers`` process; leases hang on its heartbeat."""
+
+    name = models.CharField(max_length=255, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(
+        default=list, blank=True, help_text=_("Queues served; empty means every queue.")
+    )
+    concurrency = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField(db_default=Now())
+    last_heartbeat_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Job(models.Model):
+    """One unit of work: a task call (or HTTP call) and where it is in its life cycle."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        IN_PROGRESS = "in_progress", _("In progress")
+        SUCCESSFUL = "successful", _("Successful")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="jobs", db_index=False)
+    task_name = models.CharField(max_length=255, blank=True, help_text=_("Dotted path of the task."))
+    payload = models.JSONField(default=dict, blank=True, db_default=models.Value({}, models.JSONField()))
+    args = models.JSONField(default=list, blank=True, db_default=models.Value([], models.JSONField()))
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, db_default=Status.PENDING
+    )
+    priority = models.SmallIntegerField(
+        default=0,
+        db_default=0,
+        validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
+    )
+    run_at = models.DateTimeField(db_default=Now())
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
+    max_attempts = models.PositiveIntegerField(default=5, db_default=5, validators=[MinValueValidator(1)])
+    key = models.CharField(max_length=255, null=True, blank=True)
+    enabled = models.BooleanField(default=True, db_default=True, help_text=_("Held jobs are never claimed."))
+    result = models.JSONField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="", db_default="")
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The claim path: runnable jobs only, in claim order, per queue.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                condition=Q(status="pending", enabled=True),
+                name="supaqueue_job_claim",
+            ),
+            # Concurrency caps count running jobs per queue.
+            models.Index(fields=["queue"], condition=Q(status="in_progress"), name="supaqueue_job_running"),
+            models.Index(fields=["queue", "status"], name="supaqueue_job_queue_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=Q(status="pending", key__isnull=False),
+                name="supaqueue_job_pending_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
+                name="supaqueue_job_priority_range",
+            ),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="supaqueue_job_max_attempts"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "in_progress", "successful", "failed", "cancelled"]),
+                name="supaqueue_job_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.task_name or self.queue_id} ({self.status})"
+
+
+class CurrentJob(models.Model):
+    """A running attempt: the lease a worker holds on a job.
+
+    The unique job column is what guarantees a job runs at most once at a time;
+    (job, attempt, worker) is the fence every completion must match.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="current")
+    worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="current_jobs")
+    attempt = models.PositiveIntegerField()
+    started_at = models.DateTimeField(db_default=Now())
+    lease_expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("current job")
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} attempt {self.attempt} on {self.worker_id}"
+
+
+class JobEvent(models.Model):
+    """One step of a job's life cycle; a job's events are its full history.
+
+    "enqueued" is not written on the hot enqueue path: a job's created_at says it.
+    """
+
+    class Kind(models.TextChoices):
+        ENQUEUED = "enqueued", _("Enqueued")
+        STARTED = "started", _("Started")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        RETRIED = "retried", _("Failed, will retry")
+        FAILED = "failed", _("Failed for good")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    worker_name = models.CharField(max_length=255, blank=True, default="")
+    at = models.DateTimeField(db_default=Now())
+    duration = models.FloatField(null=True, blank=True, help_text=_("Seconds the attempt ran."))
+    error_class = models.CharField(max_length=255, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "id"]
+        verbose_name = _("job event")
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: {self.kind}"

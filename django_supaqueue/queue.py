@@ -1,0 +1,757 @@
+"""The queue's SQL: enqueue, claim, complete, fail/retry, heartbeat, recover.
+
+Every statement that moves a job through its life cycle lives here, and only
+here. The producer side runs on Django's connection (so a job commits or rolls
+back with the caller's data); the worker side runs on a plain psycopg
+connection the worker owns, passed in as ``conn``.
+
+Each worker-side function is one statement (a CTE chain), so that a batch of
+jobs costs one round trip whatever its size, and so that the lease fence
+(job, attempt, worker) is checked in the same statement that writes the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from . import conf
+from .exceptions import InvalidOption, InvalidPayload
+from .models import PRIORITY_MAX, PRIORITY_MIN, CurrentJob, Job, JobEvent, Queue, Worker
+from .models import queue_name_validator as _queue_name_validator
+
+QUEUE = Queue._meta.db_table
+JOB = Job._meta.db_table
+CURRENT = CurrentJob._meta.db_table
+EVENT = JobEvent._meta.db_table
+WORKER = Worker._meta.db_table
+
+#: The channel the insert trigger (migration 0002) notifies and workers LISTEN on.
+CHANNEL = "supaqueue"
+
+PENDING = Job.Status.PENDING.value
+IN_PROGRESS = Job.Status.IN_PROGRESS.value
+
+
+# --------------------------------------------------------------------------
+# Validation (eager: nothing is written for a bad job)
+# --------------------------------------------------------------------------
+
+
+def check_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidOption(f"priority must be an integer, not {priority!r}.")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidOption(
+            f"priority {priority} is out of range: use {PRIORITY_MIN}..{PRIORITY_MAX} (higher runs first)."
+        )
+    return priority
+
+
+def check_max_attempts(max_attempts: int) -> int:
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidOption(f"max_attempts must be a whole number of at least 1, not {max_attempts!r}.")
+    return max_attempts
+
+
+def check_queue_name(name: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > 100:
+        raise InvalidOption(f"queue must be a non-empty name of at most 100 characters, not {name!r}.")
+    try:
+        _queue_name_validator(name)
+    except Exception:
+        raise InvalidOption(
+            f"queue name {name!r} is not valid: use letters, digits, '_', '.', ':' and '-'."
+        ) from None
+    return name
+
+
+def check_run_at(run_at: datetime | timedelta | None) -> datetime | None:
+    if run_at is None:
+        return None
+    if isinstance(run_at, timedelta):
+        return timezone.now() + run_at
+    if not isinstance(run_at, datetime):
+        raise InvalidOption(f"run_at must be a datetime or timedelta, not {run_at!r}.")
+    if timezone.is_naive(run_at):
+        return timezone.make_aware(run_at)
+    return run_at
+
+
+def encode_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(
+            f"{what} must be JSON-serialisable (dicts, lists, strings, numbers, booleans, None): {exc}"
+        ) from None
+
+
+@dataclasses.dataclass
+class JobSpec:
+    """A job to write, as the caller asked for it (None = fall through to defaults)."""
+
+    task_name: str
+    payload: dict[str, Any]
+    args: list[Any] = dataclasses.field(default_factory=list)
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | timedelta | None = None
+    key: str | None = None
+    max_attempts: int | None = None
+
+    def validated(self) -> _Row:
+        if not isinstance(self.payload, dict):
+            raise InvalidPayload(
+                f"payload must be a JSON object (a dict of keyword arguments), not "
+                f"{type(self.payload).__name__}."
+            )
+        if any(not isinstance(k, str) for k in self.payload):
+            raise InvalidPayload("payload keys must be strings (they are keyword argument names).")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key or len(self.key) > 255):
+            raise InvalidOption(
+                f"key must be a non-empty string of at most 255 characters, not {self.key!r}."
+            )
+        return _Row(
+            queue=check_queue_name(self.queue or conf.get("DEFAULT_QUEUE")),
+            task_name=self.task_name,
+            payload=encode_json(self.payload, "payload"),
+            args=encode_json(list(self.args), "args"),
+            priority=None if self.priority is None else check_priority(self.priority),
+            run_at=check_run_at(self.run_at),
+            max_attempts=None if self.max_attempts is None else check_max_attempts(self.max_attempts),
+            key=self.key,
+            spec=self,
+        )
+
+
+@dataclasses.dataclass
+class _Row:
+    queue: str
+    task_name: str
+    payload: str
+    args: str
+    priority: int | None
+    run_at: datetime | None
+    max_attempts: int | None
+    key: str | None
+    spec: JobSpec
+
+
+# --------------------------------------------------------------------------
+# Producer side: enqueue (Django's connection, the caller's transaction)
+# --------------------------------------------------------------------------
+
+
+def enqueue(
+    task_name: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    args: Sequence[Any] = (),
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: datetime | timedelta | None = None,
+    key: str | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``."""
+    from .tasks import get_task
+
+    t = get_task(task_name)
+    kwargs = dict(payload or {})
+    t.check_arguments(tuple(args), kwargs)
+    return enqueue_job(
+        t.job_spec(
+            tuple(args),
+            kwargs,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            key=key,
+            max_attempts=max_attempts,
+        )
+    )
+
+
+def enqueue_many(
+    task_name: str,
+    payloads: Iterable[Mapping[str, Any]],
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: datetime | timedelta | None = None,
+    max_attempts: int | None = None,
+) -> list[Job]:
+    """Enqueue one job per payload in a constant number of statements; all or nothing."""
+    from .tasks import get_task
+
+    return get_task(task_name).enqueue_many(
+        payloads, queue=queue, priority=priority, run_at=run_at, max_attempts=max_attempts
+    )
+
+
+_INSERT_ONE = f"""
+INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at)
+SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
+       COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
+       COALESCE(%(run_at)s::timestamptz, now()), 0,
+       COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
+       %(key)s, true, '', now()
+FROM {QUEUE} q WHERE q.name = %(queue)s
+ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
+RETURNING id, queue_id, priority, run_at, max_attempts, created_at
+"""
+
+_INSERT_MANY = f"""
+INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at)
+SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
+       COALESCE(u.priority, q.priority, %(default_priority)s::int),
+       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
+       u.key, true, '', now()
+FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, n)
+JOIN {QUEUE} q ON q.name = u.queue
+ORDER BY u.n
+ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
+RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
+"""
+
+_PENDING_BY_KEY = f"""
+SELECT id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
+       max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at
+FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
+"""
+
+_ENSURE_QUEUES = f"""
+INSERT INTO {QUEUE} (name, max_attempts, priority, retry_backoff, retry_backoff_max, timeout,
+                     paused, concurrency_limit, created_at, updated_at)
+SELECT u.*, now(), now()
+FROM unnest(%(name)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
+            %(retry_backoff)s::float8[], %(retry_backoff_max)s::float8[],
+            %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[]) AS u
+ON CONFLICT (name) DO NOTHING
+"""
+
+_QUEUE_DEFAULT_FIELDS = (
+    "max_attempts",
+    "priority",
+    "retry_backoff",
+    "retry_backoff_max",
+    "timeout",
+    "paused",
+    "concurrency_limit",
+)
+
+
+def _db_alias() -> str:
+    return conf.get("DATABASE")
+
+
+def ensure_queues(names: Iterable[str], cursor: Any = None) -> None:
+    """Create the named queues that do not exist yet, with SUPAQUEUE['QUEUES'] settings."""
+    names = sorted(set(names))
+    if not names:
+        return
+    configured = conf.get("QUEUES") or {}
+    columns: dict[str, list[Any]] = {"name": names}
+    for field in _QUEUE_DEFAULT_FIELDS:
+        columns[field] = [(configured.get(n) or {}).get(field) for n in names]
+    columns["paused"] = [bool(p) for p in columns["paused"]]
+    if cursor is not None:
+        cursor.execute(_ENSURE_QUEUES, columns)
+        return
+    with connections[_db_alias()].cursor() as cur:
+        cur.execute(_ENSURE_QUEUES, columns)
+
+
+def _defaults() -> dict[str, int]:
+    return {
+        "default_priority": check_priority(conf.get("PRIORITY")),
+        "default_max_attempts": check_max_attempts(conf.get("MAX_ATTEMPTS")),
+    }
+
+
+def _job_from_row(
+    alias: str,
+    row: _Row,
+    job_id: int,
+    queue_id: int,
+    priority: int,
+    run_at: datetime,
+    max_attempts: int,
+    created_at: datetime,
+) -> Job:
+    spec = row.spec
+    return Job.from_db(
+        alias,
+        _JOB_FIELDS,
+        (
+            job_id,
+            queue_id,
+            row.task_name,
+            spec.payload,
+            list(spec.args),
+            PENDING,
+            priority,
+            run_at,
+            0,
+            max_attempts,
+            row.key,
+            True,
+            None,
+            "",
+            created_at,
+            None,
+            None,
+        ),
+    )
+
+
+_JOB_FIELDS = [f.attname for f in Job._meta.concrete_fields]
+
+
+def enqueue_job(spec: JobSpec) -> Job:
+    """Write one job: a single INSERT … SELECT in the steady state.
+
+    The statement reads the queue's defaults in the database, so a long-lived
+    web process never enqueues with stale queue settings. When the queue does
+    not exist yet it is created and the insert is tried again; when the key is
+    already pending, the pending job is returned instead.
+    """
+    row = spec.validated()
+    alias = _db_alias()
+    params = {
+        "task_name": row.task_name,
+        "payload": row.payload,
+        "args": row.args,
+        "queue": row.queue,
+        "priority": row.priority,
+        "run_at": row.run_at,
+        "max_attempts": row.max_attempts,
+        "key": row.key,
+        **_defaults(),
+    }
+    with connections[alias].cursor() as cur:
+        for _ in range(5):
+            cur.execute(_INSERT_ONE, params)
+            got = cur.fetchone()
+            if got is not None:
+                return _job_from_row(alias, row, *got)
+            if row.key is not None:
+                cur.execute(_PENDING_BY_KEY, {"keys": [row.key]})
+                existing = cur.fetchone()
+                if existing is not None:
+                    return _job_from_text_row(alias, existing)
+            ensure_queues([row.queue], cur)
+    raise RuntimeError(f"could not enqueue into queue {row.queue!r}: it keeps disappearing")
+
+
+def _job_from_text_row(alias: str, values: Sequence[Any]) -> Job:
+    values = list(values)
+    for i in (3, 4, 12):  # payload, args, result come back as JSON text
+        values[i] = None if values[i] is None else json.loads(values[i])
+    return Job.from_db(alias, _JOB_FIELDS, values)
+
+
+def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
+    """Write many jobs in at most four statements, atomically.
+
+    1. create missing queues; 2. insert every job with one INSERT … SELECT
+    FROM unnest(); 3. (only when keys collided) read the pending jobs that won.
+    """
+    rows = [spec.validated() for spec in specs]
+    if not rows:
+        return []
+    alias = _db_alias()
+    params = {
+        "queue": [r.queue for r in rows],
+        "task_name": [r.task_name for r in rows],
+        "payload": [r.payload for r in rows],
+        "args": [r.args for r in rows],
+        "priority": [r.priority for r in rows],
+        "run_at": [r.run_at for r in rows],
+        "max_attempts": [r.max_attempts for r in rows],
+        "key": [r.key for r in rows],
+        **_defaults(),
+    }
+    with transaction.atomic(using=alias, savepoint=False):
+        raw = connections[alias].connection
+        with raw.cursor() as cur:
+            ensure_queues({r.queue for r in rows}, cur)
+            cur.execute(_INSERT_MANY, params)
+            inserted = cur.fetchall()
+            jobs: list[Job | None] = []
+            it = iter(inserted)
+            nxt = next(it, None)
+            for r in rows:
+                if nxt is not None and nxt[6] == r.key:
+                    jobs.append(_job_from_row(alias, r, *nxt[:6]))
+                    nxt = next(it, None)
+                else:
+                    jobs.append(None)  # a keyed job that lost to a pending one
+            missing = [r.key for r, j in zip(rows, jobs, strict=True) if j is None]
+            if missing:
+                cur.execute(_PENDING_BY_KEY, {"keys": missing})
+                by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
+                jobs = [j if j is not None else by_key[r.key] for r, j in zip(rows, jobs, strict=True)]
+    return jobs  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------
+# Worker side (the worker's own psycopg connection)
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class ClaimedJob:
+    """A job a worker holds a lease on; (id, attempt) is its fence."""
+
+    id: int
+    queue: str
+    task_name: str
+    payload: dict[str, Any]
+    args: list[Any]
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    capped: bool
+
+
+@dataclasses.dataclass(slots=True)
+class Success:
+    job_id: int
+    attempt: int
+    result: str | None  # JSON text
+    duration: float
+
+
+@dataclasses.dataclass(slots=True)
+class Failure:
+    job_id: int
+    attempt: int
+    error_class: str
+    error_message: str
+    traceback: str
+    duration: float
+    retry_at: datetime | None = None  # None: computed back-off
+    backoff: float | None = None  # task-level override of the queue's back-off
+    backoff_max: float | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Retry:
+    """What became of a failed attempt: pending again at run_at, or failed for good."""
+
+    job_id: int
+    status: str
+    run_at: datetime
+
+
+_REGISTER_WORKER = f"""
+INSERT INTO {WORKER} (name, host, pid, queues, concurrency, started_at, last_heartbeat_at)
+VALUES (%(name)s, %(host)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, now(), now())
+RETURNING id
+"""
+
+_UNREGISTER_WORKER = f"""
+DELETE FROM {WORKER} w WHERE w.id = %(worker_id)s
+  AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.worker_id = w.id)
+"""
+
+_HEARTBEAT = f"""
+WITH w AS (
+  UPDATE {WORKER} SET last_heartbeat_at = now() WHERE id = %(worker_id)s RETURNING id
+), renewed AS (
+  UPDATE {CURRENT} c SET lease_expires_at = now() + %(lease)s * interval '1 second'
+  FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS h(job_id, attempt)
+  WHERE c.worker_id IN (SELECT id FROM w) AND c.job_id = h.job_id AND c.attempt = h.attempt
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM renewed)
+"""
+
+# Capped queues are locked first, in their own statement, so that the claim
+# statement that follows (a new snapshot) counts every running job committed by
+# the previous holder of the lock: two workers can never both see free room.
+_LOCK_CAPPED_QUEUES = f"""
+SELECT id FROM {QUEUE}
+WHERE concurrency_limit IS NOT NULL AND NOT paused
+  AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+ORDER BY id FOR UPDATE
+"""
+
+_CLAIM = f"""
+WITH q AS (
+  SELECT id, name, concurrency_limit, timeout FROM {QUEUE}
+  WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+), room AS (
+  SELECT q.id, CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int
+    ELSE LEAST(%(limit)s::int, GREATEST(0, q.concurrency_limit - (
+      SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}'))) END AS n
+  FROM q
+), picked AS (
+  SELECT c.id FROM room, LATERAL (
+    SELECT j.id, j.priority, j.run_at FROM {JOB} j
+    WHERE j.queue_id = room.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT room.n
+    FOR UPDATE SKIP LOCKED
+  ) c
+  ORDER BY c.priority DESC, c.run_at, c.id
+  LIMIT %(limit)s::int
+), claimed AS (
+  UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
+  FROM picked WHERE j.id = picked.id
+  RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
+            j.priority, j.run_at
+), lease AS (
+  INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at)
+  SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed
+), started AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+)
+SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
+       q.concurrency_limit IS NOT NULL
+FROM claimed c JOIN q ON q.id = c.queue_id
+ORDER BY c.priority DESC, c.run_at, c.id
+"""
+
+_COMPLETE = f"""
+WITH d AS (
+  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(result)s::text[],
+                       %(duration)s::float8[]) AS d(job_id, attempt, result, duration)
+), lease AS (
+  DELETE FROM {CURRENT} c USING d
+  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
+  RETURNING d.job_id, d.attempt, d.result, d.duration
+), done AS (
+  UPDATE {JOB} j SET status = 'successful', result = lease.result::jsonb, finished_at = now(),
+                     last_error = ''
+  FROM lease WHERE j.id = lease.job_id
+  RETURNING j.id
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
+                       error_message, traceback)
+  SELECT job_id, 'succeeded', attempt, %(worker_name)s, now(), duration, '', '', '' FROM lease
+)
+SELECT id FROM done
+"""
+
+# The shared tail of fail() and recover_expired(): given a CTE ``lease`` of
+# attempts whose leases were just removed, decide retry or final failure,
+# compute the back-off in the database (so it always uses the queue's current
+# settings), and write one event per attempt.
+_RESOLVE_FAILURES = f"""
+, upd AS (
+  UPDATE {JOB} j SET
+    status = CASE WHEN j.attempts < j.max_attempts THEN '{PENDING}' ELSE 'failed' END,
+    run_at = CASE WHEN j.attempts < j.max_attempts THEN COALESCE(l.retry_at, now() + make_interval(
+               secs => LEAST(COALESCE(l.backoff_max, q.retry_backoff_max, %(default_backoff_max)s),
+                             COALESCE(l.backoff, q.retry_backoff, %(default_backoff)s)
+                               * power(2, LEAST(j.attempts - 1, 60)))
+                       * (0.5 + random() * 0.5)))
+             ELSE j.run_at END,
+    finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+    last_error = l.error_class || ': ' || l.error_message
+  FROM lease l, {QUEUE} q
+  WHERE j.id = l.job_id AND q.id = j.queue_id
+  RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
+            l.error_message, l.traceback
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
+                       error_message, traceback, retry_at)
+  SELECT id, CASE WHEN status = '{PENDING}' THEN 'retried' ELSE 'failed' END, attempt,
+         worker_name, now(), duration, error_class, error_message, traceback,
+         CASE WHEN status = '{PENDING}' THEN run_at END
+  FROM upd
+)
+SELECT id, status, run_at FROM upd
+"""
+
+_FAIL = (
+    f"""
+WITH d AS (
+  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(error_class)s::text[],
+                       %(error_message)s::text[], %(traceback)s::text[], %(duration)s::float8[],
+                       %(retry_at)s::timestamptz[], %(backoff)s::float8[], %(backoff_max)s::float8[])
+    AS d(job_id, attempt, error_class, error_message, traceback, duration, retry_at, backoff,
+         backoff_max)
+), lease AS (
+  DELETE FROM {CURRENT} c USING d
+  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
+  RETURNING d.*, %(worker_name)s::text AS worker_name
+)"""
+    + _RESOLVE_FAILURES
+)
+
+_RECOVER_EXPIRED = (
+    f"""
+WITH expired AS (
+  SELECT c.id FROM {CURRENT} c WHERE c.lease_expires_at < now()
+  ORDER BY c.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), lease AS (
+  DELETE FROM {CURRENT} c USING expired, {WORKER} w
+  WHERE c.id = expired.id AND w.id = c.worker_id
+  RETURNING c.job_id, c.attempt, 'WorkerLost'::text AS error_class,
+    'worker ' || w.name || ' stopped renewing its lease (last heartbeat '
+      || to_char(w.last_heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC)'
+      AS error_message,
+    ''::text AS traceback, extract(epoch FROM now() - c.started_at)::float8 AS duration,
+    NULL::timestamptz AS retry_at, NULL::float8 AS backoff, NULL::float8 AS backoff_max,
+    w.name AS worker_name
+)"""
+    + _RESOLVE_FAILURES
+)
+
+_DELETE_STALE_WORKERS = f"""
+DELETE FROM {WORKER} w
+WHERE w.last_heartbeat_at < now() - %(stale)s * interval '1 second'
+  AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.worker_id = w.id)
+"""
+
+
+def register_worker(
+    conn: Any, *, name: str, host: str, pid: int, queues: Sequence[str] | None, concurrency: int
+) -> int:
+    """Insert this process's Worker row and return its id."""
+    return conn.execute(
+        _REGISTER_WORKER,
+        {
+            "name": name,
+            "host": host,
+            "pid": pid,
+            "queues": json.dumps(list(queues or [])),
+            "concurrency": concurrency,
+        },
+    ).fetchone()[0]
+
+
+def unregister_worker(conn: Any, worker_id: int) -> None:
+    """Remove the Worker row, unless it still holds leases (then recovery handles them)."""
+    conn.execute(_UNREGISTER_WORKER, {"worker_id": worker_id})
+
+
+def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tuple[int, int]]) -> bool:
+    """Renew the leases of the attempts this worker is running; False when its row is gone.
+
+    Only attempts the worker knows it runs are renewed: a lease whose claim
+    committed while the connection died was never dispatched, and must expire.
+    """
+    alive, _renewed = conn.execute(
+        _HEARTBEAT,
+        {
+            "worker_id": worker_id,
+            "lease": lease_seconds,
+            "job_id": [h[0] for h in held],
+            "attempt": [h[1] for h in held],
+        },
+    ).fetchone()
+    return bool(alive)
+
+
+def claim(
+    conn: Any,
+    *,
+    worker_id: int,
+    worker_name: str,
+    queues: Sequence[str] | None,
+    limit: int,
+    lease_seconds: float,
+) -> list[ClaimedJob]:
+    """Take up to ``limit`` runnable jobs, highest priority first, and lease them.
+
+    Skips held jobs, paused queues, future run_at and queues at their
+    concurrency cap. Runs inside the caller's transaction.
+    """
+    if limit <= 0:
+        return []
+    params = {
+        "queues": list(queues) if queues else None,
+        "limit": limit,
+        "worker_id": worker_id,
+        "worker_name": worker_name,
+        "lease": lease_seconds,
+    }
+    conn.execute(_LOCK_CAPPED_QUEUES, params)
+    rows = conn.execute(_CLAIM, params).fetchall()
+    return [ClaimedJob(*r) for r in rows]
+
+
+def complete(conn: Any, *, worker_id: int, worker_name: str, successes: Sequence[Success]) -> set[int]:
+    """Record successful attempts; returns the ids whose lease still matched (the others were fenced)."""
+    if not successes:
+        return set()
+    rows = conn.execute(
+        _COMPLETE,
+        {
+            "job_id": [s.job_id for s in successes],
+            "attempt": [s.attempt for s in successes],
+            "result": [s.result for s in successes],
+            "duration": [s.duration for s in successes],
+            "worker_id": worker_id,
+            "worker_name": worker_name,
+        },
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _backoff_defaults() -> dict[str, float]:
+    return {
+        "default_backoff": float(conf.get("RETRY_BACKOFF")),
+        "default_backoff_max": float(conf.get("RETRY_BACKOFF_MAX")),
+    }
+
+
+def fail(conn: Any, *, worker_id: int, worker_name: str, failures: Sequence[Failure]) -> list[Retry]:
+    """Record failed attempts: back to pending after a back-off, or failed for good."""
+    if not failures:
+        return []
+    rows = conn.execute(
+        _FAIL,
+        {
+            "job_id": [f.job_id for f in failures],
+            "attempt": [f.attempt for f in failures],
+            "error_class": [f.error_class for f in failures],
+            "error_message": [f.error_message for f in failures],
+            "traceback": [f.traceback for f in failures],
+            "duration": [f.duration for f in failures],
+            "retry_at": [f.retry_at for f in failures],
+            "backoff": [f.backoff for f in failures],
+            "backoff_max": [f.backoff_max for f in failures],
+            "worker_id": worker_id,
+            "worker_name": worker_name,
+            **_backoff_defaults(),
+        },
+    ).fetchall()
+    return [Retry(*r) for r in rows]
+
+
+def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = None) -> list[Retry]:
+    """Treat attempts whose lease ran out as lost: retry them or fail them for good.
+
+    Any worker may run this; SKIP LOCKED keeps two recoverers from fighting
+    over the same lease. Worker rows silent for ``stale_after`` seconds and
+    holding nothing are removed.
+    """
+    rows = conn.execute(_RECOVER_EXPIRED, {"limit": limit, **_backoff_defaults()}).fetchall()
+    if stale_after is not None:
+        conn.execute(_DELETE_STALE_WORKERS, {"stale": stale_after})
+    return [Retry(*r) for r in rows]
+
+
+def retry_delay_bounds(attempt: int, base: float, cap: float) -> tuple[float, float]:
+    """The [low, high] seconds a retry after ``attempt`` waits (for docs and tests)."""
+    delay = min(cap, base * math.pow(2, min(attempt - 1, 60)))
+    return delay / 2, delay

@@ -1,0 +1,229 @@
+"""The @task decorator and the registry that maps task names to functions.
+
+A task is registered under its dotted path (``module.function``) so that a
+job row names the code it runs, and a worker can find it again after import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import InvalidPayload, ReservedParameter, UnknownTask
+
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+    from .models import Job
+
+#: Keyword names enqueue() keeps for its own options; a task may not use them.
+RESERVED_OPTIONS = frozenset({"queue", "priority", "run_at", "key", "max_attempts", "key_mode", "depends_on"})
+
+_registry: dict[str, Task] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """Options a task carries to every job it enqueues (None = fall through)."""
+
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    retry_backoff: float | None = None
+    retry_backoff_max: float | None = None
+    timeout: float | None = None
+
+
+class Task:
+    """A registered function that can be run now (call it) or later (enqueue it)."""
+
+    def __init__(self, func: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        self.func = func
+        self.name = name
+        self.options = options
+        self.signature = inspect.signature(func)
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def using(
+        self,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | timedelta | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> BoundTask:
+        """Options for the next enqueue, Django-Tasks style: ``task.using(priority=5).enqueue(...)``."""
+        return BoundTask(
+            self, dict(queue=queue, priority=priority, run_at=run_at, key=key, max_attempts=max_attempts)
+        )
+
+    def enqueue(
+        self,
+        *args: Any,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | timedelta | None = None,
+        key: str | None = None,
+        max_attempts: int | None = None,
+        **kwargs: Any,
+    ) -> Job:
+        """Write one job for this task in the caller's transaction and return it."""
+        from . import queue as q
+
+        self.check_arguments(args, kwargs)
+        return q.enqueue_job(
+            self.job_spec(
+                args,
+                kwargs,
+                queue=queue,
+                priority=priority,
+                run_at=run_at,
+                key=key,
+                max_attempts=max_attempts,
+            )
+        )
+
+    def enqueue_many(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | timedelta | None = None,
+        max_attempts: int | None = None,
+    ) -> list[Job]:
+        """Write one job per mapping of keyword arguments, in a constant number of statements."""
+        from . import queue as q
+
+        specs = []
+        for kwargs in items:
+            kwargs = dict(kwargs)
+            self.check_arguments((), kwargs)
+            specs.append(
+                self.job_spec(
+                    (),
+                    kwargs,
+                    queue=queue,
+                    priority=priority,
+                    run_at=run_at,
+                    key=None,
+                    max_attempts=max_attempts,
+                )
+            )
+        return q.enqueue_jobs(specs)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Refuse arguments that the function could never accept, before anything is written."""
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidPayload(f"Arguments do not fit task {self.name}{self.signature}: {exc}") from None
+
+    def job_spec(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], **options: Any) -> Any:
+        from .queue import JobSpec
+
+        o = self.options
+        return JobSpec(
+            task_name=self.name,
+            payload=dict(kwargs),
+            args=list(args),
+            queue=options["queue"] or o.queue,
+            priority=options["priority"] if options["priority"] is not None else o.priority,
+            run_at=options["run_at"],
+            key=options["key"],
+            max_attempts=(options["max_attempts"] if options["max_attempts"] is not None else o.max_attempts),
+        )
+
+
+class BoundTask:
+    """A task with enqueue options already chosen (see Task.using)."""
+
+    def __init__(self, task: Task, options: dict[str, Any]) -> None:
+        self.task = task
+        self.options = {k: v for k, v in options.items() if v is not None}
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        return self.task.enqueue(*args, **{**self.options, **kwargs})
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any]]) -> list[Job]:
+        options = {k: v for k, v in self.options.items() if k != "key"}
+        return self.task.enqueue_many(items, **options)
+
+
+def task(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    retry_backoff: float | None = None,
+    retry_backoff_max: float | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Register a function as a task: ``@task`` or ``@task(queue="emails", max_attempts=5)``."""
+    from .queue import check_max_attempts, check_priority, check_queue_name
+
+    if queue is not None:
+        check_queue_name(queue)
+    if priority is not None:
+        check_priority(priority)
+    if max_attempts is not None:
+        check_max_attempts(max_attempts)
+    options = TaskOptions(
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
+        timeout=timeout,
+    )
+
+    def register(f: Callable[..., Any]) -> Task:
+        clash = RESERVED_OPTIONS.intersection(inspect.signature(f).parameters)
+        if clash:
+            raise ReservedParameter(
+                f"{f.__module__}.{f.__qualname__} has parameter(s) {sorted(clash)}, which "
+                f"enqueue() reserves for its options ({', '.join(sorted(RESERVED_OPTIONS))}). "
+                "Rename them."
+            )
+        task_name = name or f"{f.__module__}.{f.__qualname__}"
+        t = Task(f, task_name, options)
+        _registry[task_name] = t
+        return t
+
+    if func is not None:
+        return register(func)
+    return register
+
+
+def get_task(name: str) -> Task:
+    """The task registered under ``name``, importing its module if nobody has yet."""
+    task = _registry.get(name)
+    if task is not None:
+        return task
+    module = name.rpartition(".")[0]
+    if module:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownTask(name) from None
+
+
+def registered_tasks() -> dict[str, Task]:
+    """A copy of the registry, for checks and start-up syncing."""
+    return dict(_registry)

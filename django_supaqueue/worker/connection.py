@@ -1,0 +1,40 @@
+"""The worker's own database connections, built from Django's settings.
+
+Workers use plain psycopg connections rather than Django's: they need
+autocommit, explicit transactions, prepared statements and a blocking
+LISTEN, none of which should leak into the ORM connections that task code uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from django.db import connections
+
+from .. import conf
+
+_DJANGO_ONLY = ("context", "cursor_factory", "pool", "server_side_binding", "assume_role", "isolation_level")
+
+
+def connection_params() -> dict[str, Any]:
+    """psycopg.connect() keyword arguments for the queue's database alias."""
+    params = dict(connections[conf.get("DATABASE")].get_connection_params())
+    for key in _DJANGO_ONLY:
+        params.pop(key, None)
+    if params.get("prepare_threshold") is None:
+        params.pop("prepare_threshold", None)  # psycopg's default: prepare hot statements
+    return params
+
+
+def connect(*, application_name: str = "supaqueue worker") -> psycopg.Connection:
+    """A new autocommit connection in UTC, for the claim loop or the listener."""
+    params = connection_params()
+    options = params.pop("options", "")
+    conn = psycopg.connect(
+        **params,
+        autocommit=True,
+        application_name=application_name,
+        options=f"{options} -c timezone=UTC".strip(),
+    )
+    return conn

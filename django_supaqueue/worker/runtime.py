@@ -1,0 +1,337 @@
+"""The claim loop of one worker process.
+
+One thread owns the worker's database connection. It sleeps until something
+happens (a notification, a finished job, a timer) and then, in a single
+transaction, records every finished attempt and claims as many jobs as it has
+free slots. An idle worker therefore sends nothing but its heartbeat and the
+fallback poll.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from .. import conf
+from .. import queue as q
+from ..queue import ClaimedJob, Failure, Success
+from ..tasks import get_task, registered_tasks
+from .connection import connect
+from .executor import Executor, Outcome
+from .listener import Listener
+
+logger = logging.getLogger("django_supaqueue.worker")
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    started: float  # time.monotonic()
+    timeout: float | None
+    deadline: float  # inf when the job has no timeout
+
+
+class Worker:
+    """Runs jobs from ``queues`` (None: every queue) ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        poll_interval: float | None = None,
+        name: str | None = None,
+        parent_pid: int | None = None,
+    ) -> None:
+        self.queues = sorted(set(queues)) if queues else None
+        self.concurrency = concurrency or int(conf.get("CONCURRENCY"))
+        self.burst = burst
+        self.poll_interval = float(poll_interval if poll_interval is not None else conf.get("POLL_INTERVAL"))
+        self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
+        self.lease = float(conf.get("LEASE_DURATION"))
+        self.claim_batch = int(conf.get("CLAIM_BATCH"))
+        self.host = socket.gethostname()
+        self.name = name or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.parent_pid = parent_pid
+        self.worker_id: int | None = None
+        self.stopping = False
+        self.processed = 0
+
+        self._wake = threading.Event()
+        self._done: collections.deque[tuple[ClaimedJob, Outcome]] = collections.deque()
+        self._unflushed: list[Outcome] = []
+        self._running: dict[tuple[int, int], _Running] = {}
+        self._wanted = True  # claim on the next turn of the loop
+        self._next_due = math.inf  # epoch of the earliest known future run_at
+        self._conn: psycopg.Connection | None = None
+
+    # -- life cycle -------------------------------------------------------
+    def run(self) -> None:
+        """Work until stopped (SIGTERM/SIGINT) or, in burst mode, until nothing is runnable."""
+        self._install_signal_handlers()
+        self._conn = self._connect_with_retry()
+        q.ensure_queues(self._queues_to_create(), self._conn)
+        listener = Listener(
+            q.CHANNEL, set(self.queues) if self.queues else None, self._on_notify, self._on_listener_reconnect
+        )
+        listener.start()
+        listener.ready.wait(10)
+        self.worker_id = q.register_worker(
+            self._conn,
+            name=self.name,
+            host=self.host,
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+        logger.info(
+            "worker %s ready: queues=%s concurrency=%s",
+            self.name,
+            ",".join(self.queues) if self.queues else "*",
+            self.concurrency,
+        )
+        executor = Executor(self.concurrency, self._on_done)
+        try:
+            self._loop(executor)
+        finally:
+            listener.stop()
+            executor.shutdown(wait=False)
+            self._close()
+        logger.info("worker %s stopped after %s jobs", self.name, self.processed)
+
+    def stop(self) -> None:
+        """Stop claiming; the loop exits once running jobs have finished."""
+        self.stopping = True
+        self._wake.set()
+
+    def _queues_to_create(self) -> set[str]:
+        names = set(self.queues or [])
+        names.add(conf.get("DEFAULT_QUEUE"))
+        names.update(t.options.queue for t in registered_tasks().values() if t.options.queue)
+        if self.queues:
+            names &= set(self.queues)
+        return names
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum: int, frame: object) -> None:
+            if not self.stopping:
+                logger.info(
+                    "worker %s: %s received, finishing running jobs", self.name, signal.Signals(signum).name
+                )
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # -- callbacks from other threads ---------------------------------------
+    def _on_done(self, job: ClaimedJob, outcome: Outcome) -> None:
+        self._done.append((job, outcome))
+        self._wake.set()
+
+    def _on_notify(self, due_epoch: float) -> None:
+        if due_epoch:
+            self._next_due = min(self._next_due, due_epoch)
+        else:
+            self._wanted = True
+        self._wake.set()
+
+    def _on_listener_reconnect(self) -> None:
+        self._wanted = True
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------
+    def _loop(self, executor: Executor) -> None:
+        now = time.monotonic()
+        next_poll = now + self.poll_interval
+        next_beat = now + self.heartbeat_interval
+        while True:
+            self._wake.clear()
+            self._collect_outcomes()
+            if self.stopping and not self._running:
+                self._flush(claim=False)
+                return
+            now = time.monotonic()
+            if time.time() >= self._next_due:
+                self._next_due = math.inf
+                self._wanted = True
+            if now >= next_poll:
+                self._wanted = True
+            free = self.concurrency - len(self._running)
+            claim = not self.stopping and free > 0 and (self._wanted or self.burst)
+            if claim or self._unflushed:
+                claimed = self._flush(claim=claim, limit=min(free, self.claim_batch))
+                if claim:
+                    next_poll = time.monotonic() + self.poll_interval
+                    self._wanted = len(claimed) == min(free, self.claim_batch)
+                    self._dispatch(executor, claimed)
+                    if self.burst and not claimed and not self._running and not self._done:
+                        return
+            self._enforce_timeouts(executor)
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + self.heartbeat_interval
+            if self._done or (self._wanted and not self.stopping and len(self._running) < self.concurrency):
+                continue
+            self._wake.wait(self._sleep_time(next_poll, next_beat))
+
+    def _sleep_time(self, next_poll: float, next_beat: float) -> float:
+        now = time.monotonic()
+        wake_at = min(next_poll, next_beat)
+        if self._next_due != math.inf:
+            wake_at = min(wake_at, now + max(0.0, self._next_due - time.time()))
+        for r in self._running.values():
+            wake_at = min(wake_at, r.deadline)
+        return max(0.0, wake_at - now)
+
+    def _collect_outcomes(self) -> None:
+        while self._done:
+            job, outcome = self._done.popleft()
+            if self._running.pop((job.id, job.attempt), None) is None:
+                continue  # a timed-out attempt finishing late: already recorded, fenced anyway
+            self._unflushed.append(outcome)
+            self.processed += 1
+
+    def _dispatch(self, executor: Executor, claimed: list[ClaimedJob]) -> None:
+        default_timeout = conf.get("TIMEOUT")
+        now = time.monotonic()
+        for job in claimed:
+            timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
+            deadline = now + timeout if timeout else math.inf
+            self._running[(job.id, job.attempt)] = _Running(job, now, timeout, deadline)
+            executor.submit(job)
+
+    def _enforce_timeouts(self, executor: Executor) -> None:
+        now = time.monotonic()
+        for key, r in list(self._running.items()):
+            if r.deadline > now:
+                continue
+            del self._running[key]
+            executor.abandon(r.job)
+            self._unflushed.append(
+                Failure(
+                    job_id=r.job.id,
+                    attempt=r.job.attempt,
+                    error_class="django_supaqueue.exceptions.JobTimeout",
+                    error_message=f"attempt ran past its timeout of {r.timeout}s",
+                    traceback="",
+                    duration=now - r.started,
+                )
+            )
+            logger.warning("job %s (%s) attempt %s timed out", r.job.id, r.job.task_name, r.job.attempt)
+            self._wake.set()
+
+    # -- database ------------------------------------------------------------
+    def _flush(self, *, claim: bool, limit: int = 0) -> list[ClaimedJob]:
+        """Record finished attempts and claim new jobs in one transaction."""
+        if not claim and not self._unflushed:
+            return []
+        successes = [o for o in self._unflushed if isinstance(o, Success)]
+        failures = [o for o in self._unflushed if isinstance(o, Failure)]
+        assert self.worker_id is not None
+        while True:
+            try:
+                with self._conn.transaction():
+                    q.complete(
+                        self._conn, worker_id=self.worker_id, worker_name=self.name, successes=successes
+                    )
+                    retries = q.fail(
+                        self._conn, worker_id=self.worker_id, worker_name=self.name, failures=failures
+                    )
+                    claimed = (
+                        q.claim(
+                            self._conn,
+                            worker_id=self.worker_id,
+                            worker_name=self.name,
+                            queues=self.queues,
+                            limit=limit,
+                            lease_seconds=self.lease,
+                        )
+                        if claim
+                        else []
+                    )
+                break
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                continue
+            except psycopg.OperationalError as exc:
+                self._reconnect(exc)
+        self._unflushed.clear()
+        for r in retries:
+            if r.status == q.PENDING:
+                self._next_due = min(self._next_due, r.run_at.timestamp())
+        return claimed
+
+    def _heartbeat(self) -> None:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            logger.warning("worker %s: supervisor is gone, stopping", self.name)
+            self.stop()
+        try:
+            held = [(r.job.id, r.job.attempt) for r in self._running.values()]
+            alive = q.heartbeat(self._conn, self.worker_id, self.lease, held)
+            if not alive:
+                logger.error("worker %s was presumed dead by another worker; registering again", self.name)
+                self.worker_id = q.register_worker(
+                    self._conn,
+                    name=f"{self.name}:{uuid.uuid4().hex[:4]}",
+                    host=self.host,
+                    pid=os.getpid(),
+                    queues=self.queues,
+                    concurrency=self.concurrency,
+                )
+            if q.recover_expired(self._conn, stale_after=self.lease * 2):
+                self._wanted = True
+        except psycopg.OperationalError as exc:
+            self._reconnect(exc)
+
+    def _connect_with_retry(self) -> psycopg.Connection:
+        delay = 0.5
+        while True:
+            try:
+                return connect()
+            except psycopg.OperationalError as exc:
+                if self.stopping:
+                    raise
+                logger.warning(
+                    "worker %s cannot reach the database (%s); retrying in %.1fs", self.name, exc, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _reconnect(self, exc: Exception) -> None:
+        logger.warning("worker %s lost its database connection (%s); reconnecting", self.name, exc)
+        self._close()
+        self._conn = self._connect_with_retry()
+        self._wanted = True
+
+    def _close(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            if self.worker_id is not None and not self._running:
+                q.unregister_worker(self._conn, self.worker_id)
+        except psycopg.Error:
+            pass
+        finally:
+            self._conn.close()
+            self._conn = None
+
+
+def _task_timeout(task_name: str) -> float | None:
+    try:
+        return get_task(task_name).options.timeout
+    except Exception:  # noqa: BLE001  unknown tasks fail in the executor, with a clear error
+        return None

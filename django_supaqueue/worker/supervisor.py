@@ -1,0 +1,95 @@
+"""Run one worker in this process, or several in child processes and watch them.
+
+Children are spawned (not forked) so that no thread or connection of the
+parent leaks into them, and each sits in its own process group: Ctrl-C reaches
+the supervisor alone, which forwards exactly one SIGTERM to each child.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from typing import Any
+
+from django.conf import settings
+
+from .runtime import Worker
+
+logger = logging.getLogger("django_supaqueue.worker")
+
+
+def run_workers(*, processes: int = 1, **worker_options: Any) -> int:
+    """Run until stopped; returns the exit status for the command."""
+    if processes <= 1:
+        Worker(**worker_options).run()
+        return 0
+    return _Supervisor(processes, worker_options).run()
+
+
+def _child_main(settings_module: str, worker_options: dict[str, Any], parent_pid: int) -> None:
+    os.setpgrp()
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    import django
+
+    django.setup()
+    Worker(**worker_options, parent_pid=parent_pid).run()
+
+
+class _Supervisor:
+    def __init__(self, processes: int, worker_options: dict[str, Any]) -> None:
+        self.processes = processes
+        self.options = worker_options
+        self.burst = bool(worker_options.get("burst"))
+        self.stopping = False
+        self.ctx = multiprocessing.get_context("spawn")
+        self.children: list[multiprocessing.process.BaseProcess] = []
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        from django.db import connections
+
+        connections.close_all()
+        self.children = [self._start() for _ in range(self.processes)]
+        failed = False
+        while True:
+            for i, child in enumerate(self.children):
+                if child.is_alive() or child.exitcode is None:
+                    continue
+                if child.exitcode != 0:
+                    failed = True
+                if not (self.stopping or self.burst):
+                    logger.warning(
+                        "worker process %s exited with %s; starting another", child.pid, child.exitcode
+                    )
+                    time.sleep(1.0)
+                    self.children[i] = self._start()
+            if all(not c.is_alive() for c in self.children):
+                break
+            time.sleep(0.2)
+        return 1 if failed and self.burst else 0
+
+    def _start(self) -> multiprocessing.process.BaseProcess:
+        child = self.ctx.Process(
+            target=_child_main,
+            name="supaqueue-worker",
+            args=(settings.SETTINGS_MODULE, self.options, os.getpid()),
+        )
+        child.start()
+        return child
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        logger.info(
+            "supervisor: %s received, stopping %s worker processes",
+            signal.Signals(signum).name,
+            len(self.children),
+        )
+        for child in self.children:
+            if child.pid and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)

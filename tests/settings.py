@@ -1,0 +1,67 @@
+"""Settings for the test suite: a real PostgreSQL from DATABASE_URL."""
+
+import os
+
+import environ
+
+env = environ.Env()
+
+SECRET_KEY = "tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "tests.urls"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_supaqueue",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/supaqueue")}
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SUPAQUEUE_TEST_DB", "test_supaqueue")}
+
+SUPAQUEUE = {
+    "POLL_INTERVAL": float(os.environ.get("SUPAQUEUE_POLL_INTERVAL", "5")),
+    "HEARTBEAT_INTERVAL": float(os.environ.get("SUPAQUEUE_HEARTBEAT_INTERVAL", "1")),
+    "LEASE_DURATION": float(os.environ.get("SUPAQUEUE_LEASE_DURATION", "10")),
+    "RETRY_BACKOFF": 0.0,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "django_supaqueue": {
+            "handlers": ["console"],
+            "level": os.environ.get("SUPAQUEUE_LOG_LEVEL", "WARNING"),
+        }
+    },
+}

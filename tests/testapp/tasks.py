@@ -1,0 +1,72 @@
+"""Tasks used by the test suite (autodiscovered like any app's tasks.py)."""
+
+import os
+import time
+
+from django_supaqueue import task
+
+from .models import Execution
+
+
+@task
+def add(a, b):
+    return a + b
+
+
+@task
+def noop(i=0):
+    return None
+
+
+@task
+def record(n, label="record"):
+    Execution.objects.create(label=label, n=n, pid=os.getpid(), started=time.time())
+
+
+@task
+def started_at(n=0):
+    """Returns the wall-clock time the body started (for latency tests)."""
+    return time.time()
+
+
+@task(queue="emails", max_attempts=7, priority=3)
+def send_email(to):
+    return f"sent to {to}"
+
+
+@task(max_attempts=3)
+def flaky(n, failures):
+    """Fails ``failures`` times, then succeeds (counts its own runs)."""
+    Execution.objects.create(label="flaky", n=n, pid=os.getpid(), started=time.time())
+    runs = Execution.objects.filter(label="flaky", n=n).count()
+    if runs <= failures:
+        raise RuntimeError(f"flaky failure {runs}")
+    return {"runs": runs}
+
+
+@task(max_attempts=2)
+def always_fails():
+    raise ValueError("this task always fails")
+
+
+@task
+def returns_unserialisable():
+    return object()
+
+
+@task
+def hold(n, seconds, label="hold"):
+    """Occupies a slot for ``seconds`` and records the interval it ran in."""
+    started = time.time()
+    time.sleep(seconds)
+    Execution.objects.create(label=label, n=n, pid=os.getpid(), started=started, ended=time.time())
+
+
+@task(timeout=0.5, max_attempts=1)
+def busy_loop(n, seconds):
+    """A pure-Python loop that would run for ``seconds``; records itself only if it finishes."""
+    deadline = time.time() + seconds
+    x = 0
+    while time.time() < deadline:
+        x += 1
+    Execution.objects.create(label="busy_loop", n=n, pid=os.getpid(), started=time.time())
