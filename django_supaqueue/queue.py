@@ -385,26 +385,24 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
         "key": [r.key for r in rows],
         **_defaults(),
     }
-    with transaction.atomic(using=alias, savepoint=False):
-        raw = connections[alias].connection
-        with raw.cursor() as cur:
-            ensure_queues({r.queue for r in rows}, cur)
-            cur.execute(_INSERT_MANY, params)
-            inserted = cur.fetchall()
-            jobs: list[Job | None] = []
-            it = iter(inserted)
-            nxt = next(it, None)
-            for r in rows:
-                if nxt is not None and nxt[6] == r.key:
-                    jobs.append(_job_from_row(alias, r, *nxt[:6]))
-                    nxt = next(it, None)
-                else:
-                    jobs.append(None)  # a keyed job that lost to a pending one
-            missing = [r.key for r, j in zip(rows, jobs, strict=True) if j is None]
-            if missing:
-                cur.execute(_PENDING_BY_KEY, {"keys": missing})
-                by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
-                jobs = [j if j is not None else by_key[r.key] for r, j in zip(rows, jobs, strict=True)]
+    with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
+        ensure_queues({r.queue for r in rows}, cur)
+        cur.execute(_INSERT_MANY, params)
+        inserted = cur.fetchall()
+        jobs: list[Job | None] = []
+        it = iter(inserted)
+        nxt = next(it, None)
+        for r in rows:
+            if nxt is not None and nxt[6] == r.key:
+                jobs.append(_job_from_row(alias, r, *nxt[:6]))
+                nxt = next(it, None)
+            else:
+                jobs.append(None)  # a keyed job that lost to a pending one
+        missing = [r.key for r, j in zip(rows, jobs, strict=True) if j is None]
+        if missing:
+            cur.execute(_PENDING_BY_KEY, {"keys": missing})
+            by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
+            jobs = [j if j is not None else by_key[r.key] for r, j in zip(rows, jobs, strict=True)]
     return jobs  # type: ignore[return-value]
 
 

@@ -78,9 +78,10 @@ class Worker:
         self._conn: psycopg.Connection | None = None
 
     # -- life cycle -------------------------------------------------------
-    def run(self) -> None:
+    def run(self, *, handle_signals: bool = True) -> None:
         """Work until stopped (SIGTERM/SIGINT) or, in burst mode, until nothing is runnable."""
-        self._install_signal_handlers()
+        if handle_signals:
+            self._install_signal_handlers()
         self._conn = self._connect_with_retry()
         q.ensure_queues(self._queues_to_create(), self._conn)
         listener = Listener(

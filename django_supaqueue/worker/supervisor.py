@@ -1,5 +1,8 @@
 """Run one worker in this process, or several in child processes and watch them.
 
+This module imports no models at import time: spawned children unpickle
+``_child_main`` before Django is set up.
+
 Children are spawned (not forked) so that no thread or connection of the
 parent leaks into them, and each sits in its own process group: Ctrl-C reaches
 the supervisor alone, which forwards exactly one SIGTERM to each child.
@@ -16,14 +19,14 @@ from typing import Any
 
 from django.conf import settings
 
-from .runtime import Worker
-
 logger = logging.getLogger("django_supaqueue.worker")
 
 
 def run_workers(*, processes: int = 1, **worker_options: Any) -> int:
     """Run until stopped; returns the exit status for the command."""
     if processes <= 1:
+        from .runtime import Worker
+
         Worker(**worker_options).run()
         return 0
     return _Supervisor(processes, worker_options).run()
@@ -35,6 +38,8 @@ def _child_main(settings_module: str, worker_options: dict[str, Any], parent_pid
     import django
 
     django.setup()
+    from .runtime import Worker  # only now: models need the app registry
+
     Worker(**worker_options, parent_pid=parent_pid).run()
 
 

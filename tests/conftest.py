@@ -1,0 +1,101 @@
+"""Fixtures: real PostgreSQL, in-process workers, and worker processes under test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from django_supaqueue.models import Job, Worker
+from django_supaqueue.worker.runtime import Worker as WorkerRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
+    """Poll until ``predicate()`` is truthy; fail the test with a clear message otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def drain(transactional_db) -> Callable[..., WorkerRuntime]:
+    """Run an in-process worker in burst mode until nothing is runnable."""
+
+    def run(queues: list[str] | None = None, concurrency: int = 4, **options) -> WorkerRuntime:
+        worker = WorkerRuntime(queues=queues, concurrency=concurrency, burst=True, **options)
+        worker.run(handle_signals=False)
+        return worker
+
+    return run
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    auth = s["USER"] or "postgres"
+    if s["PASSWORD"]:
+        auth += f":{s['PASSWORD']}"
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class WorkerProcesses:
+    """``manage.py runworkers`` processes against the test database, stopped at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "runworkers", "--settings=tests.settings", *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "DATABASE_URL": database_url(), "PYTHONPATH": str(ROOT), **(env or {})},
+        )
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self, count: int, timeout: float = 30.0) -> None:
+        wait_for(lambda: Worker.objects.count() >= count, timeout)
+
+    def log(self, proc: subprocess.Popen) -> str:
+        return (self.log_dir / f"worker-{self.procs.index(proc)}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def worker_processes(transactional_db, tmp_path) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def job_statuses() -> dict[str, int]:
+    from django.db.models import Count
+
+    return dict(Job.objects.values_list("status").annotate(n=Count("id")))

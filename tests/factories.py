@@ -1,0 +1,59 @@
+"""factory-boy factories for every model."""
+
+from datetime import timedelta
+
+import factory
+from django.utils import timezone
+
+from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue, Worker
+
+
+class QueueFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Queue
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"queue-{n}")
+
+
+class WorkerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Worker
+
+    name = factory.Sequence(lambda n: f"host:{1000 + n}:test")
+    host = "host"
+    pid = factory.Sequence(lambda n: 1000 + n)
+    queues = factory.LazyFunction(list)
+    concurrency = 4
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Job
+
+    queue = factory.SubFactory(QueueFactory, name="default")
+    task_name = "tests.testapp.tasks.noop"
+    payload = factory.LazyFunction(dict)
+    args = factory.LazyFunction(list)
+    run_at = factory.LazyFunction(timezone.now)
+    max_attempts = 5
+
+
+class CurrentJobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CurrentJob
+
+    job = factory.SubFactory(JobFactory, status=Job.Status.IN_PROGRESS, attempts=1)
+    worker = factory.SubFactory(WorkerFactory)
+    attempt = 1
+    lease_expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(seconds=30))
+
+
+class JobEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = JobEvent
+
+    job = factory.SubFactory(JobFactory)
+    kind = JobEvent.Kind.STARTED
+    attempt = 1
+    worker_name = "host:1:test"

@@ -1,0 +1,169 @@
+"""Enqueueing: the public API, eager validation, transactions, keys and defaults."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext, override_settings
+from django.utils import timezone
+
+from django_supaqueue import enqueue, enqueue_many, task
+from django_supaqueue.exceptions import InvalidOption, InvalidPayload, ReservedParameter, UnknownTask
+from django_supaqueue.models import Job, Queue
+from tests.factories import QueueFactory
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db
+
+
+def test_enqueue_returns_a_pending_job_with_its_arguments():
+    job = tasks.add.enqueue(2, b=3)
+
+    stored = Job.objects.get(pk=job.pk)
+    assert job.status == stored.status == Job.Status.PENDING
+    assert stored.task_name == "tests.testapp.tasks.add"
+    assert stored.args == [2] and stored.payload == {"b": 3}
+    assert stored.attempts == 0 and stored.enabled and stored.key is None
+    assert job.created_at == stored.created_at and job.run_at == stored.run_at
+
+
+def test_enqueue_by_name_validates_against_the_registry():
+    job = enqueue("tests.testapp.tasks.add", {"a": 1, "b": 2}, queue="maths")
+    assert job.queue.name == "maths"
+    with pytest.raises(UnknownTask, match="No task named 'tests.testapp.tasks.nope'"):
+        enqueue("tests.testapp.tasks.nope", {})
+    assert Job.objects.count() == 1
+
+
+def test_single_enqueue_is_one_statement_once_the_queue_exists():
+    tasks.add.enqueue(1, 1)
+    with CaptureQueriesContext(connection) as ctx:
+        tasks.add.enqueue(1, 2)
+    assert len(ctx.captured_queries) == 1
+
+
+def test_queue_is_created_on_demand_with_settings_defaults():
+    with override_settings(SUPAQUEUE={"QUEUES": {"reports": {"concurrency_limit": 2, "max_attempts": 9}}}):
+        job = tasks.noop.using(queue="reports").enqueue()
+    queue = Queue.objects.get(name="reports")
+    assert queue.concurrency_limit == 2 and queue.paused is False
+    assert job.max_attempts == 9
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"when": timezone.now()}, {"obj": object()}, {"nan": float("nan")}],
+    ids=["datetime", "object", "nan"],
+)
+def test_non_json_payload_is_refused_and_nothing_is_written(payload):
+    with pytest.raises(InvalidPayload, match="JSON-serialisable"):
+        enqueue("tests.testapp.tasks.noop", {"i": payload})
+    assert not Job.objects.exists()
+
+
+def test_arguments_that_do_not_fit_the_signature_are_refused():
+    with pytest.raises(InvalidPayload, match="do not fit task tests.testapp.tasks.add"):
+        tasks.add.enqueue(1, 2, 3)
+    with pytest.raises(InvalidPayload):
+        enqueue("tests.testapp.tasks.add", {"a": 1, "c": 2})
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("priority", [101, -101, 1.5, "high", True])
+def test_priority_out_of_range_is_refused(priority):
+    with pytest.raises(InvalidOption, match="priority"):
+        tasks.noop.enqueue(priority=priority)
+    assert not Job.objects.exists()
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(InvalidOption, match="max_attempts"):
+        tasks.noop.enqueue(max_attempts=0)
+    with pytest.raises(InvalidOption, match="queue name"):
+        tasks.noop.enqueue(queue="no spaces")
+    with pytest.raises(InvalidOption, match="run_at"):
+        tasks.noop.enqueue(run_at="tomorrow")
+    assert not Job.objects.exists()
+
+
+def test_task_refuses_reserved_parameter_names():
+    with pytest.raises(ReservedParameter, match="priority"):
+
+        @task
+        def clash(priority):
+            pass
+
+
+def test_enqueue_commits_and_rolls_back_with_the_callers_transaction():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.noop.enqueue(i=1)
+        raise RuntimeError("caller fails after enqueueing")
+    assert not Job.objects.exists()
+
+    with transaction.atomic():
+        tasks.noop.enqueue(i=2)
+    assert Job.objects.count() == 1
+
+
+def test_precedence_call_then_task_then_queue_then_settings():
+    QueueFactory(name="emails", priority=-5, max_attempts=2)
+    # send_email declares queue="emails", max_attempts=7, priority=3
+    from_task = tasks.send_email.enqueue(to="x")
+    assert (from_task.priority, from_task.max_attempts) == (3, 7)
+    from_call = tasks.send_email.enqueue(to="x", priority=9, max_attempts=1)
+    assert (from_call.priority, from_call.max_attempts) == (9, 1)
+    from_queue = tasks.noop.enqueue(queue="emails")
+    assert (from_queue.priority, from_queue.max_attempts) == (-5, 2)
+    with override_settings(SUPAQUEUE={"PRIORITY": 4, "MAX_ATTEMPTS": 11}):
+        from_settings = tasks.noop.enqueue(queue="plain")
+    assert (from_settings.priority, from_settings.max_attempts) == (4, 11)
+
+
+def test_using_sets_options_django_tasks_style():
+    run_at = timezone.now() + timedelta(hours=1)
+    job = tasks.noop.using(priority=5, run_at=run_at, queue="later").enqueue(i=3)
+    assert job.priority == 5 and job.run_at == run_at and job.queue.name == "later"
+
+
+def test_run_at_accepts_a_timedelta():
+    before = timezone.now()
+    job = tasks.noop.enqueue(run_at=timedelta(minutes=5))
+    assert before + timedelta(minutes=5) <= job.run_at <= timezone.now() + timedelta(minutes=5)
+
+
+def test_key_dedupes_pending_jobs():
+    first = tasks.noop.enqueue(i=1, key="welcome:42")
+    second = tasks.noop.enqueue(i=2, key="welcome:42")
+    assert second.pk == first.pk and second.payload == {"i": 1}
+    Job.objects.filter(pk=first.pk).update(status=Job.Status.SUCCESSFUL)
+    third = tasks.noop.enqueue(i=3, key="welcome:42")
+    assert third.pk != first.pk
+
+
+def test_enqueue_many_writes_every_job_in_a_constant_number_of_statements():
+    for size in (3, 500):
+        with CaptureQueriesContext(connection) as ctx:
+            jobs = tasks.noop.enqueue_many([{"i": i} for i in range(size)])
+        assert len(ctx.captured_queries) <= 4
+        assert [j.payload for j in jobs] == [{"i": i} for i in range(size)]
+        assert all(j.pk and j.status == Job.Status.PENDING for j in jobs)
+    assert Job.objects.count() == 503
+
+
+def test_enqueue_many_is_all_or_nothing():
+    with pytest.raises(InvalidPayload):
+        tasks.noop.enqueue_many([{"i": 1}, {"i": object()}])
+    with pytest.raises(InvalidPayload):
+        enqueue_many("tests.testapp.tasks.add", [{"a": 1, "b": 1}, {"a": 1}])
+    assert not Job.objects.exists()
+
+
+def test_enqueue_many_by_name_returns_jobs_in_order():
+    jobs = enqueue_many("tests.testapp.tasks.add", [{"a": i, "b": 1} for i in range(4)], priority=2)
+    assert [j.payload["a"] for j in jobs] == [0, 1, 2, 3]
+    assert {j.priority for j in jobs} == {2}
+
+
+def test_calling_a_task_runs_it_now():
+    assert tasks.add(2, 5) == 7
+    assert not Job.objects.exists()

@@ -1,0 +1,207 @@
+"""The queue's SQL, exercised directly on a worker connection: claim, complete, fail, recover."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_supaqueue import queue as q
+from django_supaqueue.models import CurrentJob, Job, JobEvent, Worker
+from django_supaqueue.worker.connection import connect
+from tests.factories import CurrentJobFactory, JobFactory, QueueFactory, WorkerFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def conn():
+    c = connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def worker(conn):
+    worker_id = q.register_worker(conn, name="w1", host="h", pid=1, queues=None, concurrency=10)
+    return Worker.objects.get(pk=worker_id)
+
+
+def claim(conn, worker, limit=10, queues=None, lease=30.0):
+    return q.claim(
+        conn, worker_id=worker.pk, worker_name=worker.name, queues=queues, limit=limit, lease_seconds=lease
+    )
+
+
+def test_claim_orders_by_priority_then_run_at_then_id(conn, worker):
+    now = timezone.now()
+    low = JobFactory(priority=-10, run_at=now - timedelta(hours=1))
+    old = JobFactory(priority=0, run_at=now - timedelta(minutes=10))
+    newer_a = JobFactory(priority=0, run_at=now - timedelta(minutes=1))
+    newer_b = JobFactory(priority=0, run_at=newer_a.run_at)
+    high = JobFactory(priority=50, run_at=now)
+    assert [j.id for j in claim(conn, worker)] == [high.id, old.id, newer_a.id, newer_b.id, low.id]
+
+
+def test_claim_takes_no_more_than_the_limit_and_leases_each_job(conn, worker):
+    for _ in range(5):
+        JobFactory()
+    claimed = claim(conn, worker, limit=3)
+    assert len(claimed) == 3 and all(j.attempt == 1 for j in claimed)
+    leases = CurrentJob.objects.filter(worker=worker)
+    assert sorted(leases.values_list("job_id", flat=True)) == sorted(j.id for j in claimed)
+    assert Job.objects.filter(status=Job.Status.IN_PROGRESS).count() == 3
+    assert JobEvent.objects.filter(kind=JobEvent.Kind.STARTED).count() == 3
+
+
+def test_claim_skips_held_jobs_future_jobs_and_paused_queues(conn, worker):
+    JobFactory(enabled=False)
+    JobFactory(run_at=timezone.now() + timedelta(minutes=5))
+    JobFactory(queue=QueueFactory(name="stopped", paused=True))
+    runnable = JobFactory()
+    assert [j.id for j in claim(conn, worker)] == [runnable.id]
+
+
+def test_claim_serves_only_the_named_queues(conn, worker):
+    JobFactory(queue=QueueFactory(name="a"))
+    b = JobFactory(queue=QueueFactory(name="b"))
+    assert [j.id for j in claim(conn, worker, queues=["b", "missing"])] == [b.id]
+
+
+def test_concurrency_limit_counts_running_jobs_cluster_wide(conn, worker):
+    capped = QueueFactory(name="capped", concurrency_limit=2)
+    CurrentJobFactory(job__queue=capped)  # another worker already runs one
+    for _ in range(4):
+        JobFactory(queue=capped)
+    first = claim(conn, worker)
+    assert len(first) == 1
+    assert claim(conn, worker) == []
+    q.complete(
+        conn,
+        worker_id=worker.pk,
+        worker_name=worker.name,
+        successes=[q.Success(first[0].id, first[0].attempt, None, 0.1)],
+    )
+    assert len(claim(conn, worker)) == 1
+
+
+def test_complete_stores_the_result_and_frees_the_lease(conn, worker):
+    job = JobFactory()
+    [claimed] = claim(conn, worker)
+    done = q.complete(
+        conn,
+        worker_id=worker.pk,
+        worker_name=worker.name,
+        successes=[q.Success(claimed.id, claimed.attempt, '{"ok": true}', 0.25)],
+    )
+    assert done == {job.id}
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCESSFUL and job.result == {"ok": True} and job.finished_at
+    assert not CurrentJob.objects.exists()
+    event = JobEvent.objects.get(kind=JobEvent.Kind.SUCCEEDED)
+    assert event.attempt == 1 and event.worker_name == "w1" and event.duration == 0.25
+
+
+def test_a_stale_attempt_cannot_overwrite_newer_state(conn, worker):
+    JobFactory()
+    [claimed] = claim(conn, worker)
+    wrong_attempt = q.Success(claimed.id, claimed.attempt + 1, "1", 0.1)
+    assert q.complete(conn, worker_id=worker.pk, worker_name="w1", successes=[wrong_attempt]) == set()
+    other = WorkerFactory()
+    right_attempt = q.Success(claimed.id, claimed.attempt, "1", 0.1)
+    assert q.complete(conn, worker_id=other.pk, worker_name=other.name, successes=[right_attempt]) == set()
+    assert Job.objects.get().status == Job.Status.IN_PROGRESS
+    assert not JobEvent.objects.filter(kind=JobEvent.Kind.SUCCEEDED).exists()
+
+
+def failure(job, **kw):
+    return q.Failure(job.id, job.attempt, "ValueError", "boom", "Traceback ...", 0.1, **kw)
+
+
+def test_failure_with_attempts_left_goes_back_to_pending_after_backoff(conn, worker, settings):
+    settings.SUPAQUEUE = {"RETRY_BACKOFF": 10.0, "RETRY_BACKOFF_MAX": 100.0}
+    job = JobFactory(max_attempts=3)
+    [claimed] = claim(conn, worker)
+    before = timezone.now()
+    [retry] = q.fail(conn, worker_id=worker.pk, worker_name="w1", failures=[failure(claimed)])
+    job.refresh_from_db()
+    assert retry.status == job.status == Job.Status.PENDING
+    low, high = q.retry_delay_bounds(1, 10.0, 100.0)
+    assert before + timedelta(seconds=low - 1) <= job.run_at <= timezone.now() + timedelta(seconds=high)
+    assert job.last_error == "ValueError: boom"
+    event = JobEvent.objects.get(kind=JobEvent.Kind.RETRIED)
+    assert event.retry_at == job.run_at and event.traceback == "Traceback ..."
+    assert claim(conn, worker) == []  # waiting out its back-off
+
+
+def test_backoff_grows_exponentially_and_is_capped(conn, worker, settings):
+    settings.SUPAQUEUE = {"RETRY_BACKOFF": 1.0, "RETRY_BACKOFF_MAX": 5.0}
+    job = JobFactory(max_attempts=10, attempts=7)  # the next attempt is the 8th
+    [claimed] = claim(conn, worker)
+    before = timezone.now()
+    q.fail(conn, worker_id=worker.pk, worker_name="w1", failures=[failure(claimed)])
+    job.refresh_from_db()
+    delay = (job.run_at - before).total_seconds()
+    assert 2.4 <= delay <= 5.1  # capped at 5 s (1 * 2**7 = 128 uncapped), jitter keeps >= half
+
+
+def test_explicit_retry_at_wins_over_backoff(conn, worker):
+    JobFactory(max_attempts=3)
+    [claimed] = claim(conn, worker)
+    at = timezone.now() + timedelta(minutes=7)
+    [retry] = q.fail(conn, worker_id=worker.pk, worker_name="w1", failures=[failure(claimed, retry_at=at)])
+    assert retry.run_at == at
+
+
+def test_last_attempt_failure_is_final(conn, worker):
+    job = JobFactory(max_attempts=1)
+    [claimed] = claim(conn, worker)
+    [retry] = q.fail(conn, worker_id=worker.pk, worker_name="w1", failures=[failure(claimed)])
+    job.refresh_from_db()
+    assert retry.status == job.status == Job.Status.FAILED and job.finished_at
+    assert JobEvent.objects.filter(kind=JobEvent.Kind.FAILED, error_class="ValueError").count() == 1
+
+
+def test_expired_leases_are_recovered_as_lost_attempts(conn, worker):
+    dead = WorkerFactory(name="dead-worker", last_heartbeat_at=timezone.now() - timedelta(minutes=5))
+    gone = CurrentJobFactory(
+        worker=dead, job__max_attempts=3, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    last = CurrentJobFactory(
+        worker=dead, job__max_attempts=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    alive = CurrentJobFactory(worker=worker)
+    retries = q.recover_expired(conn, stale_after=60)
+    assert {(r.job_id, r.status) for r in retries} == {
+        (gone.job_id, Job.Status.PENDING),
+        (last.job_id, Job.Status.FAILED),
+    }
+    assert list(CurrentJob.objects.values_list("pk", flat=True)) == [alive.pk]
+    assert not Worker.objects.filter(pk=dead.pk).exists()
+    lost = JobEvent.objects.get(job_id=gone.job_id)
+    assert lost.error_class == "WorkerLost" and "dead-worker" in lost.error_message
+
+
+def test_heartbeat_renews_only_the_leases_the_worker_runs(conn, worker):
+    soon = timezone.now() + timedelta(seconds=2)
+    running = CurrentJobFactory(worker=worker, lease_expires_at=soon)
+    ghost = CurrentJobFactory(worker=worker, lease_expires_at=soon)
+    assert q.heartbeat(conn, worker.pk, 60.0, [(running.job_id, running.attempt)])
+    running.refresh_from_db()
+    ghost.refresh_from_db()
+    assert running.lease_expires_at > soon + timedelta(seconds=30)
+    assert ghost.lease_expires_at == soon
+    CurrentJob.objects.all().delete()
+    Worker.objects.all().delete()
+    assert q.heartbeat(conn, worker.pk, 60.0, []) is False
+
+
+def test_insert_notifies_listeners_with_the_queue_and_due_time(conn):
+    conn.execute("LISTEN supaqueue")
+    from tests.testapp import tasks
+
+    tasks.noop.enqueue()
+    tasks.noop.using(queue="later").enqueue(run_at=timedelta(hours=1))
+    payloads = sorted(n.payload for n in conn.notifies(timeout=1.0, stop_after=2))
+    assert payloads[0] == "default 0"
+    queue, epoch = payloads[1].split()
+    assert queue == "later" and float(epoch) > timezone.now().timestamp() + 3500
