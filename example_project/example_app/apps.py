@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ExampleAppConfig(AppConfig):
+    name = "example_project.example_app"
+    label = "example_app"
