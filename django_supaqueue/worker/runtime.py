@@ -74,7 +74,12 @@ class Worker:
         self._unflushed: list[Outcome] = []
         self._running: dict[tuple[int, int], _Running] = {}
         self._wanted = True  # claim on the next turn of the loop
-        self._next_due = math.inf  # epoch of the earliest known future run_at
+        # Written by the listener thread: a notification counter (so one that
+        # arrives during a claim's round trip is not lost) and the earliest
+        # known future run_at, both under _notify_lock.
+        self._notify_lock = threading.Lock()
+        self._notify_seq = 0
+        self._next_due = math.inf
         self._conn: psycopg.Connection | None = None
 
     # -- life cycle -------------------------------------------------------
@@ -145,40 +150,57 @@ class Worker:
         self._wake.set()
 
     def _on_notify(self, due_epoch: float) -> None:
-        if due_epoch:
-            self._next_due = min(self._next_due, due_epoch)
-        else:
-            self._wanted = True
+        with self._notify_lock:
+            if due_epoch:
+                self._next_due = min(self._next_due, due_epoch)
+            else:
+                self._notify_seq += 1
         self._wake.set()
 
     def _on_listener_reconnect(self) -> None:
-        self._wanted = True
-        self._wake.set()
+        self._on_notify(0.0)
+
+    def _due(self, epoch: float) -> None:
+        """Remember a future run_at (a retry this worker scheduled) as a wake-up timer."""
+        with self._notify_lock:
+            self._next_due = min(self._next_due, epoch)
+
+    def _take_wake_reasons(self) -> int:
+        """Fold notifications and expired timers into ``_wanted``; returns the notify counter."""
+        with self._notify_lock:
+            if time.time() >= self._next_due:
+                self._next_due = math.inf
+                self._wanted = True
+            return self._notify_seq
 
     # -- the loop ------------------------------------------------------------
     def _loop(self, executor: Executor) -> None:
         now = time.monotonic()
         next_poll = now + self.poll_interval
         next_beat = now + self.heartbeat_interval
+        seen_seq = -1
         while True:
             self._wake.clear()
             self._collect_outcomes()
             if self.stopping and not self._running:
                 self._flush(claim=False)
                 return
-            now = time.monotonic()
-            if time.time() >= self._next_due:
-                self._next_due = math.inf
+            seq = self._take_wake_reasons()
+            if seq != seen_seq:
+                seen_seq = seq
                 self._wanted = True
-            if now >= next_poll:
+            if time.monotonic() >= next_poll:
                 self._wanted = True
             free = self.concurrency - len(self._running)
             claim = not self.stopping and free > 0 and (self._wanted or self.burst)
             if claim or self._unflushed:
-                claimed = self._flush(claim=claim, limit=min(free, self.claim_batch))
+                limit = min(free, self.claim_batch)
+                claimed = self._flush(claim=claim, limit=limit)
                 if claim:
                     next_poll = time.monotonic() + self.poll_interval
-                    self._wanted = len(claimed) == min(free, self.claim_batch)
+                    # A full batch may have left more behind; a notification that
+                    # arrived meanwhile is picked up by the counter on the next turn.
+                    self._wanted = len(claimed) == limit
                     self._dispatch(executor, claimed)
                     if self.burst and not claimed and not self._running and not self._done:
                         return
@@ -186,15 +208,21 @@ class Worker:
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + self.heartbeat_interval
-            if self._done or (self._wanted and not self.stopping and len(self._running) < self.concurrency):
+            if (
+                self._done
+                or self._notify_seq != seen_seq
+                or (self._wanted and not self.stopping and len(self._running) < self.concurrency)
+            ):
                 continue
             self._wake.wait(self._sleep_time(next_poll, next_beat))
 
     def _sleep_time(self, next_poll: float, next_beat: float) -> float:
         now = time.monotonic()
         wake_at = min(next_poll, next_beat)
-        if self._next_due != math.inf:
-            wake_at = min(wake_at, now + max(0.0, self._next_due - time.time()))
+        with self._notify_lock:
+            next_due = self._next_due
+        if next_due != math.inf:
+            wake_at = min(wake_at, now + max(0.0, next_due - time.time()))
         for r in self._running.values():
             wake_at = min(wake_at, r.deadline)
         return max(0.0, wake_at - now)
@@ -273,7 +301,7 @@ class Worker:
         self._unflushed.clear()
         for r in retries:
             if r.status == q.PENDING:
-                self._next_due = min(self._next_due, r.run_at.timestamp())
+                self._due(r.run_at.timestamp())
         return claimed
 
     def _heartbeat(self) -> None:
