@@ -482,11 +482,13 @@ SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM renewed)
 # Capped queues are locked first, in their own statement, so that the claim
 # statement that follows (a new snapshot) counts every running job committed by
 # the previous holder of the lock: two workers can never both see free room.
+# NO KEY UPDATE serialises claimers without blocking enqueues, whose foreign
+# key check holds KEY SHARE on the same row.
 _LOCK_CAPPED_QUEUES = f"""
 SELECT id FROM {QUEUE}
 WHERE concurrency_limit IS NOT NULL AND NOT paused
   AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
-ORDER BY id FOR UPDATE
+ORDER BY id FOR NO KEY UPDATE
 """
 
 _CLAIM = f"""
