@@ -27,6 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF_MAX": 3600.0,
     # Seconds an attempt may run before it is stopped and retried; None = no limit.
     "TIMEOUT": None,
+    # Largest payload + args accepted by enqueue, in bytes of JSON.
+    "MAX_PAYLOAD_BYTES": 1_000_000,
+    # On SIGTERM, running jobs get this many seconds to finish; what is still
+    # running then is released (pending again at once). A second signal stops now.
+    "SHUTDOWN_GRACE": 25.0,
     # runworkers defaults.
     "CONCURRENCY": 10,
     "PROCESSES": 1,

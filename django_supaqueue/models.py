@@ -60,6 +60,17 @@ class Queue(models.Model):
         validators=[MinValueValidator(0.001)],
         help_text=_("Seconds an attempt may run before it is stopped and retried."),
     )
+
+    class ExecutionMode(models.TextChoices):
+        THREADS = "threads", _("Threads (fast; a timed-out attempt is interrupted at its next instruction)")
+        PROCESSES = "processes", _("Processes (isolated; a timed-out attempt is killed)")
+
+    execution_mode = models.CharField(
+        max_length=16,
+        choices=ExecutionMode.choices,
+        default=ExecutionMode.THREADS,
+        db_default=ExecutionMode.THREADS,
+    )
     paused = models.BooleanField(
         default=False, db_default=False, help_text=_("Paused queues keep their jobs but run none.")
     )
@@ -211,6 +222,7 @@ class JobEvent(models.Model):
         RETRIED = "retried", _("Failed, will retry")
         FAILED = "failed", _("Failed for good")
         CANCELLED = "cancelled", _("Cancelled")
+        RELEASED = "released", _("Released by a stopping worker")
 
     id = models.BigAutoField(primary_key=True)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")

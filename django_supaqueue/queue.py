@@ -35,6 +35,8 @@ WORKER = Worker._meta.db_table
 
 #: The channel the insert trigger (migration 0002) notifies and workers LISTEN on.
 CHANNEL = "supaqueue"
+#: Cancellations of running attempts are announced here as "<job id> <attempt>".
+CANCEL_CHANNEL = "supaqueue_cancel"
 
 PENDING = Job.Status.PENDING.value
 IN_PROGRESS = Job.Status.IN_PROGRESS.value
@@ -119,11 +121,19 @@ class JobSpec:
             raise InvalidOption(
                 f"key must be a non-empty string of at most 255 characters, not {self.key!r}."
             )
+        payload = encode_json(self.payload, "payload")
+        args = encode_json(list(self.args), "args")
+        limit = conf.get("MAX_PAYLOAD_BYTES")
+        if limit and len(payload) + len(args) > limit:
+            raise InvalidPayload(
+                f"payload is {len(payload) + len(args)} bytes of JSON, over SUPAQUEUE['MAX_PAYLOAD_BYTES'] "
+                f"({limit}): store large data elsewhere (a model, a file) and pass its id."
+            )
         return _Row(
             queue=check_queue_name(self.queue or conf.get("DEFAULT_QUEUE")),
             task_name=self.task_name,
-            payload=encode_json(self.payload, "payload"),
-            args=encode_json(list(self.args), "args"),
+            payload=payload,
+            args=args,
             priority=None if self.priority is None else check_priority(self.priority),
             run_at=check_run_at(self.run_at),
             max_attempts=None if self.max_attempts is None else check_max_attempts(self.max_attempts),
@@ -424,6 +434,7 @@ class ClaimedJob:
     max_attempts: int
     timeout: float | None
     capped: bool
+    execution_mode: str = "threads"
 
 
 @dataclasses.dataclass(slots=True)
@@ -493,7 +504,7 @@ ORDER BY id FOR NO KEY UPDATE
 
 _CLAIM = f"""
 WITH q AS (
-  SELECT id, name, concurrency_limit, timeout FROM {QUEUE}
+  SELECT id, name, concurrency_limit, timeout, execution_mode FROM {QUEUE}
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
 ), room AS (
   SELECT q.id, CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int
@@ -523,7 +534,7 @@ WITH q AS (
   SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL
+       q.concurrency_limit IS NOT NULL, q.execution_mode
 FROM claimed c JOIN q ON q.id = c.queue_id
 ORDER BY c.priority DESC, c.run_at, c.id
 """
@@ -552,7 +563,10 @@ SELECT id FROM done
 # The shared tail of fail() and recover_expired(): given a CTE ``lease`` of
 # attempts whose leases were just removed, decide retry or final failure,
 # compute the back-off in the database (so it always uses the queue's current
-# settings), and write one event per attempt.
+# settings), and write one event per attempt. A job going back to pending
+# gives up its key when a newer pending job already holds it (enqueued with
+# that key while this one ran): the key stays with the newer job, as in
+# graphile-worker, and the unique index of pending keys is never violated.
 _RESOLVE_FAILURES = f"""
 , upd AS (
   UPDATE {JOB} j SET
@@ -564,6 +578,9 @@ _RESOLVE_FAILURES = f"""
                        * (0.5 + random() * 0.5)))
              ELSE j.run_at END,
     finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+    key = CASE WHEN j.key IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
+          THEN NULL ELSE j.key END,
     last_error = l.error_class || ': ' || l.error_message
   FROM lease l, {QUEUE} q
   WHERE j.id = l.job_id AND q.id = j.queue_id
@@ -620,6 +637,103 @@ DELETE FROM {WORKER} w
 WHERE w.last_heartbeat_at < now() - %(stale)s * interval '1 second'
   AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.worker_id = w.id)
 """
+
+
+_CANCEL = f"""
+WITH target AS (
+  SELECT id FROM {JOB} WHERE id = ANY(%(job_id)s::bigint[]) AND status IN ('{PENDING}', '{IN_PROGRESS}')
+  ORDER BY id FOR UPDATE
+), lease AS (
+  DELETE FROM {CURRENT} c USING target WHERE c.job_id = target.id RETURNING c.job_id, c.attempt
+), upd AS (
+  UPDATE {JOB} j SET status = 'cancelled', finished_at = now()
+  FROM target WHERE j.id = target.id
+  RETURNING j.id, j.attempts
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, 'cancelled', NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)
+SELECT upd.id, lease.attempt FROM upd LEFT JOIN lease ON lease.job_id = upd.id
+"""
+
+_NOTIFY_CANCELLED = f"""
+SELECT pg_notify('{CANCEL_CHANNEL}', a.job_id || ' ' || a.attempt)
+FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS a(job_id, attempt)
+"""
+
+
+def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
+    """Cancel pending or running jobs; returns the ids that were cancelled.
+
+    A pending job will never run. A running attempt loses its lease (so its
+    result can never be written) and its worker is told to stop it, the way a
+    timeout stops it. Finished jobs are left alone.
+    """
+    ids = [j.pk if isinstance(j, Job) else int(j) for j in jobs]
+    if not ids:
+        return []
+    alias = _db_alias()
+    with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+        cur.execute(_CANCEL, {"job_id": ids, "reason": reason})
+        rows = cur.fetchall()
+        running = [(job_id, attempt) for job_id, attempt in rows if attempt is not None]
+        if running:
+            cur.execute(
+                _NOTIFY_CANCELLED,
+                {"job_id": [r[0] for r in running], "attempt": [r[1] for r in running]},
+            )
+    return [r[0] for r in rows]
+
+
+_RELEASE = f"""
+WITH d AS (
+  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS d(job_id, attempt)
+), lease AS (
+  DELETE FROM {CURRENT} c USING d
+  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
+  RETURNING c.job_id, c.attempt, c.started_at
+), upd AS (
+  UPDATE {JOB} j SET status = '{PENDING}', run_at = now(), attempts = GREATEST(j.attempts - 1, 0),
+    key = CASE WHEN j.key IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
+          THEN NULL ELSE j.key END
+  FROM lease WHERE j.id = lease.job_id
+  RETURNING j.id
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class, error_message,
+                       traceback)
+  SELECT job_id, 'released', attempt, %(worker_name)s, now(),
+         extract(epoch FROM now() - started_at)::float8, '',
+         'the worker stopped before the attempt finished', ''
+  FROM lease
+)
+SELECT id FROM upd
+"""
+
+
+def release(conn: Any, *, worker_id: int, worker_name: str, held: Sequence[tuple[int, int]]) -> list[int]:
+    """Give back attempts a stopping worker will not finish: pending again now, the attempt not counted."""
+    if not held:
+        return []
+    params = {
+        "job_id": [h[0] for h in held],
+        "attempt": [h[1] for h in held],
+        "worker_id": worker_id,
+        "worker_name": worker_name,
+    }
+    return [r[0] for r in conn.execute(_RELEASE, params).fetchall()]
+
+
+_NOTIFY_QUEUES = f"""
+SELECT pg_notify('{CHANNEL}', name || ' 0') FROM unnest(%(names)s::text[]) AS name
+"""
+
+
+def notify_queues(conn: Any, names: Iterable[str]) -> None:
+    """Wake every listening worker of these queues (a capped queue that has room again)."""
+    names = sorted(set(names))
+    if names:
+        conn.execute(_NOTIFY_QUEUES, {"names": names})
 
 
 def register_worker(

@@ -52,6 +52,7 @@ SUPAQUEUE = {
     "HEARTBEAT_INTERVAL": float(os.environ.get("SUPAQUEUE_HEARTBEAT_INTERVAL", "1")),
     "LEASE_DURATION": float(os.environ.get("SUPAQUEUE_LEASE_DURATION", "10")),
     "RETRY_BACKOFF": 0.0,
+    "SHUTDOWN_GRACE": float(os.environ.get("SUPAQUEUE_SHUTDOWN_GRACE", "25")),
 }
 
 LOGGING = {

@@ -167,3 +167,10 @@ def test_enqueue_many_by_name_returns_jobs_in_order():
 def test_calling_a_task_runs_it_now():
     assert tasks.add(2, 5) == 7
     assert not Job.objects.exists()
+
+
+def test_oversized_payload_is_refused(settings):
+    settings.SUPAQUEUE = {"MAX_PAYLOAD_BYTES": 1000}
+    with pytest.raises(InvalidPayload, match="MAX_PAYLOAD_BYTES"):
+        tasks.noop.enqueue(i="x" * 1000)
+    assert not Job.objects.exists()

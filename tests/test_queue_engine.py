@@ -205,3 +205,29 @@ def test_insert_notifies_listeners_with_the_queue_and_due_time(conn):
     assert payloads[0] == "default 0"
     queue, epoch = payloads[1].split()
     assert queue == "later" and float(epoch) > timezone.now().timestamp() + 3500
+
+
+def test_a_retry_gives_its_key_to_a_newer_pending_job(conn, worker):
+    first = JobFactory(key="sync:1", max_attempts=3)
+    [claimed] = claim(conn, worker)
+    from tests.testapp import tasks
+
+    newer = tasks.noop.enqueue(key="sync:1")  # the keyed job is running, so a new one is created
+    assert newer.pk != first.pk
+    [retry] = q.fail(conn, worker_id=worker.pk, worker_name="w1", failures=[failure(claimed)])
+    first.refresh_from_db()
+    assert retry.status == first.status == Job.Status.PENDING and first.key is None
+    assert Job.objects.get(pk=newer.pk).key == "sync:1"
+
+
+def test_a_release_gives_its_key_to_a_newer_pending_job(conn, worker):
+    first = JobFactory(key="sync:2")
+    [claimed] = claim(conn, worker)
+    from tests.testapp import tasks
+
+    newer = tasks.noop.enqueue(key="sync:2")
+    held = [(claimed.id, claimed.attempt)]
+    assert q.release(conn, worker_id=worker.pk, worker_name="w1", held=held) == [first.pk]
+    first.refresh_from_db()
+    assert first.status == Job.Status.PENDING and first.key is None and first.attempts == 0
+    assert Job.objects.get(pk=newer.pk).key == "sync:2"

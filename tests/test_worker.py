@@ -128,3 +128,45 @@ def test_queue_timeout_applies_to_its_jobs(drain):
     drain(queues=["short"])
     assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCESSFUL
     assert Job.objects.get(pk=slow.pk).status == Job.Status.FAILED
+
+
+def test_a_task_module_that_raises_at_import_is_a_recorded_failure(drain):
+    job = JobFactory(task_name="tests.testapp.broken_tasks.anything", max_attempts=1)
+    drain()
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert job.last_error == "RuntimeError: broken_tasks cannot be imported"
+
+
+def test_cancelling_a_pending_job_means_it_never_runs(drain):
+    from django_supaqueue import cancel
+
+    job = tasks.record.enqueue(n=1)
+    done = tasks.add.enqueue(1, 1)
+    Job.objects.filter(pk=done.pk).update(status=Job.Status.SUCCESSFUL)
+    assert cancel([job, done.pk], reason="not needed") == [job.pk]
+    drain()
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED and job.finished_at
+    assert not Execution.objects.exists()
+    event = JobEvent.objects.get(job=job)
+    assert event.kind == JobEvent.Kind.CANCELLED and event.error_message == "not needed"
+    assert Job.objects.get(pk=done.pk).status == Job.Status.SUCCESSFUL
+
+
+def test_a_capped_queue_refills_as_soon_as_a_job_finishes(transactional_db):
+    import threading
+
+    from django_supaqueue.worker.runtime import Worker as WorkerRuntime
+    from tests.conftest import wait_for
+
+    QueueFactory(name="one-at-a-time", concurrency_limit=1)
+    tasks.hold.using(queue="one-at-a-time").enqueue_many([{"n": i, "seconds": 0.2} for i in range(3)])
+    worker = WorkerRuntime(concurrency=3, poll_interval=30)  # no poll will come to the rescue
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: Job.objects.filter(status=Job.Status.SUCCESSFUL).count() == 3, 5)
+    finally:
+        worker.stop()
+        thread.join(10)

@@ -1,8 +1,10 @@
 """Run claimed jobs on a pool of threads and report each outcome.
 
-A thread whose job ran past its timeout is abandoned: it gets a JobTimeout
-raised at its next Python instruction and exits once it unwinds, while a fresh
-thread takes its slot at once, so a stuck task never shrinks the pool.
+A slot whose attempt must stop (timeout, cancel, shutdown) is abandoned. In
+threads mode its thread gets a JobTimeout raised at its next Python
+instruction and exits once it unwinds, while a fresh thread takes the slot at
+once, so a stuck task never shrinks the pool. In processes mode the attempt
+runs in the slot's child process, which is killed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from django.db import close_old_connections
 from ..exceptions import JobTimeout
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task
+from .child import ChildProcess
 
 logger = logging.getLogger("django_supaqueue.worker")
 
@@ -112,8 +115,8 @@ class Executor:
         self.on_done = on_done
         self._jobs: queue_lib.SimpleQueue[ClaimedJob | None] = queue_lib.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads: dict[int, _Slot] = {}
-        self._current: dict[tuple[int, int], int] = {}  # (job id, attempt) -> thread ident
+        self._slots: set[_Slot] = set()
+        self._current: dict[tuple[int, int], _Slot] = {}  # (job id, attempt) -> slot running it
         for _ in range(size):
             self._spawn()
 
@@ -121,22 +124,31 @@ class Executor:
         self._jobs.put(job)
 
     def abandon(self, job: ClaimedJob) -> bool:
-        """Stop ``job`` by raising JobTimeout in its thread, and give its slot to a new thread."""
+        """Stop ``job`` now: kill its child process, or interrupt its thread and replace it."""
         with self._lock:
-            ident = self._current.pop((job.id, job.attempt), None)
-            slot = self._threads.pop(ident, None) if ident is not None else None
-        if slot is None:
-            return False
+            slot = self._current.pop((job.id, job.attempt), None)
+            if slot is None:
+                return False
+            if slot.child is None:
+                self._slots.discard(slot)
+        if slot.child is not None:
+            slot.child.kill()
+            return True
         slot.abandoned = True
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(JobTimeout))
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(slot.thread.ident), ctypes.py_object(JobTimeout)
+        )
         self._spawn()
         return True
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
-            slots = list(self._threads.values())
+            slots = list(self._slots)
         for _ in slots:
             self._jobs.put(None)
+        for slot in slots:
+            if slot.child is not None:
+                slot.child.kill()
         if wait:
             for slot in slots:
                 slot.thread.join()
@@ -144,30 +156,54 @@ class Executor:
     def _spawn(self) -> None:
         slot = _Slot()
         slot.thread = threading.Thread(target=self._run, args=(slot,), name="supaqueue-job", daemon=True)
-        slot.thread.start()
         with self._lock:
-            self._threads[slot.thread.ident] = slot  # type: ignore[index]
+            self._slots.add(slot)
+        slot.thread.start()
 
     def _run(self, slot: _Slot) -> None:
-        ident = threading.get_ident()
         try:
             while not slot.abandoned:
                 job = self._jobs.get()
                 if job is None:
-                    return
+                    break
                 with self._lock:
-                    self._current[(job.id, job.attempt)] = ident
-                outcome = perform(job)
+                    self._current[(job.id, job.attempt)] = slot
+                outcome = self._perform(slot, job)
                 with self._lock:
                     self._current.pop((job.id, job.attempt), None)
                 self.on_done(job, outcome)
         except JobTimeout:
-            pass  # the timeout landed after the job finished; this thread was replaced anyway
+            pass  # the interruption landed after the job finished; this thread was replaced anyway
+        finally:
+            if slot.child is not None:
+                slot.child.close()
+
+    def _perform(self, slot: _Slot, job: ClaimedJob) -> Outcome:
+        if job.execution_mode != "processes":
+            return perform(job)
+        if slot.child is None:
+            slot.child = ChildProcess()
+        started = time.monotonic()
+        try:
+            return slot.child.run(job)
+        except (EOFError, OSError):
+            child, slot.child = slot.child, None
+            child.close()
+            why = "was killed" if child.killed else f"exited with code {child.process.exitcode}"
+            return Failure(
+                job_id=job.id,
+                attempt=job.attempt,
+                error_class="django_supaqueue.exceptions.ChildProcessDied",
+                error_message=f"the process running the attempt {why}",
+                traceback="",
+                duration=time.monotonic() - started,
+            )
 
 
 class _Slot:
-    __slots__ = ("thread", "abandoned")
+    __slots__ = ("thread", "abandoned", "child")
 
     def __init__(self) -> None:
         self.thread: threading.Thread
         self.abandoned = False
+        self.child: ChildProcess | None = None

@@ -1,9 +1,10 @@
-"""LISTEN for new jobs on a connection of its own, and wake the claim loop.
+"""LISTEN for new jobs and cancellations on a connection of its own, and wake the claim loop.
 
 The insert trigger sends ``"<queue> <epoch>"`` on the channel once per queue
 per statement: epoch 0 means runnable now, otherwise the earliest future
 run_at, which the loop keeps as a timer so delayed jobs start on time without
-polling.
+polling. Cancellations of running attempts arrive as "<job id> <attempt>" on
+a second channel.
 """
 
 from __future__ import annotations
@@ -16,23 +17,25 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from ..queue import CANCEL_CHANNEL, CHANNEL
 from .connection import connect
 
 logger = logging.getLogger("django_supaqueue.worker")
 
 
 class Listener(threading.Thread):
-    """Calls ``on_jobs(due_epoch)`` for each notification about a served queue."""
+    """Calls ``on_jobs(due_epoch)`` for each notification about a served queue,
+    and ``on_cancel(job_id, attempt)`` for each cancelled attempt."""
 
     def __init__(
         self,
-        channel: str,
         queues: set[str] | None,
         on_jobs: Callable[[float], None],
+        on_cancel: Callable[[int, int], None],
         on_reconnect: Callable[[], None],
     ) -> None:
         super().__init__(name="supaqueue-listener", daemon=True)
-        self.channel = channel
+        self.on_cancel = on_cancel
         self.queues = queues
         self.on_jobs = on_jobs
         self.on_reconnect = on_reconnect
@@ -62,13 +65,22 @@ class Listener(threading.Thread):
 
     def _listen(self) -> None:
         self._conn = connect(application_name="supaqueue listener")
-        self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        for channel in (CHANNEL, CANCEL_CHANNEL):
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         if self.ready.is_set():
             self.on_reconnect()  # notifications may have been missed while we were away
         self.ready.set()
         while not self._stop.is_set():
             for note in self._conn.notifies(timeout=1.0):
-                self._handle(note.payload)
+                if note.channel == CANCEL_CHANNEL:
+                    self._handle_cancel(note.payload)
+                else:
+                    self._handle(note.payload)
+
+    def _handle_cancel(self, payload: str) -> None:
+        job_id, _, attempt = payload.partition(" ")
+        if job_id.isdigit() and attempt.isdigit():
+            self.on_cancel(int(job_id), int(attempt))
 
     def _handle(self, payload: str) -> None:
         queue, _, due = payload.rpartition(" ")

@@ -33,6 +33,13 @@ from .listener import Listener
 
 logger = logging.getLogger("django_supaqueue.worker")
 
+# Conflicts with a concurrent transaction: the same statements succeed on a new snapshot.
+_RETRYABLE = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.UniqueViolation,
+)
+
 
 @dataclass
 class _Running:
@@ -71,7 +78,10 @@ class Worker:
 
         self._wake = threading.Event()
         self._done: collections.deque[tuple[ClaimedJob, Outcome]] = collections.deque()
+        self._cancelled: collections.deque[tuple[int, int]] = collections.deque()
+        self._grace_deadline = math.inf
         self._unflushed: list[Outcome] = []
+        self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
         self._running: dict[tuple[int, int], _Running] = {}
         self._wanted = True  # claim on the next turn of the loop
         # Written by the listener thread: a notification counter (so one that
@@ -90,7 +100,10 @@ class Worker:
         self._conn = self._connect_with_retry()
         q.ensure_queues(self._queues_to_create(), self._conn)
         listener = Listener(
-            q.CHANNEL, set(self.queues) if self.queues else None, self._on_notify, self._on_listener_reconnect
+            set(self.queues) if self.queues else None,
+            self._on_notify,
+            self._on_cancel,
+            self._on_listener_reconnect,
         )
         listener.start()
         listener.ready.wait(10)
@@ -118,8 +131,16 @@ class Worker:
         logger.info("worker %s stopped after %s jobs", self.name, self.processed)
 
     def stop(self) -> None:
-        """Stop claiming; the loop exits once running jobs have finished."""
-        self.stopping = True
+        """Stop claiming and let running jobs finish within SHUTDOWN_GRACE; called again, stop now.
+
+        Whatever still runs when the grace period ends is released: pending
+        again at once, rather than waiting for its lease to expire.
+        """
+        if self.stopping:
+            self._grace_deadline = time.monotonic()
+        else:
+            self.stopping = True
+            self._grace_deadline = time.monotonic() + float(conf.get("SHUTDOWN_GRACE"))
         self._wake.set()
 
     def _queues_to_create(self) -> set[str]:
@@ -135,10 +156,8 @@ class Worker:
             return
 
         def handle(signum: int, frame: object) -> None:
-            if not self.stopping:
-                logger.info(
-                    "worker %s: %s received, finishing running jobs", self.name, signal.Signals(signum).name
-                )
+            what = "releasing running jobs now" if self.stopping else "finishing running jobs"
+            logger.info("worker %s: %s received, %s", self.name, signal.Signals(signum).name, what)
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
@@ -155,6 +174,10 @@ class Worker:
                 self._next_due = min(self._next_due, due_epoch)
             else:
                 self._notify_seq += 1
+        self._wake.set()
+
+    def _on_cancel(self, job_id: int, attempt: int) -> None:
+        self._cancelled.append((job_id, attempt))
         self._wake.set()
 
     def _on_listener_reconnect(self) -> None:
@@ -182,8 +205,9 @@ class Worker:
         while True:
             self._wake.clear()
             self._collect_outcomes()
-            if self.stopping and not self._running:
-                self._flush(claim=False)
+            self._apply_cancellations(executor)
+            if self.stopping and (not self._running or time.monotonic() >= self._grace_deadline):
+                self._release_running(executor)
                 return
             seq = self._take_wake_reasons()
             if seq != seen_seq:
@@ -225,6 +249,7 @@ class Worker:
             wake_at = min(wake_at, now + max(0.0, next_due - time.time()))
         for r in self._running.values():
             wake_at = min(wake_at, r.deadline)
+        wake_at = min(wake_at, self._grace_deadline)
         return max(0.0, wake_at - now)
 
     def _collect_outcomes(self) -> None:
@@ -232,8 +257,40 @@ class Worker:
             job, outcome = self._done.popleft()
             if self._running.pop((job.id, job.attempt), None) is None:
                 continue  # a timed-out attempt finishing late: already recorded, fenced anyway
+            if job.capped:
+                self._freed_capped.add(job.queue)
+                self._wanted = True
             self._unflushed.append(outcome)
             self.processed += 1
+
+    def _apply_cancellations(self, executor: Executor) -> None:
+        """Stop attempts cancelled in the database (their lease and status are already written)."""
+        while self._cancelled:
+            r = self._running.pop(self._cancelled.popleft(), None)
+            if r is not None:
+                executor.abandon(r.job)
+                logger.info("job %s (%s) attempt %s cancelled", r.job.id, r.job.task_name, r.job.attempt)
+
+    def _release_running(self, executor: Executor) -> None:
+        """Record what finished, give back what did not, and stop the attempts given back."""
+        held = [(r.job.id, r.job.attempt) for r in self._running.values()]
+        while True:
+            try:
+                self._flush(claim=False)
+                with self._conn.transaction():
+                    released = q.release(
+                        self._conn, worker_id=self.worker_id, worker_name=self.name, held=held
+                    )
+                break
+            except _RETRYABLE:
+                continue
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self._reconnect(exc)
+        for r in self._running.values():
+            executor.abandon(r.job)
+        if released:
+            logger.warning("worker %s released %s unfinished jobs: %s", self.name, len(released), released)
+        self._running.clear()
 
     def _dispatch(self, executor: Executor, claimed: list[ClaimedJob]) -> None:
         default_timeout = conf.get("TIMEOUT")
@@ -281,6 +338,7 @@ class Worker:
                     retries = q.fail(
                         self._conn, worker_id=self.worker_id, worker_name=self.name, failures=failures
                     )
+                    q.notify_queues(self._conn, self._freed_capped)
                     claimed = (
                         q.claim(
                             self._conn,
@@ -294,11 +352,12 @@ class Worker:
                         else []
                     )
                 break
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            except _RETRYABLE:
                 continue
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self._reconnect(exc)
         self._unflushed.clear()
+        self._freed_capped.clear()
         for r in retries:
             if r.status == q.PENDING:
                 self._due(r.run_at.timestamp())
@@ -323,7 +382,7 @@ class Worker:
                 )
             if q.recover_expired(self._conn, stale_after=self.lease * 2):
                 self._wanted = True
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._reconnect(exc)
 
     def _connect_with_retry(self) -> psycopg.Connection:

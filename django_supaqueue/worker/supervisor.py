@@ -87,13 +87,14 @@ class _Supervisor:
         return child
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if self.stopping:
-            return
+        """First signal: children finish their jobs. Second: they release them and stop now."""
+        what = "now" if self.stopping else "after their running jobs"
         self.stopping = True
         logger.info(
-            "supervisor: %s received, stopping %s worker processes",
+            "supervisor: %s received, stopping %s worker processes %s",
             signal.Signals(signum).name,
             len(self.children),
+            what,
         )
         for child in self.children:
             if child.pid and child.is_alive():

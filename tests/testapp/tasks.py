@@ -70,3 +70,21 @@ def busy_loop(n, seconds):
     while time.time() < deadline:
         x += 1
     Execution.objects.create(label="busy_loop", n=n, pid=os.getpid(), started=time.time())
+
+
+@task
+def sleep_then_record(n, seconds):
+    """Blocked in C (time.sleep) for ``seconds``; the row appears only if it is never stopped."""
+    time.sleep(seconds)
+    Execution.objects.create(label="sleep_then_record", n=n, pid=os.getpid(), started=time.time())
+
+
+@task(max_attempts=1)
+def exit_process():
+    """Takes down the process it runs in, as a segfault or os._exit in a C extension would."""
+    os._exit(3)
+
+
+@task
+def whoami():
+    return os.getpid()
