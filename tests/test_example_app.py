@@ -108,3 +108,18 @@ def test_the_demo_workload_runs_to_completion(drain):
         "emails": 7,
         "orders": 3,
     }
+
+
+@pytest.mark.django_db
+def test_the_once_report_names_each_job_that_did_not_succeed(capsys):
+    from example_project import demo
+
+    keys = workload.enqueue_workload()
+    Job.objects.filter(key="demo:inventory-sync").update(
+        status=Job.Status.FAILED, attempts=5, last_error="ConnectionError: warehouse API unavailable"
+    )
+    Job.objects.exclude(key="demo:inventory-sync").update(status=Job.Status.SUCCESSFUL)
+    assert demo.report(workload.newest_jobs(keys), elapsed=1.0) == 1
+    out = capsys.readouterr().out
+    assert "demo workload FAILED: 1 of 16 jobs did not succeed" in out
+    assert "demo:inventory-sync: failed after 5 attempts: ConnectionError: warehouse API unavailable" in out

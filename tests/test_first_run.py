@@ -46,7 +46,10 @@ class Run:
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The repository's tracked files, as they are in the working tree, in a fresh folder."""
+    """The repository's tracked files, as they are in the working tree, in a fresh folder.
+
+    Like a clone, the copy leaves out files git does not track: ``git add`` a new file to include it.
+    """
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout to list the tracked files")
     target = tmp_path_factory.mktemp("clone")
