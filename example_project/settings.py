@@ -1,8 +1,15 @@
 """Settings of the example project, read from the environment with django-environ.
 
-DATABASE_URL     PostgreSQL to use (default: postgres://postgres@127.0.0.1:5432/supaqueue_example)
-SECRET_KEY       Django's secret key (a development default is used when unset)
-DEBUG            "true" / "false" (default true)
+DATABASE_URL         PostgreSQL to use. ``example_project/run.py`` sets it to an
+                     embedded server when it is unset; ``manage.py`` run by hand
+                     falls back to postgres://postgres@127.0.0.1:5432/supaqueue_example.
+SECRET_KEY           Django's secret key (a development default is used when unset)
+DEBUG                "true" / "false" (default true)
+ALLOWED_HOSTS        comma-separated (default 127.0.0.1,localhost)
+SUPAQUEUE_LOG_LEVEL  level of the queue's log lines (default INFO: one line per job)
+
+The queue has no secrets of its own yet (nothing signs or authenticates job
+calls), so there is nothing else to read here.
 """
 
 from pathlib import Path
@@ -58,6 +65,7 @@ DATABASES = {
 }
 
 SUPAQUEUE = {
+    # Applied when the queue is first created; after that the admin is the authority.
     "QUEUES": {"emails": {"concurrency_limit": 2}},
 }
 
@@ -65,5 +73,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_supaqueue": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "django_supaqueue": {"handlers": ["console"], "level": env("SUPAQUEUE_LOG_LEVEL", default="INFO")}
+    },
 }

