@@ -50,7 +50,8 @@ def check_database(python: Path, url: str) -> None:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         sys.exit(
             f"PostgreSQL is not reachable at {url}: {last}\n"
-            "Start a server (13 or newer) or set DATABASE_URL to one the tests may create databases on."
+            "Start a server (PostgreSQL 15 or newer) or set DATABASE_URL to one the tests "
+            "may create databases on."
         )
 
 
