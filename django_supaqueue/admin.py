@@ -1,23 +1,45 @@
-"""Admin screens for queues, workers and jobs (read-mostly: state changes go through queue.py)."""
+"""Admin screens for queues, workers and jobs.
+
+Only queues are edited here. Jobs, events, workers and leases are read-only:
+a job's state changes only through the queue's own statements (queue.py), so
+an admin edit can never break a lease or a status rule.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import admin
 
 from .models import CurrentJob, Job, JobEvent, Queue, Worker
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Queue)
 class QueueAdmin(admin.ModelAdmin):
-    list_display = ["name", "paused", "concurrency_limit", "max_attempts", "priority", "timeout"]
+    list_display = [
+        "name",
+        "paused",
+        "concurrency_limit",
+        "execution_mode",
+        "max_attempts",
+        "priority",
+        "timeout",
+    ]
     list_editable = ["paused", "concurrency_limit"]
     search_fields = ["name"]
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(ReadOnlyAdmin):
     list_display = ["name", "host", "pid", "concurrency", "started_at", "last_heartbeat_at"]
-    readonly_fields = [f.name for f in Worker._meta.fields]
 
 
 class JobEventInline(admin.TabularInline):
@@ -37,12 +59,12 @@ class JobEventInline(admin.TabularInline):
     ]
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: Any, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "task_name",
@@ -58,11 +80,9 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["=id", "task_name", "=key"]
     list_select_related = ["queue"]
     show_full_result_count = False
-    readonly_fields = ["attempts", "result", "last_error", "created_at", "started_at", "finished_at"]
     inlines = [JobEventInline]
 
 
 @admin.register(CurrentJob)
-class CurrentJobAdmin(admin.ModelAdmin):
+class CurrentJobAdmin(ReadOnlyAdmin):
     list_display = ["job", "worker", "attempt", "started_at", "lease_expires_at"]
-    readonly_fields = ["job", "worker", "attempt", "started_at", "lease_expires_at"]
