@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""The benchmark: ``python3 tests/benchmark.py [--quick] [--only NAME,...]``.
+
+Runs each workload against a throwaway database (created and dropped here) and,
+in the same run, the raw psycopg baseline for the same work, then prints every
+figure with its ratio to the baseline. The machine is noisy: read the ratios.
+
+Workloads (no-op tasks): single enqueue (one transaction each) vs a raw INSERT;
+bulk enqueue (``enqueue_many``) vs COPY; draining a 20,000-job backlog with one
+worker process at concurrency 1 and 10 and with 2 processes, vs raw SKIP
+LOCKED loops (one job per transaction, and 100 per statement); enqueue-to-start
+latency with an idle worker vs a raw LISTEN/NOTIFY round trip; draining with
+1,000,000 future jobs in the table vs 10,000 (claim cost must stay flat); the
+worker's peak memory; throughput with 1, 2 and 4 worker processes.
+
+Not a test: nothing here asserts a time. The figures go in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432")
+DB = os.environ.get("BENCH_DB", "supaqueue_bench")
+TASK = "tests.testapp.tasks.noop"
+
+
+def bootstrap() -> None:
+    """Re-run inside the project's virtual environment (the one tests/run.py makes)."""
+    if os.environ.get("SUPAQUEUE_BENCH_IN_VENV"):
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from run import ensure_venv
+
+    python = ensure_venv()
+    os.environ["SUPAQUEUE_BENCH_IN_VENV"] = "1"
+    os.execv(python, [str(python), __file__, *sys.argv[1:]])
+
+
+bootstrap()
+
+import psycopg  # noqa: E402
+
+DSN = f"{SERVER}/{DB}"
+
+
+def admin_exec(sql: str) -> None:
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def setup_database() -> None:
+    admin_exec(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    admin_exec(f'CREATE DATABASE "{DB}"')
+    env = worker_env()
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "-v", "0", "--settings=tests.settings"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    import django
+
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": DSN,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "SUPAQUEUE_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def conn() -> psycopg.Connection:
+    return psycopg.connect(DSN, autocommit=True)
+
+
+def reset() -> None:
+    with conn() as c:
+        c.execute("TRUNCATE supaqueue_job RESTART IDENTITY CASCADE")
+        c.execute("TRUNCATE raw_jobs RESTART IDENTITY")
+        c.execute("CHECKPOINT")
+
+
+def remaining() -> int:
+    with conn() as c:
+        return c.execute(
+            "SELECT count(*) FROM supaqueue_job WHERE status IN ('pending', 'in_progress')"
+        ).fetchone()[0]
+
+
+# ---------------------------------------------------------------- raw baseline
+
+RAW_TABLE = """
+CREATE TABLE IF NOT EXISTS raw_jobs (
+  id bigserial PRIMARY KEY, queue text NOT NULL, payload jsonb NOT NULL, status text NOT NULL,
+  attempts int NOT NULL DEFAULT 0, run_at timestamptz NOT NULL DEFAULT now(),
+  priority int NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX IF NOT EXISTS raw_jobs_claim ON raw_jobs (queue, status, priority, run_at, id);
+"""
+RAW_CLAIM_ONE = """
+UPDATE raw_jobs SET status = 'running', attempts = attempts + 1 WHERE id = (
+  SELECT id FROM raw_jobs WHERE queue = 'q' AND status = 'queued' AND run_at <= now()
+  ORDER BY priority, run_at, id FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, payload
+"""
+RAW_CLAIM_BATCH = """
+UPDATE raw_jobs SET status = 'running', attempts = attempts + 1 WHERE id IN (
+  SELECT id FROM raw_jobs WHERE queue = 'q' AND status = 'queued' AND run_at <= now()
+  ORDER BY priority, run_at, id FOR UPDATE SKIP LOCKED LIMIT 100) RETURNING id, payload
+"""
+
+
+def raw_fill(n: int) -> None:
+    with conn() as c, c.cursor().copy("COPY raw_jobs (queue, payload, status) FROM STDIN") as copy:
+        for i in range(n):
+            copy.write_row(("q", f'{{"i": {i}}}', "queued"))
+    with conn() as c:
+        c.execute("ANALYZE raw_jobs")
+
+
+def raw_enqueue_single(n: int) -> float:
+    with conn() as c:
+        t = time.perf_counter()
+        for i in range(n):
+            c.execute(
+                "INSERT INTO raw_jobs (queue, payload, status) VALUES ('q', %s, 'queued')", [f'{{"i": {i}}}']
+            )
+        return n / (time.perf_counter() - t)
+
+
+def raw_enqueue_copy(n: int) -> float:
+    t = time.perf_counter()
+    raw_fill(n)
+    return n / (time.perf_counter() - t)
+
+
+def raw_drain(n: int, threads: int, batch: bool) -> float:
+    raw_fill(n)
+
+    def loop() -> None:
+        with conn() as c:
+            while True:
+                with c.transaction():
+                    rows = c.execute(RAW_CLAIM_BATCH if batch else RAW_CLAIM_ONE).fetchall()
+                if not rows:
+                    return
+                with c.transaction():
+                    c.execute(
+                        "UPDATE raw_jobs SET status = 'done' WHERE id = ANY(%s)", [[r[0] for r in rows]]
+                    )
+
+    t = time.perf_counter()
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return n / (time.perf_counter() - t)
+
+
+def raw_notify_latency(n: int) -> tuple[float, float]:
+    got: list[float] = []
+    listener = conn()
+    listener.execute("LISTEN raw_bench")
+    done = threading.Event()
+
+    def listen() -> None:
+        for note in listener.notifies():
+            got.append(time.time() - float(note.payload))
+            if len(got) == n:
+                done.set()
+                return
+
+    threading.Thread(target=listen, daemon=True).start()
+    time.sleep(0.2)
+    with conn() as c:
+        for _ in range(n):
+            c.execute("SELECT pg_notify('raw_bench', %s)", [repr(time.time())])
+            time.sleep(0.01)
+    done.wait(10)
+    listener.close()
+    return percentile(got, 50) * 1000, percentile(got, 99) * 1000
+
+
+# ---------------------------------------------------------------- django-supaqueue
+
+
+def enqueue_single(n: int) -> float:
+    from django.db import connection
+
+    from tests.testapp.tasks import noop
+
+    connection.ensure_connection()
+    t = time.perf_counter()
+    for i in range(n):
+        noop.enqueue(i=i)
+    return n / (time.perf_counter() - t)
+
+
+def enqueue_bulk(n: int) -> float:
+    from tests.testapp.tasks import noop
+
+    t = time.perf_counter()
+    noop.enqueue_many([{"i": i} for i in range(n)])
+    return n / (time.perf_counter() - t)
+
+
+def start_worker(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "django", "runworkers", *args],
+        cwd=ROOT,
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def peak_rss_mb(proc: subprocess.Popen) -> float:
+    """Peak resident memory of a process and its children (VmHWM), in MB."""
+    pids = [proc.pid]
+    try:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(p) for p in out]
+    except OSError:
+        pass
+    peak = 0.0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return peak
+
+
+def drain(n: int, *worker_args: str, future: int = 0) -> tuple[float, float]:
+    """Jobs/s draining an n-job backlog (clock starts at the first finished job); and peak RSS."""
+    from tests.testapp.tasks import noop
+
+    if future:
+        with conn() as c:
+            c.execute(
+                "INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, "
+                "attempts, max_attempts, enabled, last_error, created_at) "
+                "SELECT q.id, %s, jsonb_build_object('i', g), '[]', 'pending', 0, now() + interval '1 day', "
+                "0, 5, true, '', now() FROM generate_series(1, %s) g, supaqueue_queue q "
+                "WHERE q.name = 'default'",
+                [TASK, future],
+            )
+    for start in range(0, n, 50_000):
+        noop.enqueue_many([{"i": i} for i in range(start, min(n, start + 50_000))])
+    with conn() as c:
+        c.execute("VACUUM ANALYZE supaqueue_job")
+        c.execute("CHECKPOINT")
+    target = future  # the future jobs stay pending
+    proc = start_worker(*worker_args)
+    try:
+        while remaining() >= n + target:
+            time.sleep(0.01)
+        t = time.perf_counter()
+        left = n + target
+        while left > target:
+            time.sleep(0.02)
+            left = remaining()
+        rate = n / (time.perf_counter() - t)
+        rss = peak_rss_mb(proc)
+    finally:
+        stop(proc)
+    return rate, rss
+
+
+def latency(n: int) -> tuple[float, float]:
+    from django_supaqueue.models import Job, Worker
+    from tests.testapp.tasks import started_at
+
+    proc = start_worker("-c", "1", "--poll-interval", "30")
+    try:
+        while not Worker.objects.exists():
+            time.sleep(0.05)
+        time.sleep(1.0)
+        delays = []
+        for _ in range(n):
+            job = started_at.enqueue()
+            committed = time.time()
+            for _ in range(500):
+                job.refresh_from_db(fields=["status", "result"])
+                if job.status == Job.Status.SUCCESSFUL:
+                    break
+                time.sleep(0.002)
+            delays.append(job.result - committed)
+            time.sleep(0.02)
+    finally:
+        stop(proc)
+    return percentile(delays, 50) * 1000, percentile(delays, 99) * 1000
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+# ---------------------------------------------------------------- the run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller N, no 1M-row or scaling runs")
+    parser.add_argument("--only", default="", help="comma-separated workloads to run")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    n_single, n_bulk, n_drain, n_lat = (500, 5000, 5000, 50) if args.quick else (2000, 20000, 20000, 200)
+
+    setup_database()
+    with conn() as c:
+        c.execute(RAW_TABLE)
+    rows: list[tuple[str, str, str, str]] = []
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    def row(name: str, ours: float, raw: float | None, unit: str = "jobs/s", raw_label: str = "") -> None:
+        ratio = f"{ours / raw:.2f}x" if raw else ""
+        fmt = (lambda v: f"{v:,.0f}") if unit == "jobs/s" else (lambda v: f"{v:.1f}")
+        rows.append((name, f"{fmt(ours)} {unit}", f"{fmt(raw)} {raw_label}".strip() if raw else "", ratio))
+        print(
+            f"{name:<42} {fmt(ours):>10} {unit:<6} {'raw ' + fmt(raw) if raw else '':>14} {ratio}", flush=True
+        )
+
+    if want("enqueue"):
+        reset()
+        raw = raw_enqueue_single(n_single)
+        reset()
+        row("enqueue, one per transaction", enqueue_single(n_single), raw, raw_label="(INSERT)")
+        reset()
+        raw = raw_enqueue_copy(n_bulk)
+        reset()
+        row(f"enqueue_many ({n_bulk:,} jobs)", enqueue_bulk(n_bulk), raw, raw_label="(COPY)")
+    if want("drain"):
+        reset()
+        raw1 = raw_drain(n_drain, 1, batch=False)
+        reset()
+        ours, rss1 = drain(n_drain, "-c", "1")
+        row("drain, 1 process, c=1", ours, raw1, raw_label="(1 job/tx)")
+        reset()
+        raw10 = raw_drain(n_drain, 10, batch=False)
+        reset()
+        rawb = raw_drain(n_drain, 10, batch=True)
+        reset()
+        ours, rss10 = drain(n_drain, "-c", "10")
+        row("drain, 1 process, c=10", ours, raw10, raw_label="(1 job/tx)")
+        row("drain, 1 process, c=10 vs batched raw", ours, rawb, raw_label="(100/stmt)")
+        reset()
+        ours, _ = drain(n_drain, "-c", "10", "-p", "2")
+        row("drain, 2 processes, c=10", ours, rawb, raw_label="(100/stmt)")
+        row("peak worker RSS, c=1", rss1, None, unit="MB")
+        row("peak worker RSS, c=10", rss10, None, unit="MB")
+    if want("latency"):
+        reset()
+        p50, p99 = latency(n_lat)
+        r50, r99 = raw_notify_latency(n_lat)
+        row("latency p50 (enqueue to start)", p50, r50, unit="ms", raw_label="(NOTIFY)")
+        row("latency p99 (enqueue to start)", p99, r99, unit="ms", raw_label="(NOTIFY)")
+    if want("bigtable") and not args.quick:
+        reset()
+        small, _ = drain(n_drain, "-c", "10", future=10_000)
+        reset()
+        big, _ = drain(n_drain, "-c", "10", future=1_000_000)
+        row("drain c=10 with 10k future jobs", small, None)
+        row("drain c=10 with 1M future jobs", big, small, raw_label="(with 10k)")
+    if want("scaling") and not args.quick:
+        base = None
+        for procs in (1, 2, 4):
+            reset()
+            rate, _ = drain(n_drain, "-c", "10", "-p", str(procs))
+            base = base or rate
+            row(f"drain with {procs} worker process(es), c=10", rate, base, raw_label="(1 process)")
+
+    admin_exec(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    print("\n| workload | django-supaqueue | raw baseline | ratio |\n| --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
