@@ -775,6 +775,46 @@ def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tu
     return bool(alive)
 
 
+def _claim_params(
+    worker_id: int, worker_name: str, queues: Sequence[str] | None, limit: int, lease_seconds: float
+) -> dict[str, Any]:
+    return {
+        "queues": list(queues) if queues else None,
+        "limit": limit,
+        "worker_id": worker_id,
+        "worker_name": worker_name,
+        "lease": lease_seconds,
+    }
+
+
+def _complete_params(worker_id: int, worker_name: str, successes: Sequence[Success]) -> dict[str, Any]:
+    return {
+        "job_id": [s.job_id for s in successes],
+        "attempt": [s.attempt for s in successes],
+        "result": [s.result for s in successes],
+        "duration": [s.duration for s in successes],
+        "worker_id": worker_id,
+        "worker_name": worker_name,
+    }
+
+
+def _fail_params(worker_id: int, worker_name: str, failures: Sequence[Failure]) -> dict[str, Any]:
+    return {
+        "job_id": [f.job_id for f in failures],
+        "attempt": [f.attempt for f in failures],
+        "error_class": [f.error_class for f in failures],
+        "error_message": [f.error_message for f in failures],
+        "traceback": [f.traceback for f in failures],
+        "duration": [f.duration for f in failures],
+        "retry_at": [f.retry_at for f in failures],
+        "backoff": [f.backoff for f in failures],
+        "backoff_max": [f.backoff_max for f in failures],
+        "worker_id": worker_id,
+        "worker_name": worker_name,
+        **_backoff_defaults(),
+    }
+
+
 def claim(
     conn: Any,
     *,
@@ -791,33 +831,16 @@ def claim(
     """
     if limit <= 0:
         return []
-    params = {
-        "queues": list(queues) if queues else None,
-        "limit": limit,
-        "worker_id": worker_id,
-        "worker_name": worker_name,
-        "lease": lease_seconds,
-    }
+    params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds)
     conn.execute(_LOCK_CAPPED_QUEUES, params)
-    rows = conn.execute(_CLAIM, params).fetchall()
-    return [ClaimedJob(*r) for r in rows]
+    return [ClaimedJob(*r) for r in conn.execute(_CLAIM, params).fetchall()]
 
 
 def complete(conn: Any, *, worker_id: int, worker_name: str, successes: Sequence[Success]) -> set[int]:
     """Record successful attempts; returns the ids whose lease still matched (the others were fenced)."""
     if not successes:
         return set()
-    rows = conn.execute(
-        _COMPLETE,
-        {
-            "job_id": [s.job_id for s in successes],
-            "attempt": [s.attempt for s in successes],
-            "result": [s.result for s in successes],
-            "duration": [s.duration for s in successes],
-            "worker_id": worker_id,
-            "worker_name": worker_name,
-        },
-    ).fetchall()
+    rows = conn.execute(_COMPLETE, _complete_params(worker_id, worker_name, successes)).fetchall()
     return {r[0] for r in rows}
 
 
@@ -832,24 +855,44 @@ def fail(conn: Any, *, worker_id: int, worker_name: str, failures: Sequence[Fail
     """Record failed attempts: back to pending after a back-off, or failed for good."""
     if not failures:
         return []
-    rows = conn.execute(
-        _FAIL,
-        {
-            "job_id": [f.job_id for f in failures],
-            "attempt": [f.attempt for f in failures],
-            "error_class": [f.error_class for f in failures],
-            "error_message": [f.error_message for f in failures],
-            "traceback": [f.traceback for f in failures],
-            "duration": [f.duration for f in failures],
-            "retry_at": [f.retry_at for f in failures],
-            "backoff": [f.backoff for f in failures],
-            "backoff_max": [f.backoff_max for f in failures],
-            "worker_id": worker_id,
-            "worker_name": worker_name,
-            **_backoff_defaults(),
-        },
-    ).fetchall()
+    rows = conn.execute(_FAIL, _fail_params(worker_id, worker_name, failures)).fetchall()
     return [Retry(*r) for r in rows]
+
+
+def finish_and_claim(
+    conn: Any,
+    *,
+    worker_id: int,
+    worker_name: str,
+    successes: Sequence[Success],
+    failures: Sequence[Failure],
+    freed_queues: Iterable[str],
+    queues: Sequence[str] | None,
+    limit: int,
+    lease_seconds: float,
+) -> tuple[list[Retry], list[ClaimedJob]]:
+    """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
+
+    One transaction, sent as one pipeline: the statements of complete(),
+    fail(), notify_queues() and claim() go to the server together, so a cycle
+    of the claim loop costs one network round trip and one commit.
+    """
+    failed = claimed = None
+    freed = sorted(set(freed_queues))
+    with conn.pipeline(), conn.transaction():
+        if successes:
+            conn.execute(_COMPLETE, _complete_params(worker_id, worker_name, successes))
+        if failures:
+            failed = conn.execute(_FAIL, _fail_params(worker_id, worker_name, failures))
+        if freed:
+            conn.execute(_NOTIFY_QUEUES, {"names": freed})
+        if limit > 0:
+            params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds)
+            conn.execute(_LOCK_CAPPED_QUEUES, params)
+            claimed = conn.execute(_CLAIM, params)
+    retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
+    jobs = [ClaimedJob(*r) for r in claimed.fetchall()] if claimed is not None else []
+    return retries, jobs
 
 
 def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = None) -> list[Retry]:

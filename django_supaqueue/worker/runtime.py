@@ -331,26 +331,17 @@ class Worker:
         assert self.worker_id is not None
         while True:
             try:
-                with self._conn.transaction():
-                    q.complete(
-                        self._conn, worker_id=self.worker_id, worker_name=self.name, successes=successes
-                    )
-                    retries = q.fail(
-                        self._conn, worker_id=self.worker_id, worker_name=self.name, failures=failures
-                    )
-                    q.notify_queues(self._conn, self._freed_capped)
-                    claimed = (
-                        q.claim(
-                            self._conn,
-                            worker_id=self.worker_id,
-                            worker_name=self.name,
-                            queues=self.queues,
-                            limit=limit,
-                            lease_seconds=self.lease,
-                        )
-                        if claim
-                        else []
-                    )
+                retries, claimed = q.finish_and_claim(
+                    self._conn,
+                    worker_id=self.worker_id,
+                    worker_name=self.name,
+                    successes=successes,
+                    failures=failures,
+                    freed_queues=self._freed_capped,
+                    queues=self.queues,
+                    limit=limit if claim else 0,
+                    lease_seconds=self.lease,
+                )
                 break
             except _RETRYABLE:
                 continue
