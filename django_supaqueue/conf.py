@@ -32,6 +32,18 @@ DEFAULTS: dict[str, Any] = {
     # On SIGTERM, running jobs get this many seconds to finish; what is still
     # running then is released (pending again at once). A second signal stops now.
     "SHUTDOWN_GRACE": 25.0,
+    # Retention: runworkers deletes finished jobs (and their events) older than
+    # this many hours, a batch at a time. None keeps them forever.
+    "RETAIN_SUCCESSFUL_HOURS": 24.0,
+    "RETAIN_FAILED_HOURS": 24.0 * 14,
+    "RETAIN_CANCELLED_HOURS": 24.0 * 14,
+    "PRUNE_INTERVAL": 60.0,  # seconds between a worker's pruning passes
+    "PRUNE_BATCH": 1000,  # jobs deleted per statement
+    # LISTEN for new jobs (False: poll every POLL_INTERVAL only, e.g. behind a
+    # PgBouncer in transaction mode), and the DATABASES alias the listener
+    # connects through (None: the queue's DATABASE); LISTEN needs a direct one.
+    "LISTEN": True,
+    "LISTEN_DATABASE": None,
     # runworkers defaults.
     "CONCURRENCY": 10,
     "PROCESSES": 1,

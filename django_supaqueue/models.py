@@ -166,6 +166,10 @@ class Job(models.Model):
             # Concurrency caps count running jobs per queue.
             models.Index(fields=["queue"], condition=Q(status="in_progress"), name="supaqueue_job_running"),
             models.Index(fields=["queue", "status"], name="supaqueue_job_queue_status"),
+            # Retention finds the oldest finished jobs without scanning the table.
+            models.Index(
+                fields=["finished_at"], condition=Q(finished_at__isnull=False), name="supaqueue_job_finished"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -736,6 +736,46 @@ def notify_queues(conn: Any, names: Iterable[str]) -> None:
         conn.execute(_NOTIFY_QUEUES, {"names": names})
 
 
+_PRUNE = f"""
+WITH doomed AS (
+  SELECT id FROM {JOB}
+  WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => %(oldest)s)
+    AND ((status = 'successful' AND finished_at < now() - make_interval(secs => %(successful)s))
+      OR (status = 'failed' AND finished_at < now() - make_interval(secs => %(failed)s))
+      OR (status = 'cancelled' AND finished_at < now() - make_interval(secs => %(cancelled)s)))
+  ORDER BY finished_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED
+), events AS (
+  DELETE FROM {EVENT} e USING doomed WHERE e.job_id = doomed.id
+)
+DELETE FROM {JOB} j USING doomed WHERE j.id = doomed.id
+"""
+
+
+def prune(
+    conn: Any,
+    *,
+    successful_hours: float | None,
+    failed_hours: float | None,
+    cancelled_hours: float | None,
+    batch: int = 1000,
+) -> int:
+    """Delete one batch of finished jobs older than their retention (None: keep); returns how many.
+
+    Oldest first, through the partial index on finished_at, so a pass costs
+    the same whatever the table's size. Their events go in the same statement.
+    """
+    ages = {"successful": successful_hours, "failed": failed_hours, "cancelled": cancelled_hours}
+    kept = [h for h in ages.values() if h is not None]
+    if not kept:
+        return 0
+    # A NULL interval makes its comparison NULL, so a status kept forever never matches.
+    params = {k: h * 3600.0 if h is not None else None for k, h in ages.items()}
+    params.update(oldest=min(kept) * 3600.0, batch=batch)
+    with conn.cursor() as cur:
+        cur.execute(_PRUNE, params)
+        return cur.rowcount
+
+
 def register_worker(
     conn: Any, *, name: str, host: str, pid: int, queues: Sequence[str] | None, concurrency: int
 ) -> int:

@@ -17,9 +17,9 @@ from .. import conf
 _DJANGO_ONLY = ("context", "cursor_factory", "pool", "server_side_binding", "assume_role", "isolation_level")
 
 
-def connection_params() -> dict[str, Any]:
-    """psycopg.connect() keyword arguments for the queue's database alias."""
-    params = dict(connections[conf.get("DATABASE")].get_connection_params())
+def connection_params(alias: str | None = None) -> dict[str, Any]:
+    """psycopg.connect() keyword arguments for a database alias (default: the queue's)."""
+    params = dict(connections[alias or conf.get("DATABASE")].get_connection_params())
     for key in _DJANGO_ONLY:
         params.pop(key, None)
     if params.get("prepare_threshold") is None:
@@ -27,9 +27,9 @@ def connection_params() -> dict[str, Any]:
     return params
 
 
-def connect(*, application_name: str = "supaqueue worker") -> psycopg.Connection:
-    """A new autocommit connection in UTC, for the claim loop or the listener."""
-    params = connection_params()
+def connect(*, application_name: str = "supaqueue worker", alias: str | None = None) -> psycopg.Connection:
+    """A new autocommit connection in UTC, for the claim loop or (on its own alias) the listener."""
+    params = connection_params(alias)
     options = params.pop("options", "")
     conn = psycopg.connect(
         **params,

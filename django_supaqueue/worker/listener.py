@@ -17,6 +17,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from .. import conf
 from ..queue import CANCEL_CHANNEL, CHANNEL
 from .connection import connect
 
@@ -64,7 +65,7 @@ class Listener(threading.Thread):
                     self._conn = None
 
     def _listen(self) -> None:
-        self._conn = connect(application_name="supaqueue listener")
+        self._conn = connect(application_name="supaqueue listener", alias=conf.get("LISTEN_DATABASE"))
         for channel in (CHANNEL, CANCEL_CHANNEL):
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         if self.ready.is_set():

@@ -99,14 +99,16 @@ class Worker:
             self._install_signal_handlers()
         self._conn = self._connect_with_retry()
         q.ensure_queues(self._queues_to_create(), self._conn)
-        listener = Listener(
-            set(self.queues) if self.queues else None,
-            self._on_notify,
-            self._on_cancel,
-            self._on_listener_reconnect,
-        )
-        listener.start()
-        listener.ready.wait(10)
+        listener = None
+        if conf.get("LISTEN"):
+            listener = Listener(
+                set(self.queues) if self.queues else None,
+                self._on_notify,
+                self._on_cancel,
+                self._on_listener_reconnect,
+            )
+            listener.start()
+            listener.ready.wait(10)
         self.worker_id = q.register_worker(
             self._conn,
             name=self.name,
@@ -125,7 +127,8 @@ class Worker:
         try:
             self._loop(executor)
         finally:
-            listener.stop()
+            if listener is not None:
+                listener.stop()
             executor.shutdown(wait=False)
             self._close()
         logger.info("worker %s stopped after %s jobs", self.name, self.processed)
@@ -201,6 +204,7 @@ class Worker:
         now = time.monotonic()
         next_poll = now + self.poll_interval
         next_beat = now + self.heartbeat_interval
+        self._next_prune = now + float(conf.get("PRUNE_INTERVAL"))
         seen_seq = -1
         while True:
             self._wake.clear()
@@ -373,6 +377,15 @@ class Worker:
                 )
             if q.recover_expired(self._conn, stale_after=self.lease * 2):
                 self._wanted = True
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + float(conf.get("PRUNE_INTERVAL"))
+                q.prune(
+                    self._conn,
+                    successful_hours=conf.get("RETAIN_SUCCESSFUL_HOURS"),
+                    failed_hours=conf.get("RETAIN_FAILED_HOURS"),
+                    cancelled_hours=conf.get("RETAIN_CANCELLED_HOURS"),
+                    batch=int(conf.get("PRUNE_BATCH")),
+                )
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._reconnect(exc)
 

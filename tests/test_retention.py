@@ -1,0 +1,109 @@
+"""Keeping the tables healthy: retention, the prune command, and index-only claim paths."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from django_supaqueue import queue as q
+from django_supaqueue.models import Job, JobEvent
+from django_supaqueue.worker.connection import connect
+from django_supaqueue.worker.runtime import Worker as WorkerRuntime
+from tests.conftest import wait_for
+from tests.factories import JobEventFactory, JobFactory
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def finished(status, hours_ago):
+    job = JobFactory(status=status, finished_at=timezone.now() - timedelta(hours=hours_ago))
+    JobEventFactory(job=job, kind="succeeded")
+    return job
+
+
+def test_prune_deletes_finished_jobs_past_retention_with_their_events():
+    old_ok, new_ok = finished("successful", 30), finished("successful", 1)
+    old_failed, older_failed = finished("failed", 30), finished("failed", 400)
+    old_cancelled = finished("cancelled", 30)
+    pending = JobFactory(run_at=timezone.now() - timedelta(days=30))
+    with connect() as conn:
+        deleted = q.prune(conn, successful_hours=24, failed_hours=24 * 14, cancelled_hours=None, batch=100)
+    assert deleted == 2
+    left = set(Job.objects.values_list("pk", flat=True))
+    assert left == {new_ok.pk, old_failed.pk, old_cancelled.pk, pending.pk}
+    assert older_failed.pk not in left and old_ok.pk not in left
+    assert not JobEvent.objects.filter(job_id__in=[old_ok.pk, older_failed.pk]).exists()
+
+
+def test_prune_command_works_in_batches(capsys):
+    for _ in range(25):
+        finished("successful", 48)
+    call_command("supaqueue_prune", "--successful-hours", "24", "--batch", "10")
+    assert "deleted 25 finished jobs" in capsys.readouterr().out
+    assert not Job.objects.exists()
+
+
+def test_workers_prune_on_their_own(settings):
+    settings.SUPAQUEUE = {
+        **settings.SUPAQUEUE,
+        "RETAIN_SUCCESSFUL_HOURS": 0.0,
+        "PRUNE_INTERVAL": 0.0,
+        "HEARTBEAT_INTERVAL": 0.2,
+    }
+    tasks.noop.enqueue_many([{"i": i} for i in range(20)])
+    worker = WorkerRuntime(concurrency=2, poll_interval=0.2)
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: worker.processed == 20 and not Job.objects.exists(), 10)
+    finally:
+        worker.stop()
+        thread.join(10)
+
+
+def listeners() -> int:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'supaqueue listener' AND datname = current_database()"
+        )
+        return cur.fetchone()[0]
+
+
+def test_polling_only_mode_needs_no_listener(settings):
+    settings.SUPAQUEUE = {**settings.SUPAQUEUE, "LISTEN": False}
+    wait_for(lambda: listeners() == 0, 10)  # earlier tests' listeners have hung up
+    worker = WorkerRuntime(concurrency=1, poll_interval=0.2)
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: worker.worker_id is not None, 10)
+        job = tasks.add.enqueue(1, 2)
+        wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCESSFUL).exists(), 5)
+        assert listeners() == 0
+    finally:
+        worker.stop()
+        thread.join(10)
+
+
+def plan(conn, sql, params):
+    return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
+
+
+def test_claim_complete_and_prune_never_scan_the_job_table():
+    tasks.noop.enqueue_many([{"i": i} for i in range(3000)])
+    tasks.noop.using(run_at=timedelta(days=1)).enqueue_many([{"i": i} for i in range(3000)])
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE supaqueue_job")
+    with connect() as conn:
+        worker_id = q.register_worker(conn, name="x", host="h", pid=1, queues=None, concurrency=1)
+        claim = q._claim_params(worker_id, "x", None, 10, 30.0)
+        complete = q._complete_params(worker_id, "x", [q.Success(1, 1, None, 0.0)])
+        prune = {"successful": 1.0, "failed": 1.0, "cancelled": 1.0, "oldest": 1.0, "batch": 10}
+        for sql, params in ((q._CLAIM, claim), (q._COMPLETE, complete), (q._PRUNE, prune)):
+            text = plan(conn, sql, params)
+            assert "Seq Scan on supaqueue_job" not in text, text
