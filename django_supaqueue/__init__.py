@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = ["task", "enqueue", "enqueue_many", "cancel", "__version__"]
 
 if TYPE_CHECKING:
-    from .queue import cancel, enqueue, enqueue_many
+    from .api import cancel, enqueue, enqueue_many
     from .tasks import task
 
 
@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:
 
         return task
     if name in ("enqueue", "enqueue_many", "cancel"):
-        from . import queue
+        from . import api
 
-        return getattr(queue, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'django_supaqueue' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,53 +158,6 @@ class _Row:
 # --------------------------------------------------------------------------
 # Producer side: enqueue (Django's connection, the caller's transaction)
 # --------------------------------------------------------------------------
-
-
-def enqueue(
-    task_name: str,
-    payload: Mapping[str, Any] | None = None,
-    *,
-    args: Sequence[Any] = (),
-    queue: str | None = None,
-    priority: int | None = None,
-    run_at: datetime | timedelta | None = None,
-    key: str | None = None,
-    max_attempts: int | None = None,
-) -> Job:
-    """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``."""
-    from .tasks import get_task
-
-    t = get_task(task_name)
-    kwargs = dict(payload or {})
-    t.check_arguments(tuple(args), kwargs)
-    return enqueue_job(
-        t.job_spec(
-            tuple(args),
-            kwargs,
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            key=key,
-            max_attempts=max_attempts,
-        )
-    )
-
-
-def enqueue_many(
-    task_name: str,
-    payloads: Iterable[Mapping[str, Any]],
-    *,
-    queue: str | None = None,
-    priority: int | None = None,
-    run_at: datetime | timedelta | None = None,
-    max_attempts: int | None = None,
-) -> list[Job]:
-    """Enqueue one job per payload in a constant number of statements; all or nothing."""
-    from .tasks import get_task
-
-    return get_task(task_name).enqueue_many(
-        payloads, queue=queue, priority=priority, run_at=run_at, max_attempts=max_attempts
-    )
 
 
 _INSERT_ONE = f"""

@@ -80,20 +80,16 @@ class Task:
         **kwargs: Any,
     ) -> Job:
         """Write one job for this task in the caller's transaction and return it."""
+        from . import api
         from . import queue as q
 
         self.check_arguments(args, kwargs)
-        return q.enqueue_job(
-            self.job_spec(
-                args,
-                kwargs,
-                queue=queue,
-                priority=priority,
-                run_at=run_at,
-                key=key,
-                max_attempts=max_attempts,
-            )
+        spec = self.job_spec(
+            args, kwargs, queue=queue, priority=priority, run_at=run_at, key=key, max_attempts=max_attempts
         )
+        job = q.enqueue_job(spec)
+        api.enqueued([job])
+        return job
 
     def enqueue_many(
         self,
@@ -105,6 +101,7 @@ class Task:
         max_attempts: int | None = None,
     ) -> list[Job]:
         """Write one job per mapping of keyword arguments, in a constant number of statements."""
+        from . import api
         from . import queue as q
 
         specs = []
@@ -122,7 +119,9 @@ class Task:
                     max_attempts=max_attempts,
                 )
             )
-        return q.enqueue_jobs(specs)
+        jobs = q.enqueue_jobs(specs)
+        api.enqueued(jobs)
+        return jobs
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Refuse arguments that the function could never accept, before anything is written."""

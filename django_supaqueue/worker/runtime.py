@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from .. import conf
+from .. import conf, lifecycle
 from .. import queue as q
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task, registered_tasks
@@ -81,6 +81,7 @@ class Worker:
         self._cancelled: collections.deque[tuple[int, int]] = collections.deque()
         self._grace_deadline = math.inf
         self._unflushed: list[Outcome] = []
+        self._outcome_jobs: dict[tuple[int, int], ClaimedJob] = {}  # for the life-cycle signals
         self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
         self._running: dict[tuple[int, int], _Running] = {}
         self._wanted = True  # claim on the next turn of the loop
@@ -265,6 +266,7 @@ class Worker:
                 self._freed_capped.add(job.queue)
                 self._wanted = True
             self._unflushed.append(outcome)
+            self._outcome_jobs[(job.id, job.attempt)] = job
             self.processed += 1
 
     def _apply_cancellations(self, executor: Executor) -> None:
@@ -299,7 +301,10 @@ class Worker:
     def _dispatch(self, executor: Executor, claimed: list[ClaimedJob]) -> None:
         default_timeout = conf.get("TIMEOUT")
         now = time.monotonic()
+        announce = bool(lifecycle.job_started.receivers)
         for job in claimed:
+            if announce:
+                lifecycle.send(lifecycle.job_started, **_describe(job))
             timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
             deadline = now + timeout if timeout else math.inf
             self._running[(job.id, job.attempt)] = _Running(job, now, timeout, deadline)
@@ -312,6 +317,7 @@ class Worker:
                 continue
             del self._running[key]
             executor.abandon(r.job)
+            self._outcome_jobs[key] = r.job
             self._unflushed.append(
                 Failure(
                     job_id=r.job.id,
@@ -356,7 +362,36 @@ class Worker:
         for r in retries:
             if r.status == q.PENDING:
                 self._due(r.run_at.timestamp())
+        self._announce(successes, failures, retries)
         return claimed
+
+    def _announce(self, successes: list[Success], failures: list[Failure], retries: list[q.Retry]) -> None:
+        """Send the life-cycle signals for outcomes just written."""
+        jobs, self._outcome_jobs = self._outcome_jobs, {}
+        if not (
+            lifecycle.job_succeeded.receivers
+            or lifecycle.job_retried.receivers
+            or lifecycle.job_failed.receivers
+        ):
+            return
+        for s in successes:
+            job = jobs.get((s.job_id, s.attempt))
+            if job is not None:
+                lifecycle.send(lifecycle.job_succeeded, **_describe(job), duration=s.duration)
+        status = {r.job_id: r for r in retries}
+        for f in failures:
+            job, r = jobs.get((f.job_id, f.attempt)), status.get(f.job_id)
+            if job is None or r is None:
+                continue  # fenced: the lease was gone, nothing was written
+            signal = lifecycle.job_retried if r.status == q.PENDING else lifecycle.job_failed
+            lifecycle.send(
+                signal,
+                **_describe(job),
+                duration=f.duration,
+                error_class=f.error_class,
+                error_message=f.error_message,
+                retry_at=r.run_at if r.status == q.PENDING else None,
+            )
 
     def _heartbeat(self) -> None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
@@ -375,8 +410,11 @@ class Worker:
                     queues=self.queues,
                     concurrency=self.concurrency,
                 )
-            if q.recover_expired(self._conn, stale_after=self.lease * 2):
+            recovered = q.recover_expired(self._conn, stale_after=self.lease * 2)
+            if recovered:
                 self._wanted = True
+                for r in recovered:
+                    lifecycle.send(lifecycle.job_lost, job_id=r.job_id, status=r.status)
             if time.monotonic() >= self._next_prune:
                 self._next_prune = time.monotonic() + float(conf.get("PRUNE_INTERVAL"))
                 q.prune(
@@ -420,6 +458,10 @@ class Worker:
         finally:
             self._conn.close()
             self._conn = None
+
+
+def _describe(job: ClaimedJob) -> dict[str, object]:
+    return {"job_id": job.id, "queue": job.queue, "task_name": job.task_name, "attempt": job.attempt}
 
 
 def _task_timeout(task_name: str) -> float | None:

@@ -1,0 +1,72 @@
+"""The public calls behind ``from django_supaqueue import enqueue, enqueue_many, cancel``.
+
+A thin door onto queue.py that also sends the life-cycle signals, so that
+queue.py itself stays free of everything but SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import lifecycle
+from . import queue as q
+from .models import Job
+from .tasks import get_task
+
+
+def enqueue(
+    task_name: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    args: Sequence[Any] = (),
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: datetime | timedelta | None = None,
+    key: str | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``."""
+    return get_task(task_name).enqueue(
+        *args,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        key=key,
+        max_attempts=max_attempts,
+        **dict(payload or {}),
+    )
+
+
+def enqueue_many(
+    task_name: str,
+    payloads: Iterable[Mapping[str, Any]],
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: datetime | timedelta | None = None,
+    max_attempts: int | None = None,
+) -> list[Job]:
+    """Enqueue one job per payload in a constant number of statements; all or nothing."""
+    return get_task(task_name).enqueue_many(
+        payloads, queue=queue, priority=priority, run_at=run_at, max_attempts=max_attempts
+    )
+
+
+def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
+    """Cancel pending or running jobs; returns the ids that were cancelled (see queue.cancel)."""
+    cancelled = q.cancel(jobs, reason)
+    for job_id in cancelled:
+        lifecycle.send(lifecycle.job_cancelled, job_id=job_id, reason=reason)
+    return cancelled
+
+
+def enqueued(jobs: Sequence[Job]) -> None:
+    """Announce freshly written jobs (called by Task.enqueue and enqueue_many)."""
+    if not lifecycle.job_enqueued.receivers:
+        return
+    for job in jobs:
+        lifecycle.send(
+            lifecycle.job_enqueued, job_id=job.pk, queue_id=job.queue_id, task_name=job.task_name, job=job
+        )
