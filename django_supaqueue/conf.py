@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     # connects through (None: the queue's DATABASE); LISTEN needs a direct one.
     "LISTEN": True,
     "LISTEN_DATABASE": None,
+    # Bearer token that may read the metrics view (None: only users with view_job).
+    "METRICS_TOKEN": None,
     # runworkers defaults.
     "CONCURRENCY": 10,
     "PROCESSES": 1,

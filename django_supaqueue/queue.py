@@ -388,6 +388,7 @@ class ClaimedJob:
     timeout: float | None
     capped: bool
     execution_mode: str = "threads"
+    wait: float = 0.0  # seconds from run_at to the claim
 
 
 @dataclasses.dataclass(slots=True)
@@ -487,7 +488,8 @@ WITH q AS (
   SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL, q.execution_mode
+       q.concurrency_limit IS NOT NULL, q.execution_mode,
+       extract(epoch FROM now() - c.run_at)::float8
 FROM claimed c JOIN q ON q.id = c.queue_id
 ORDER BY c.priority DESC, c.run_at, c.id
 """

@@ -187,8 +187,9 @@ class Executor:
         try:
             return slot.child.run(job)
         except (EOFError, OSError):
-            child, slot.child = slot.child, None
+            child = slot.child
             child.close()
+            slot.child = ChildProcess()  # start the replacement now, so the slot is ready sooner
             why = "was killed" if child.killed else f"exited with code {child.process.exitcode}"
             return Failure(
                 job_id=job.id,

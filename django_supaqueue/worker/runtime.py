@@ -61,6 +61,7 @@ class Worker:
         poll_interval: float | None = None,
         name: str | None = None,
         parent_pid: int | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.queues = sorted(set(queues)) if queues else None
         self.concurrency = concurrency or int(conf.get("CONCURRENCY"))
@@ -72,6 +73,7 @@ class Worker:
         self.host = socket.gethostname()
         self.name = name or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.parent_pid = parent_pid
+        self.metrics_port = metrics_port
         self.worker_id: int | None = None
         self.stopping = False
         self.processed = 0
@@ -98,6 +100,10 @@ class Worker:
         """Work until stopped (SIGTERM/SIGINT) or, in burst mode, until nothing is runnable."""
         if handle_signals:
             self._install_signal_handlers()
+        if self.metrics_port is not None:
+            from .. import metrics
+
+            metrics.serve(self.metrics_port)
         self._conn = self._connect_with_retry()
         q.ensure_queues(self._queues_to_create(), self._conn)
         listener = None
@@ -304,7 +310,7 @@ class Worker:
         announce = bool(lifecycle.job_started.receivers)
         for job in claimed:
             if announce:
-                lifecycle.send(lifecycle.job_started, **_describe(job))
+                lifecycle.send(lifecycle.job_started, **_describe(job), wait=job.wait)
             timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
             deadline = now + timeout if timeout else math.inf
             self._running[(job.id, job.attempt)] = _Running(job, now, timeout, deadline)

@@ -58,7 +58,7 @@ class _Supervisor:
         from django.db import connections
 
         connections.close_all()
-        self.children = [self._start() for _ in range(self.processes)]
+        self.children = [self._start(i) for i in range(self.processes)]
         failed = False
         while True:
             for i, child in enumerate(self.children):
@@ -71,17 +71,20 @@ class _Supervisor:
                         "worker process %s exited with %s; starting another", child.pid, child.exitcode
                     )
                     time.sleep(1.0)
-                    self.children[i] = self._start()
+                    self.children[i] = self._start(i)
             if all(not c.is_alive() for c in self.children):
                 break
             time.sleep(0.2)
         return 1 if failed and self.burst else 0
 
-    def _start(self) -> multiprocessing.process.BaseProcess:
+    def _start(self, index: int) -> multiprocessing.process.BaseProcess:
+        options = dict(self.options)
+        if options.get("metrics_port") is not None:
+            options["metrics_port"] += index  # one scrape target per child
         child = self.ctx.Process(
             target=_child_main,
             name="supaqueue-worker",
-            args=(settings.SETTINGS_MODULE, self.options, os.getpid()),
+            args=(settings.SETTINGS_MODULE, options, os.getpid()),
         )
         child.start()
         return child

@@ -45,6 +45,12 @@ class Command(BaseCommand):
             default=None,
             help="Seconds between fallback polls (default: SUPAQUEUE['POLL_INTERVAL']).",
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="Serve Prometheus metrics on this port (with -p N, on port, port+1, ...).",
+        )
         parser.add_argument("--name", default=None, help="Worker name (default: host:pid:random).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -52,6 +58,13 @@ class Command(BaseCommand):
         processes = options["processes"] or int(conf.get("PROCESSES"))
         if concurrency < 1 or processes < 1:
             raise CommandError("--concurrency and --processes must be at least 1.")
+        if options["metrics_port"] is not None:
+            from ...metrics import available
+
+            if not available():
+                raise CommandError(
+                    "--metrics-port needs prometheus-client: pip install django-supaqueue[metrics]"
+                )
         if options["name"] and processes > 1:
             raise CommandError("--name names one process; leave it out with --processes > 1.")
         status = run_workers(
@@ -61,6 +74,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             poll_interval=options["poll_interval"],
             name=options["name"],
+            metrics_port=options["metrics_port"],
         )
         if status:
             raise SystemExit(status)
