@@ -117,6 +117,7 @@ class Executor:
         self._lock = threading.Lock()
         self._slots: set[_Slot] = set()
         self._current: dict[tuple[int, int], _Slot] = {}  # (job id, attempt) -> slot running it
+        self._closing = False
         for _ in range(size):
             self._spawn()
 
@@ -142,6 +143,7 @@ class Executor:
         return True
 
     def shutdown(self, wait: bool = True) -> None:
+        self._closing = True
         with self._lock:
             slots = list(self._slots)
         for _ in slots:
@@ -189,7 +191,8 @@ class Executor:
         except (EOFError, OSError):
             child = slot.child
             child.close()
-            slot.child = ChildProcess()  # start the replacement now, so the slot is ready sooner
+            # Start the replacement now, so the slot is ready sooner.
+            slot.child = None if self._closing else ChildProcess()
             why = "was killed" if child.killed else f"exited with code {child.process.exitcode}"
             return Failure(
                 job_id=job.id,
