@@ -88,3 +88,49 @@ def exit_process():
 @task
 def whoami():
     return os.getpid()
+
+
+# Jobs from model changes: each records what it was given, so tests can see the payload a run got.
+
+
+@task
+def index_article(id):
+    Execution.objects.create(label="index_article", n=id, pid=os.getpid(), started=time.time())
+    return {"indexed": id}
+
+
+@task
+def forget_article(row):
+    Execution.objects.create(label="forget_article", n=row["id"], pid=os.getpid(), started=time.time())
+    return row
+
+
+@task
+def ticket_changed(id):
+    return {"id": id}
+
+
+@task
+def ticket_fields(title, status, amount=None, parent=None):
+    return {"title": title, "status": status}
+
+
+@task
+def ticket_row(row):
+    return row
+
+
+@task
+def product_added(id):
+    Execution.objects.create(label="product_added", n=id, pid=os.getpid(), started=time.time())
+    return {"id": id}
+
+
+@task
+def product_repriced(sku, price):
+    return {"sku": sku, "price": price}
+
+
+@task
+def product_removed(row):
+    return row
