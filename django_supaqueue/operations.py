@@ -65,9 +65,9 @@ class InstallJobTrigger(Operation):
     ) -> None:
         self.model_name = model_name
         self.task = task
-        self.payload = payload if isinstance(payload, str) else list(payload)
-        self.on = [on] if isinstance(on, str) else list(on)
-        self.changed = list(changed)
+        self.payload = payload if isinstance(payload, str) else _as_list(payload)
+        self.on = [on] if isinstance(on, str) else _as_list(on)
+        self.changed = _as_list(changed)
         self.queue = queue
         self.priority = priority
         self.max_attempts = max_attempts
@@ -83,11 +83,17 @@ class InstallJobTrigger(Operation):
             raise TriggerConfigError(
                 f'payload must be "id", "row" or a list of field names, not {self.payload!r}.'
             )
-        unknown = [e for e in self.on if e not in q.TRIGGER_EVENTS]
-        if not self.on or unknown or len(set(self.on)) != len(self.on):
+        if (
+            not isinstance(self.on, list)
+            or not self.on
+            or any(e not in q.TRIGGER_EVENTS for e in self.on)
+            or (len(set(self.on)) != len(self.on))
+        ):
             raise TriggerConfigError(
                 f"on must list distinct events among {', '.join(q.TRIGGER_EVENTS)}, not {self.on!r}."
             )
+        if not isinstance(self.changed, list) or not all(isinstance(f, str) for f in self.changed):
+            raise TriggerConfigError(f"changed must be a list of field names, not {self.changed!r}.")
         if self.changed and "update" not in self.on:
             raise TriggerConfigError('changed= only applies to "update" triggers.')
         if not self.name or len(self.name) > 56:
@@ -158,6 +164,11 @@ class RemoveJobTrigger(InstallJobTrigger):
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         super().database_forwards(app_label, schema_editor, to_state, from_state)
+
+
+def _as_list(value: Any) -> Any:
+    """A sequence as a list; anything else as it is, for _validate to refuse with a clear message."""
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def default_trigger_name(task: str) -> str:
