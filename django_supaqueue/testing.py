@@ -54,10 +54,11 @@ def run_pending(queues: Sequence[str] | None = None, *, max_jobs: int = 1000) ->
     Like ``runworkers --burst`` but in this thread and transaction. A retry
     runs in the same call when its back-off is over by then, which inside a
     test's transaction (where the database's ``now()`` stands still) means
-    ``RETRY_BACKOFF = 0``; jobs with a future ``run_at`` stay pending. A failed
-    attempt's database writes are rolled back to a savepoint, so that a task's
-    database error cannot break the test's transaction. Timeouts are not
-    enforced and every queue runs in threads mode: use ``run_worker()`` for those.
+    ``RETRY_BACKOFF = 0``; jobs with a future ``run_at`` stay pending. Each
+    attempt runs in a savepoint: when a database error aborted it, it is rolled
+    back (with the attempt's earlier writes, which autocommit would have kept)
+    so the test's transaction goes on. Timeouts are not enforced and every
+    queue runs in threads mode: use ``run_worker()`` for those.
     Called from inside a job (a task that enqueues), it returns at once: the
     outer call runs the new job next.
     """
@@ -110,7 +111,7 @@ def run_pending(queues: Sequence[str] | None = None, *, max_jobs: int = 1000) ->
 
 
 def _attempt(alias: str, job: ClaimedJob) -> Success | Failure:
-    """One attempt, inside a savepoint when a transaction is open (rolled back if it failed)."""
+    """One attempt, inside a savepoint when a transaction is open (rolled back if the database failed)."""
     from .worker.executor import run_attempt
 
     connection = connections[alias]
@@ -118,11 +119,10 @@ def _attempt(alias: str, job: ClaimedJob) -> Success | Failure:
         return run_attempt(job)
     savepoint = connection.savepoint()
     outcome = run_attempt(job)
-    if isinstance(outcome, Failure) or _in_failed_transaction(connection):
+    if connection.needs_rollback or _in_failed_transaction(connection):
+        connection.needs_rollback = False  # as atomic() does, so that the rollback may run
         connection.savepoint_rollback(savepoint)
-        connection.needs_rollback = False
-    else:
-        connection.savepoint_commit(savepoint)
+    connection.savepoint_commit(savepoint)  # release it
     return outcome
 
 

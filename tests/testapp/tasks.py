@@ -5,7 +5,7 @@ import time
 
 from django_supaqueue import task
 
-from .models import Execution
+from .models import Execution, Product
 
 
 @task
@@ -134,3 +134,18 @@ def product_repriced(sku, price):
 @task
 def product_removed(row):
     return row
+
+
+@task
+def countdown(n):
+    """Enqueues itself with n - 1 until n is 0: a task that enqueues work."""
+    Execution.objects.create(label="countdown", n=n, pid=os.getpid(), started=time.time())
+    if n > 0:
+        countdown.enqueue(n - 1)
+    return n
+
+
+@task(max_attempts=1)
+def add_product(sku):
+    """Inserts a product; a duplicate sku is a database error inside the task."""
+    Product.objects.create(sku=sku, name="added by a task", price=1)
