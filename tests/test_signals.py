@@ -8,6 +8,7 @@ from django.core import serializers
 from django.db import transaction
 
 from django_supaqueue import task
+from django_supaqueue import tasks as registry
 from django_supaqueue.exceptions import InvalidPayload, TriggerConfigError
 from django_supaqueue.models import Job
 from django_supaqueue.signals import enqueue_on_delete, enqueue_on_save, on_save, registrations
@@ -187,7 +188,9 @@ def test_fixtures_loaded_with_loaddata_enqueue_nothing(connect):
     assert_not_enqueued(tasks.ticket_changed)
 
 
-def test_the_decorator_form_connects_the_decorated_task():
+def test_the_decorator_form_connects_the_decorated_task(monkeypatch):
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))  # this test's task goes with it
+
     @enqueue_on_save(Ticket, on="create", payload=["title"])
     @task(name="tests.test_signals.title_seen")
     def title_seen(title):
