@@ -279,7 +279,7 @@ def _resolve_model(model: type[models.Model] | str) -> type[models.Model]:
     raise TriggerConfigError(f"model must be a model class or an 'app_label.ModelName' label, not {model!r}.")
 
 
-def connect(model: type[models.Model] | str, job: ChangeJob) -> Registration:
+def _connect(model: type[models.Model] | str, job: ChangeJob) -> Registration:
     """Enqueue ``job`` on the changes of ``model`` from now on."""
     model = _resolve_model(model)
     registration = Registration(model, job)
@@ -292,10 +292,10 @@ def connect(model: type[models.Model] | str, job: ChangeJob) -> Registration:
 
 def _connect_or_decorate(model: Any, task: Any, make: Callable[[Any], ChangeJob]) -> Any:
     if task is not None:
-        return connect(model, make(task))
+        return _connect(model, make(task))
 
     def decorate(t: Any) -> Any:
-        connect(model, make(t))
+        _connect(model, make(t))
         return t
 
     return decorate
@@ -381,7 +381,7 @@ def connect_declared_models() -> None:
                     f"{model._meta.label}.jobs_on_change must hold on_save(...) and on_delete(...) "
                     f"declarations, not {job!r}."
                 )
-            connect(model, job)
+            _connect(model, job)
 
 
 def registrations() -> list[Registration]:
