@@ -1,4 +1,4 @@
-"""App configuration: find every app's tasks.py and register the system checks."""
+"""App configuration: find every app's tasks.py, connect declared model-change jobs, register checks."""
 
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
@@ -12,5 +12,7 @@ class SupaqueueConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the checks)
+        from .signals import connect_declared_models
 
         autodiscover_modules("tasks")
+        connect_declared_models()

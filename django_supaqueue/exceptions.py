@@ -37,3 +37,19 @@ class ReservedParameter(SupaqueueError, TypeError):
 
 class JobTimeout(SupaqueueError):
     """Raised inside a task whose attempt ran past its timeout."""
+
+
+class WorkerLost(SupaqueueError):
+    """Names the error of an attempt whose worker stopped renewing its lease (recorded, never raised)."""
+
+
+class ChildProcessDied(SupaqueueError):
+    """Names the error of an attempt whose child process died (processes mode; recorded, never raised)."""
+
+
+class JobCancelled(SupaqueueError):
+    """Names the error that Django Tasks results report for a cancelled job (recorded, never raised)."""
+
+
+class TriggerConfigError(SupaqueueError, ValueError):
+    """A job trigger or model-change job is configured with something that cannot work."""

@@ -39,13 +39,24 @@ class TaskOptions:
 
 
 class Task:
-    """A registered function that can be run now (call it) or later (enqueue it)."""
+    """A registered function that can be run now (call it) or later (enqueue it).
 
-    def __init__(self, func: Callable[..., Any], name: str, options: TaskOptions) -> None:
+    ``django_task`` is set when the function is a Django Tasks ``Task``
+    (``@django.tasks.task``) seen through this registry: the worker then runs it
+    the Django way (context, task_started/task_finished signals).
+    """
+
+    def __init__(
+        self, func: Callable[..., Any], name: str, options: TaskOptions, *, django_task: Any = None
+    ) -> None:
         self.func = func
         self.name = name
         self.options = options
+        self.django_task = django_task
         self.signature = inspect.signature(func)
+        if django_task is not None and django_task.takes_context:
+            # The worker passes the context; callers' arguments fit the rest.
+            self.signature = self.signature.replace(parameters=list(self.signature.parameters.values())[1:])
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
 
@@ -209,7 +220,12 @@ def task(
 
 
 def get_task(name: str) -> Task:
-    """The task registered under ``name``, importing its module if nobody has yet."""
+    """The task registered under ``name``, importing its module if nobody has yet.
+
+    A name that is not registered with @task but imports to a Django Tasks
+    ``Task`` (its ``module_path``, which is what the Django Tasks backend
+    enqueues) is adapted into this registry, so the worker runs it like any task.
+    """
     task = _registry.get(name)
     if task is not None:
         return task
@@ -217,12 +233,42 @@ def get_task(name: str) -> Task:
     if module:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+    task = _registry.get(name) or _adapt_django_task(name)
+    if task is None:
+        raise UnknownTask(name)
+    return task
+
+
+def _adapt_django_task(name: str) -> Task | None:
+    """Register the Django Tasks ``Task`` at ``name`` (Django 6+), or None if there is none."""
     try:
-        return _registry[name]
-    except KeyError:
-        raise UnknownTask(name) from None
+        from django.tasks import Task as DjangoTask
+    except ImportError:
+        return None
+    module, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    if not isinstance(obj, DjangoTask) or obj.module_path != name:
+        return None
+    adapted = Task(obj.func, name, TaskOptions(queue=obj.queue_name, priority=obj.priority), django_task=obj)
+    _registry[name] = adapted
+    return adapted
 
 
 def registered_tasks() -> dict[str, Task]:
     """A copy of the registry, for checks and start-up syncing."""
     return dict(_registry)
+
+
+def task_name(task: Any) -> str:
+    """The registry name of a task given as a Task, a Django Tasks Task or a dotted name."""
+    if isinstance(task, str):
+        return task
+    if isinstance(task, Task):
+        return task.name
+    module_path = getattr(task, "module_path", None)  # django.tasks.Task
+    if isinstance(module_path, str):
+        return module_path
+    raise TypeError(f"expected a task or a task's dotted name, not {task!r}")

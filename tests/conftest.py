@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import django
 import pytest
 from django.db import connection
 
@@ -17,6 +18,19 @@ from django_supaqueue.models import Job, Worker
 from django_supaqueue.worker.runtime import Worker as WorkerRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The fixtures users get: supaqueue, supaqueue_immediate.
+pytest_plugins = ["django_supaqueue.testing"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked django6 need django.tasks: skipped, with the reason, on older Django."""
+    if django.VERSION >= (6, 0):
+        return
+    skip = pytest.mark.skip(reason=f"needs Django 6 (django.tasks); this is Django {django.get_version()}")
+    for item in items:
+        if "django6" in item.keywords:
+            item.add_marker(skip)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:

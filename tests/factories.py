@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue, Worker
 from example_project.example_app.models import Order
+from tests.testapp.models import Article, Product, Ticket
 
 
 class QueueFactory(factory.django.DjangoModelFactory):
@@ -68,3 +69,33 @@ class OrderFactory(factory.django.DjangoModelFactory):
 
     number = factory.Sequence(lambda n: f"T-{n}")
     email = factory.LazyAttribute(lambda o: f"{o.number.lower()}@example.com")
+
+
+class TicketFactory(factory.django.DjangoModelFactory):
+    """A model with no jobs of its own: tests connect theirs."""
+
+    class Meta:
+        model = Ticket
+
+    title = factory.Sequence(lambda n: f"Ticket {n}")
+    amount = "12.50"
+
+
+class ArticleFactory(factory.django.DjangoModelFactory):
+    """Declares its jobs with EnqueueOnChange: creating one enqueues its indexing."""
+
+    class Meta:
+        model = Article
+
+    title = factory.Sequence(lambda n: f"Article {n}")
+
+
+class ProductFactory(factory.django.DjangoModelFactory):
+    """Has job triggers: inserting one enqueues product_added in SQL, signals or not."""
+
+    class Meta:
+        model = Product
+
+    sku = factory.Sequence(lambda n: f"SKU-{n}")
+    name = factory.Sequence(lambda n: f"Product {n}")
+    price = "9.99"

@@ -2,6 +2,7 @@
 
 import os
 
+import django
 import environ
 
 env = environ.Env()
@@ -55,6 +56,10 @@ SUPAQUEUE = {
     "RETRY_BACKOFF": 0.0,
     "SHUTDOWN_GRACE": float(os.environ.get("SUPAQUEUE_SHUTDOWN_GRACE", "25")),
 }
+
+if django.VERSION >= (6, 0):
+    # Django's Tasks API, run by the queue (tests/test_backends.py); QUEUES=[]: any queue name.
+    TASKS = {"default": {"BACKEND": "django_supaqueue.backends.SupaqueueBackend", "QUEUES": []}}
 
 LOGGING = {
     "version": 1,

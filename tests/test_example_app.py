@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_supaqueue.models import Job
+from django_supaqueue.testing import assert_enqueued
 from example_project.example_app import tasks, workload
 from example_project.example_app.models import Order, WarehouseSync
 from tests.factories import OrderFactory
@@ -22,9 +23,8 @@ def confirmation_jobs(order: Order):
 @pytest.mark.django_db
 def test_saving_a_new_order_enqueues_its_confirmation():
     order = OrderFactory()
-    job = confirmation_jobs(order).get()
-    assert job.queue.name == "orders" and job.payload == {"order_id": order.pk}
-    assert job.status == Job.Status.PENDING
+    (job,) = assert_enqueued(tasks.confirm_order, {"order_id": order.pk}, queue="orders", count=1)
+    assert job.key == order.confirmation_key and job.status == Job.Status.PENDING
 
 
 @pytest.mark.django_db
@@ -32,7 +32,21 @@ def test_saving_an_existing_order_enqueues_nothing_more():
     order = OrderFactory()
     order.email = "changed@example.com"
     order.save()
-    assert confirmation_jobs(order).count() == 1
+    assert_enqueued(tasks.confirm_order, {"order_id": order.pk}, count=1)
+
+
+def test_in_immediate_mode_a_new_order_is_confirmed_before_save_returns(supaqueue_immediate):
+    order = OrderFactory()
+    order.refresh_from_db()
+    assert order.status == Order.Status.CONFIRMED
+    (job,) = supaqueue_immediate.assert_enqueued(tasks.confirm_order, {"order_id": order.pk})
+    assert job.status == Job.Status.SUCCESSFUL and job.result == f"order {order.pk} confirmed"
+
+
+def test_run_pending_confirms_orders_the_test_never_committed(supaqueue):
+    orders = OrderFactory.create_batch(2)
+    assert {job.status for job in supaqueue.run_pending(["orders"])} == {Job.Status.SUCCESSFUL}
+    assert {o.status for o in Order.objects.filter(pk__in=[o.pk for o in orders])} == {Order.Status.CONFIRMED}
 
 
 @pytest.mark.django_db

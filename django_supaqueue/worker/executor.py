@@ -32,11 +32,28 @@ Outcome = Success | Failure
 
 
 def perform(job: ClaimedJob) -> Outcome:
-    """Run one attempt and turn whatever happens into a Success or a Failure."""
+    """Run one attempt on a job thread, then let Django drop connections the task left unusable."""
+    try:
+        return run_attempt(job)
+    finally:
+        close_old_connections()
+
+
+def run_attempt(job: ClaimedJob) -> Outcome:
+    """Run one attempt and turn whatever happens into a Success or a Failure.
+
+    Leaves Django's connections alone, so that django_supaqueue.testing can run
+    attempts inside a test's transaction.
+    """
     started = time.monotonic()
     try:
         task = get_task(job.task_name)
-        value = task.func(*job.args, **job.payload)
+        if task.django_task is not None:
+            from .django_tasks import run_django_task
+
+            value = run_django_task(task.django_task, job)
+        else:
+            value = task.func(*job.args, **job.payload)
         result = None if value is None else json.dumps(value, allow_nan=False, separators=(",", ":"))
     except BaseException as exc:  # noqa: BLE001  every failure must be recorded, even SystemExit
         duration = time.monotonic() - started
@@ -68,8 +85,6 @@ def perform(job: ClaimedJob) -> Outcome:
             },
         )
         return failure
-    finally:
-        close_old_connections()
     duration = time.monotonic() - started
     if logger.isEnabledFor(logging.INFO):
         logger.info(

@@ -5,7 +5,7 @@ import time
 
 from django_supaqueue import task
 
-from .models import Execution
+from .models import Execution, Product
 
 
 @task
@@ -88,3 +88,64 @@ def exit_process():
 @task
 def whoami():
     return os.getpid()
+
+
+# Jobs from model changes: each records what it was given, so tests can see the payload a run got.
+
+
+@task
+def index_article(id):
+    Execution.objects.create(label="index_article", n=id, pid=os.getpid(), started=time.time())
+    return {"indexed": id}
+
+
+@task
+def forget_article(row):
+    Execution.objects.create(label="forget_article", n=row["id"], pid=os.getpid(), started=time.time())
+    return row
+
+
+@task
+def ticket_changed(id):
+    return {"id": id}
+
+
+@task
+def ticket_fields(title, status, amount=None, parent=None):
+    return {"title": title, "status": status}
+
+
+@task
+def ticket_row(row):
+    return row
+
+
+@task
+def product_added(id):
+    Execution.objects.create(label="product_added", n=id, pid=os.getpid(), started=time.time())
+    return {"id": id}
+
+
+@task
+def product_repriced(sku, price):
+    return {"sku": sku, "price": price}
+
+
+@task
+def product_removed(row):
+    return row
+
+
+@task
+def countdown(n):
+    """Enqueues itself with n - 1 until n is 0: a task that enqueues work."""
+    Execution.objects.create(label="countdown", n=n, pid=os.getpid(), started=time.time())
+    if n > 0:
+        countdown.enqueue(n - 1)
+    return n
+
+
+@task(max_attempts=1)
+def add_product(sku):
+    """Inserts a product; a duplicate sku is a database error inside the task."""
+    Product.objects.create(sku=sku, name="added by a task", price=1)
