@@ -47,6 +47,12 @@ class KeysetChangeList(ChangeList):
             lookup.pop(name, None)
         return lookup
 
+    def get_ordering(self, request: HttpRequest, queryset: Any) -> list[Any]:
+        """Only an order by id pages by id: any other asked-for order falls back to newest first."""
+        ordering = super().get_ordering(request, queryset)
+        by_id = [o for o in ordering if isinstance(o, str) and o.lstrip("-") in ("id", "pk")]
+        return by_id[:1] or ["-pk"]
+
     def descending(self) -> bool:
         """Whether the list runs from the highest id down (the admin sorts by id only)."""
         ordering = self.queryset.query.order_by

@@ -42,8 +42,9 @@ BATCH_SIZE = 1000
 TIMELINE_LIMIT = 200
 
 
-def in_batches(queryset: QuerySet, size: int = BATCH_SIZE) -> Iterator[list[int]]:
+def in_batches(queryset: QuerySet, size: int | None = None) -> Iterator[list[int]]:
     """The ids of every row of ``queryset``, in ascending batches read through the primary key."""
+    size = size or BATCH_SIZE
     ids = queryset.order_by("pk").values_list("pk", flat=True)
     last = None
     while True:
