@@ -55,7 +55,7 @@ def summary(minutes: Sequence[Minute]) -> str:
     return text
 
 
-def throughput_svg(minutes: Sequence[Minute], chart_id: str = "sq-throughput") -> SafeString:
+def throughput_svg(minutes: Sequence[Minute], chart_id: str = "sq-chart") -> SafeString:
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     top = nice_ceiling(max((m.total for m in minutes), default=0), minimum=2)
     slot = plot_w / max(len(minutes), 1)
@@ -120,8 +120,8 @@ def throughput_svg(minutes: Sequence[Minute], chart_id: str = "sq-throughput") -
         format_html('<polyline class="sq-rate" points="{}"/>', " ".join(rate_points)) if rate_points else ""
     )
     return format_html(
-        '<svg class="sq-chart" viewBox="0 0 {} {}" role="img" aria-labelledby="{}-title {}-desc" '
-        'preserveAspectRatio="xMidYMid meet">'
+        '<svg class="sq-chart" viewBox="0 0 {} {}" role="img" '
+        'aria-labelledby="{}-title" aria-describedby="{}-desc" preserveAspectRatio="xMidYMid meet">'
         '<title id="{}-title">{}</title><desc id="{}-desc">{}</desc>'
         "{}{}{}{}"
         '<text class="sq-axis" x="{}" y="{}" text-anchor="middle" transform="rotate(-90 {} {})">{}</text>'

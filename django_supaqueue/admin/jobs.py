@@ -23,6 +23,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import capfirst
@@ -190,11 +191,12 @@ JOB_ACTIONS = {f.__name__: f for f in (retry_now, run_now, cancel, hold, release
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "status_badge", "queue", "task", "attempts_of", "priority", "run_at", "age"]
+    list_display = ["id", "status_badge", "queue", "task", "attempts_of", "priority", "due", "age"]
     list_display_links = ["id"]
     list_filter = ["status", "queue", TaskFilter, HeldFilter, CreatedFilter]
     list_select_related = ["queue"]
     list_per_page = 100
+    show_facets = admin.ShowFacets.NEVER  # facet counts would count the table once per filter choice
     sortable_by = ["id"]
     search_fields = ["task_name"]  # shows the search box; get_search_results says what it matches
     search_help_text = _("A job id (123 or #123), an exact key, or a task name (full, or its last part).")
@@ -289,6 +291,10 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description=_("attempts"))
     def attempts_of(self, job: Job) -> str:
         return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description=_("run at"))
+    def due(self, job: Job) -> str:
+        return timezone.localtime(job.run_at).strftime("%Y-%m-%d %H:%M:%S")
 
     @admin.display(description=_("age"))
     def age(self, job: Job) -> str:

@@ -82,9 +82,6 @@ class QueueAdmin(admin.ModelAdmin):
         "waiting",
         "paused",
         "concurrency_limit",
-        "execution_mode",
-        "max_attempts",
-        "timeout",
     ]
     list_editable = ["paused", "concurrency_limit"]
     search_fields = ["name"]
