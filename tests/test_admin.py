@@ -31,7 +31,7 @@ def test_every_screen_renders(admin_client):
     ):
         assert admin_client.get(reverse(f"admin:supaqueue_{name}_changelist")).status_code == 200
         assert admin_client.get(reverse(f"admin:supaqueue_{name}_change", args=[obj.pk])).status_code == 200
-    for url in (reverse("admin:index"), DASHBOARD, DASHBOARD_DATA):
+    for url in (reverse("admin:index"), reverse("admin:supaqueue_queue_add"), DASHBOARD, DASHBOARD_DATA):
         assert admin_client.get(url).status_code == 200
 
 
