@@ -36,7 +36,7 @@ MINUTES = 60
 REFRESH_MS = 5000
 
 
-def snapshot(request: HttpRequest) -> dict[str, Any]:
+def snapshot() -> dict[str, Any]:
     """Everything the dashboard shows, read now: about a dozen short statements."""
     now = timezone.now()
     queues = list(Queue.objects.order_by("name")[: MAX_QUEUES + 1])
@@ -131,14 +131,14 @@ class DashboardAdmin(admin.ModelAdmin):
             "title": _("Queue dashboard"),
             "opts": self.opts,
             "refresh_ms": REFRESH_MS,
-            **snapshot(request),
+            **snapshot(),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "django_supaqueue/admin/dashboard.html", context)
 
     def data_view(self, request: HttpRequest) -> JsonResponse:
         self._check(request)
-        data = snapshot(request)
+        data = snapshot()
         body = as_json(data)
         body["html"] = render_to_string("django_supaqueue/admin/dashboard_panels.html", data, request)
         return JsonResponse(body)
