@@ -22,6 +22,7 @@ else:
     sync_api = pytest.importorskip("playwright.sync_api")
 
 from django.contrib.auth.models import User  # noqa: E402
+from django.db import connections  # noqa: E402
 
 from django_supaqueue.admin import dashboard  # noqa: E402
 from django_supaqueue.models import Job, Queue  # noqa: E402
@@ -60,6 +61,10 @@ def page(live_server, monkeypatch) -> Iterator[object]:
         yield context.new_page()
         context.close()
         browser.close()
+        # Inside Playwright's sync API the ORM sees a connection of its own (asgiref keeps
+        # connections per context, and Playwright's greenlets switch it); close it here, in
+        # that context, or the test database cannot be dropped at the end of the session.
+        connections.close_all()
 
 
 def shoot(page, name: str) -> None:
