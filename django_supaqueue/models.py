@@ -217,6 +217,7 @@ class JobEvent(models.Model):
     """One step of a job's life cycle; a job's events are its full history.
 
     "enqueued" is not written on the hot enqueue path: a job's created_at says it.
+    Migration 0004 adds a BRIN index on ``at`` for the dashboard's last hour.
     """
 
     class Kind(models.TextChoices):
@@ -227,6 +228,10 @@ class JobEvent(models.Model):
         FAILED = "failed", _("Failed for good")
         CANCELLED = "cancelled", _("Cancelled")
         RELEASED = "released", _("Released by a stopping worker")
+        MANUAL_RETRY = "manual_retry", _("Retried by hand")
+        RUN_NOW = "run_now", _("Run now by hand")
+        HELD = "held", _("Held")
+        HOLD_RELEASED = "hold_released", _("Released from hold")
 
     id = models.BigAutoField(primary_key=True)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
@@ -246,3 +251,17 @@ class JobEvent(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id}: {self.kind}"
+
+
+class Dashboard(Job):
+    """The admin dashboard's entry: a proxy with no table of its own.
+
+    It exists so that the admin index links the dashboard like any model and
+    so that seeing it is a permission of its own (``supaqueue.view_dashboard``).
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = _("dashboard")
+        verbose_name_plural = _("dashboard")
+        default_permissions = ("view",)

@@ -1083,3 +1083,211 @@ def retry_delay_bounds(attempt: int, base: float, cap: float) -> tuple[float, fl
     """The [low, high] seconds a retry after ``attempt`` waits (for docs and tests)."""
     delay = min(cap, base * math.pow(2, min(attempt - 1, 60)))
     return delay / 2, delay
+
+
+# --------------------------------------------------------------------------
+# Operator actions (the admin's buttons; Django's connection)
+#
+# Each takes job ids, acts on the ones in a state the action applies to, writes
+# one event per job it changed (the reason, e.g. who asked, in error_message),
+# and returns the ids it changed, so that a caller can work through any number
+# of jobs in batches. Jobs that become runnable wake their queues' workers.
+# --------------------------------------------------------------------------
+
+FAILED = Job.Status.FAILED.value
+CANCELLED = Job.Status.CANCELLED.value
+
+_RETRY_NOW = f"""
+WITH target AS (
+  SELECT id FROM {JOB}
+  WHERE id = ANY(%(job_id)s::bigint[])
+    AND (status IN ('{FAILED}', '{CANCELLED}')
+         OR (status = '{PENDING}' AND attempts > 0 AND run_at > now()))
+  ORDER BY id FOR UPDATE
+), ranked AS (
+  SELECT j.id, row_number() OVER (
+           PARTITION BY j.key ORDER BY (j.status = '{PENDING}') DESC, j.id DESC) AS rn
+  FROM {JOB} j JOIN target t ON t.id = j.id
+), upd AS (
+  UPDATE {JOB} j SET status = '{PENDING}', run_at = now(), enabled = true, finished_at = NULL,
+    max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
+    key = CASE WHEN j.key IS NULL THEN NULL
+               WHEN r.rn > 1 OR EXISTS (SELECT 1 FROM {JOB} p
+                                        WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
+               THEN NULL ELSE j.key END
+  FROM ranked r WHERE j.id = r.id
+  RETURNING j.id, j.queue_id, j.attempts
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, 'manual_retry', NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)
+SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
+"""
+
+_RUN_NOW = f"""
+WITH upd AS (
+  UPDATE {JOB} j SET run_at = now()
+  WHERE j.id = ANY(%(job_id)s::bigint[]) AND j.status = '{PENDING}' AND j.run_at > now()
+  RETURNING j.id, j.queue_id, j.attempts
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, 'run_now', NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)
+SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
+"""
+
+_SET_ENABLED = f"""
+WITH upd AS (
+  UPDATE {JOB} j SET enabled = %(enabled)s
+  WHERE j.id = ANY(%(job_id)s::bigint[]) AND j.status = '{PENDING}' AND j.enabled <> %(enabled)s
+  RETURNING j.id, j.queue_id, j.attempts
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, %(kind)s, NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)
+SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
+"""
+
+# Events go first, in the same statement: the foreign keys are deferred, and
+# a job's history has no meaning without the job.
+_DELETE = f"""
+WITH target AS (
+  SELECT id FROM {JOB} WHERE id = ANY(%(job_id)s::bigint[]) AND status <> '{IN_PROGRESS}'
+  ORDER BY id FOR UPDATE
+), events AS (
+  DELETE FROM {EVENT} e USING target WHERE e.job_id = target.id
+), gone AS (
+  DELETE FROM {JOB} j USING target WHERE j.id = target.id RETURNING j.id
+)
+SELECT id FROM gone
+"""
+
+_SET_PAUSED = f"""
+UPDATE {QUEUE} SET paused = %(paused)s, updated_at = now()
+WHERE name = ANY(%(names)s::text[]) AND paused <> %(paused)s
+RETURNING name
+"""
+
+
+def _ids(jobs: Iterable[Job | int]) -> list[int]:
+    return [j.pk if isinstance(j, Job) else int(j) for j in jobs]
+
+
+def _act(sql: str, params: dict[str, Any], *, wake: bool) -> list[int]:
+    """Run one operator statement in a small transaction; NOTIFY the queues it made runnable.
+
+    A job going back to pending may meet a key that a concurrent enqueue just
+    gave to a new pending job; the statement then runs again on a fresh
+    snapshot, where the newer job keeps the key.
+    """
+    from django.db import IntegrityError
+
+    alias = _db_alias()
+    for attempt in range(3):
+        try:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+                cur.execute(sql, params)
+                rows = cur.fetchall()
+                if wake:
+                    notify_queues(cur, [r[1] for r in rows])
+            return sorted(r[0] for r in rows)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def retry_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
+    """Run failed or cancelled jobs again now, and jobs waiting out a retry back-off at once.
+
+    The job becomes pending with ``run_at`` = now and is un-held; a job with no
+    attempts left gets one more (``max_attempts`` = attempts + 1). Its key
+    goes back with it unless a newer pending job holds that key. Writes a
+    ``manual_retry`` event; returns the ids it changed.
+    """
+    ids = _ids(jobs)
+    if not ids:
+        return []
+    return _act(_RETRY_NOW, {"job_id": ids, "reason": reason}, wake=True)
+
+
+def run_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
+    """Make pending jobs whose ``run_at`` is in the future runnable now (a ``run_now`` event).
+
+    A held job stays held: run now changes when a job may run, not whether.
+    """
+    ids = _ids(jobs)
+    if not ids:
+        return []
+    return _act(_RUN_NOW, {"job_id": ids, "reason": reason}, wake=True)
+
+
+def hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
+    """Keep pending jobs from being claimed (``enabled`` = false, a ``held`` event)."""
+    ids = _ids(jobs)
+    if not ids:
+        return []
+    params = {"job_id": ids, "reason": reason, "enabled": False, "kind": "held"}
+    return _act(_SET_ENABLED, params, wake=False)
+
+
+def release_hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
+    """Let held pending jobs be claimed again (a ``hold_released`` event) and wake their workers."""
+    ids = _ids(jobs)
+    if not ids:
+        return []
+    params = {"job_id": ids, "reason": reason, "enabled": True, "kind": "hold_released"}
+    return _act(_SET_ENABLED, params, wake=True)
+
+
+def delete(jobs: Iterable[Job | int]) -> list[int]:
+    """Delete jobs and their history; running jobs are refused (cancel them first).
+
+    A running attempt keeps its lease until it is cancelled, so deleting only
+    finished, pending or cancelled jobs means no worker ever writes to a job
+    that vanished under it. Returns the ids deleted.
+    """
+    ids = _ids(jobs)
+    if not ids:
+        return []
+    alias = _db_alias()
+    with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+        cur.execute(_DELETE, {"job_id": ids})
+        return sorted(r[0] for r in cur.fetchall())
+
+
+def pause_queues(names: Iterable[str]) -> list[str]:
+    """Pause queues: their jobs stay, no worker claims them. Returns the names that changed."""
+    names = sorted(set(names))
+    if not names:
+        return []
+    alias = _db_alias()
+    with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+        cur.execute(_SET_PAUSED, {"names": names, "paused": True})
+        return sorted(r[0] for r in cur.fetchall())
+
+
+def resume_queues(names: Iterable[str]) -> list[str]:
+    """Resume paused queues and wake their workers at commit. Returns the names that changed."""
+    names = sorted(set(names))
+    if not names:
+        return []
+    alias = _db_alias()
+    with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+        cur.execute(_SET_PAUSED, {"names": names, "paused": False})
+        changed = sorted(r[0] for r in cur.fetchall())
+        notify_queues(cur, changed)
+    return changed
+
+
+def wake_queues(names: Iterable[str]) -> None:
+    """Tell listening workers these queues may have runnable jobs (sent at commit).
+
+    For changes made outside these functions, such as a queue's settings saved
+    in the admin: a raised concurrency cap or an unpaused queue takes effect at once.
+    """
+    names = sorted(set(names))
+    if not names:
+        return
+    with connections[_db_alias()].cursor() as cur:
+        notify_queues(cur, names)

@@ -113,3 +113,19 @@ def job_statuses() -> dict[str, int]:
     from django.db.models import Count
 
     return dict(Job.objects.values_list("status").annotate(n=Count("id")))
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """``staff_client("view_job", ...)``: a client logged in as staff with just these permissions."""
+    from django.contrib.auth.models import Permission
+
+    def login(*codenames: str):
+        user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+        perms = Permission.objects.filter(content_type__app_label="supaqueue", codename__in=codenames)
+        assert perms.count() == len(codenames), f"unknown permission among {codenames}"
+        user.user_permissions.add(*perms)
+        client.force_login(user)
+        return client
+
+    return login

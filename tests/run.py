@@ -3,7 +3,9 @@
 
 Creates a virtual environment (``.venv``, or $SUPAQUEUE_VENV) with the
 interpreter that runs this script, installs the package with its test extras
-when pyproject.toml changed, checks that PostgreSQL answers, and runs pytest.
+($SUPAQUEUE_EXTRAS, default ``test``; ``test,browser`` adds Playwright for the
+admin's browser tests) when pyproject.toml or the extras changed, checks that
+PostgreSQL answers, and runs pytest.
 Tests use $DATABASE_URL (default postgres://postgres@127.0.0.1:5432/supaqueue);
 pytest-django creates and drops its own test database next to it.
 """
@@ -27,12 +29,13 @@ def ensure_venv() -> Path:
     if not python.exists():
         print(f"creating {env_dir.name} with Python {sys.version.split()[0]}", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    extras = os.environ.get("SUPAQUEUE_EXTRAS", "test")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     marker = env_dir / ".supaqueue-installed"
     if not marker.exists() or marker.read_text() != digest:
-        print("installing django-supaqueue[test] (editable)", flush=True)
+        print(f"installing django-supaqueue[{extras}] (editable)", flush=True)
         subprocess.run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-        subprocess.run([python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[{extras}]"], check=True)
         marker.write_text(digest)
     return python
 

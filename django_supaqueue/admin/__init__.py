@@ -1,0 +1,11 @@
+"""Admin screens for the queue: jobs, queues, workers, leases and a live dashboard.
+
+One module per screen. Jobs change state only through ``queue.py``'s
+operations (the actions); queues are edited with a form; workers and leases
+are read-only; every figure is bounded or estimated, so the screens stay fast
+with millions of jobs (see ``changelist`` and ``..stats``).
+"""
+
+from . import dashboard, jobs, queues, workers
+
+__all__ = ["dashboard", "jobs", "queues", "workers"]

@@ -1,0 +1,412 @@
+"""The jobs screens: the list, the life-cycle page of one job, and the operator actions.
+
+Jobs are never edited through a form: every change is one of the queue's own
+operations (``queue.retry_now``, ``run_now``, ``cancel``, ``hold``,
+``release_hold``, ``delete``), which respect leases and write an event. The
+actions work on the ticked jobs, or on every job matching the filter ("select
+all"), in batches of ``BATCH_SIZE`` ids, each its own short transaction.
+
+Permissions: ``view_job`` to see jobs, ``change_job`` for the actions that
+move a job through its life cycle, ``delete_job`` to delete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import capfirst
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .. import queue, stats
+from ..models import CurrentJob, Job, JobEvent
+from ..tasks import registered_tasks
+from .changelist import KeysetChangeList
+from .display import age, pretty_json, short_duration, status_badge
+from .filters import CreatedFilter, HeldFilter, TaskFilter
+
+#: Jobs per statement when an action works through a selection.
+BATCH_SIZE = 1000
+#: Events shown on a job's page (the newest; a job retried thousands of times keeps its page small).
+TIMELINE_LIMIT = 200
+
+
+def in_batches(queryset: QuerySet, size: int | None = None) -> Iterator[list[int]]:
+    """The ids of every row of ``queryset``, in ascending batches read through the primary key."""
+    size = size or BATCH_SIZE
+    ids = queryset.order_by("pk").values_list("pk", flat=True)
+    last = None
+    while True:
+        batch = list((ids if last is None else ids.filter(pk__gt=last))[:size])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1]
+
+
+def _reason(request: HttpRequest) -> str:
+    return f"by {request.user.get_username()} in the admin"
+
+
+def _apply(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    operation: Callable[..., list[int]],
+    done: str,
+    applies_to: str,
+) -> None:
+    """Run a queue operation over the selection, batch by batch, and say what it did."""
+    seen = changed = 0
+    for ids in in_batches(queryset):
+        seen += len(ids)
+        changed += len(operation(ids, reason=_reason(request)))
+    text = ngettext("%(verb)s %(n)d job.", "%(verb)s %(n)d jobs.", changed) % {"verb": done, "n": changed}
+    if seen > changed:
+        text += " " + ngettext(
+            "%(n)d other was left alone: %(rule)s.", "%(n)d others were left alone: %(rule)s.", seen - changed
+        ) % {"n": seen - changed, "rule": applies_to}
+    modeladmin.message_user(request, text, messages.SUCCESS if changed else messages.WARNING)
+
+
+@admin.action(description=_("Retry now"), permissions=["manage"])
+def retry_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    _apply(
+        modeladmin,
+        request,
+        queryset,
+        queue.retry_now,
+        _("Retried"),
+        _("only failed or cancelled jobs, and jobs waiting to retry, can be retried"),
+    )
+
+
+@admin.action(description=_("Run now"), permissions=["manage"])
+def run_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    _apply(
+        modeladmin,
+        request,
+        queryset,
+        queue.run_now,
+        _("Made runnable now"),
+        _("only pending jobs due later can be run now"),
+    )
+
+
+def _cancel(ids: list[int], reason: str) -> list[int]:
+    return queue.cancel(ids, reason=reason)
+
+
+@admin.action(description=_("Cancel"), permissions=["manage"])
+def cancel(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    _apply(
+        modeladmin,
+        request,
+        queryset,
+        _cancel,
+        _("Cancelled"),
+        _("only pending and running jobs can be cancelled"),
+    )
+
+
+@admin.action(description=_("Hold (keep from running)"), permissions=["manage"])
+def hold(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    _apply(
+        modeladmin,
+        request,
+        queryset,
+        queue.hold,
+        _("Held"),
+        _("only pending jobs not already held can be held"),
+    )
+
+
+@admin.action(description=_("Release from hold"), permissions=["manage"])
+def release_hold(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    _apply(
+        modeladmin,
+        request,
+        queryset,
+        queue.release_hold,
+        _("Released"),
+        _("only held pending jobs can be released"),
+    )
+
+
+@admin.action(description=_("Delete"), permissions=["delete"])
+def delete_selected(modeladmin: JobAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+    """Ask first (showing how many jobs), then delete in batches; running jobs are kept.
+
+    Named like Django's site-wide action so that it replaces it: that one
+    collects every related row of every selected job before asking.
+    """
+    if request.POST.get("post") != "yes":
+        select_across = request.POST.get("select_across") == "1"
+        context = {
+            **modeladmin.admin_site.each_context(request),
+            "title": _("Delete jobs?"),
+            "opts": modeladmin.model._meta,
+            "count": stats.count(queryset),
+            "select_across": select_across,
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "action": "delete_selected",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = modeladmin.admin_site.name
+        return TemplateResponse(request, "django_supaqueue/admin/job_delete_confirmation.html", context)
+    seen = deleted = 0
+    for ids in in_batches(queryset):
+        seen += len(ids)
+        doomed = list(Job.objects.filter(pk__in=ids).only("id", "task_name", "queue_id", "status"))
+        gone = set(queue.delete(ids))
+        deleted += len(gone)
+        if gone:
+            modeladmin.log_deletions(request, [job for job in doomed if job.pk in gone])
+    text = ngettext("Deleted %(n)d job.", "Deleted %(n)d jobs.", deleted) % {"n": deleted}
+    if seen > deleted:
+        text += " " + ngettext(
+            "%(n)d running job was kept: cancel it first.",
+            "%(n)d running jobs were kept: cancel them first.",
+            seen - deleted,
+        ) % {"n": seen - deleted}
+    modeladmin.message_user(request, text, messages.SUCCESS if deleted else messages.WARNING)
+    return None
+
+
+#: The actions a job's own page offers, by name.
+JOB_ACTIONS = {f.__name__: f for f in (retry_now, run_now, cancel, hold, release_hold, delete_selected)}
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "status_badge", "queue", "task", "attempts_of", "priority", "due", "age"]
+    list_display_links = ["id"]
+    list_filter = ["status", "queue", TaskFilter, HeldFilter, CreatedFilter]
+    list_select_related = ["queue"]
+    list_per_page = 100
+    show_facets = admin.ShowFacets.NEVER  # facet counts would count the table once per filter choice
+    sortable_by = ["id"]
+    search_fields = ["task_name"]  # shows the search box; get_search_results says what it matches
+    search_help_text = _("A job id (123 or #123), an exact key, or a task name (full, or its last part).")
+    actions = [retry_now, run_now, cancel, hold, release_hold, delete_selected]
+    change_list_template = "django_supaqueue/admin/job_change_list.html"
+    change_form_template = "django_supaqueue/admin/job_change_form.html"
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "status_badge",
+                    "queue",
+                    "task_name",
+                    "attempts_of",
+                    "priority",
+                    "key",
+                    "held",
+                    "running_on",
+                ]
+            },
+        ),
+        (_("Times"), {"fields": ["created_at", "run_at", "started_at", "finished_at"]}),
+        (_("Call and outcome"), {"fields": ["payload_json", "args_json", "result_json", "last_error"]}),
+    ]
+    readonly_fields = [
+        "status_badge",
+        "queue",
+        "task_name",
+        "attempts_of",
+        "priority",
+        "key",
+        "held",
+        "running_on",
+        "created_at",
+        "run_at",
+        "started_at",
+        "finished_at",
+        "payload_json",
+        "args_json",
+        "result_json",
+        "last_error",
+    ]
+
+    # ------------------------------------------------------------------ permissions
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """No form edits a job; ``change_job`` is what the life-cycle actions ask for."""
+        return False
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        if obj is not None and obj.status == Job.Status.IN_PROGRESS:
+            return False  # cancel it first: its worker still holds a lease
+        return super().has_delete_permission(request, obj)
+
+    # ------------------------------------------------------------------ the list
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[KeysetChangeList]:
+        return KeysetChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """Equality only, so a search is an index probe or one pass, never a pattern scan."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        number = term.removeprefix("#")
+        if number.isdigit() and len(number) <= 18:
+            return queryset.filter(pk=int(number)), False
+        tasks = [name for name in registered_tasks() if name == term or name.endswith("." + term)]
+        return queryset.filter(Q(key=term) | Q(task_name__in=[term, *tasks])), False
+
+    @admin.display(description=_("status"))
+    def status_badge(self, job: Job) -> SafeString:
+        badge = status_badge(job.status)
+        if not job.enabled and job.status == Job.Status.PENDING:
+            return format_html('{} <span class="sq-badge sq-held">{}</span>', badge, _("Held"))
+        return badge
+
+    @admin.display(description=_("task"))
+    def task(self, job: Job) -> SafeString:
+        return format_html('<span title="{}">{}</span>', job.task_name, job.task_name.rsplit(".", 1)[-1])
+
+    @admin.display(description=_("attempts"))
+    def attempts_of(self, job: Job) -> str:
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description=_("run at"))
+    def due(self, job: Job) -> str:
+        return timezone.localtime(job.run_at).strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description=_("age"))
+    def age(self, job: Job) -> str:
+        return age(job.created_at)
+
+    # ------------------------------------------------------------------ one job
+
+    @admin.display(description=_("held"), boolean=True)
+    def held(self, job: Job) -> bool:
+        return not job.enabled
+
+    @admin.display(description=_("running on"))
+    def running_on(self, job: Job) -> SafeString | str:
+        lease = CurrentJob.objects.filter(job=job).select_related("worker").first()
+        if lease is None:
+            return "–"
+        return format_html(
+            '<a href="{}">{}</a> (attempt {}, lease until {})',
+            reverse("admin:supaqueue_worker_change", args=[lease.worker_id]),
+            lease.worker.name,
+            lease.attempt,
+            lease.lease_expires_at.isoformat(timespec="seconds"),
+        )
+
+    @admin.display(description=_("payload (keyword arguments)"))
+    def payload_json(self, job: Job) -> SafeString:
+        return pretty_json(job.payload)
+
+    @admin.display(description=_("positional arguments"))
+    def args_json(self, job: Job) -> SafeString:
+        return pretty_json(job.args)
+
+    @admin.display(description=_("result"))
+    def result_json(self, job: Job) -> SafeString | str:
+        return "–" if job.result is None and job.status != Job.Status.SUCCESSFUL else pretty_json(job.result)
+
+    def timeline(self, job: Job) -> dict[str, Any]:
+        """The job's history, oldest first: enqueued, then every event (the newest TIMELINE_LIMIT)."""
+        events = list(JobEvent.objects.filter(job=job).order_by("-id")[: TIMELINE_LIMIT + 1])
+        truncated = len(events) > TIMELINE_LIMIT
+        events = events[:TIMELINE_LIMIT][::-1]
+        for event in events:
+            event.duration_text = short_duration(event.duration) if event.duration is not None else ""
+        return {"events": events, "truncated": truncated, "limit": TIMELINE_LIMIT}
+
+    def job_actions(self, request: HttpRequest, job: Job) -> list[dict[str, Any]]:
+        """The actions that apply to this job in its state, as buttons on its page."""
+        state = job.status
+        waiting = state == Job.Status.PENDING and job.attempts > 0
+        applies = {
+            "retry_now": state in (Job.Status.FAILED, Job.Status.CANCELLED) or waiting,
+            "run_now": state == Job.Status.PENDING,
+            "cancel": state in (Job.Status.PENDING, Job.Status.IN_PROGRESS),
+            "hold": state == Job.Status.PENDING and job.enabled,
+            "release_hold": state == Job.Status.PENDING and not job.enabled,
+            "delete_selected": state != Job.Status.IN_PROGRESS,
+        }
+        available = dict(self.get_action_choices(request, default_choices=[]))
+        return [
+            {"name": name, "label": capfirst(available[name])}
+            for name, ok in applies.items()
+            if ok and name in available
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        job = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if job is not None:
+            extra.update(
+                timeline=self.timeline(job),
+                job_actions=self.job_actions(request, job),
+                act_url=reverse("admin:supaqueue_job_act", args=[job.pk]),
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        if not queue.delete([obj.pk]):
+            self.message_user(request, _("The job started running: cancel it first."), messages.WARNING)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for ids in in_batches(queryset):
+            queue.delete(ids)
+
+    def get_urls(self) -> list[URLPattern]:
+        act = self.admin_site.admin_view(self.act_view)
+        return [path("<path:object_id>/act/", act, name="supaqueue_job_act"), *super().get_urls()]
+
+    def act_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """One action on one job, from its page, and back to its page (or the list, once deleted).
+
+        The same action functions as the list's, with the same permission rules.
+        """
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        name = request.POST.get("action", "")
+        allowed = dict(self.get_action_choices(request, default_choices=[]))
+        if name not in JOB_ACTIONS or name not in allowed:
+            raise PermissionDenied
+        if not object_id.isdigit():
+            raise PermissionDenied
+        queryset = self.get_queryset(request).filter(pk=int(object_id))
+        if not queryset.exists():
+            return HttpResponseRedirect(reverse("admin:supaqueue_job_changelist"))
+        response = JOB_ACTIONS[name](self, request, queryset)
+        if response is not None:
+            return response
+        if queryset.exists():
+            return HttpResponseRedirect(reverse("admin:supaqueue_job_change", args=[object_id]))
+        return HttpResponseRedirect(reverse("admin:supaqueue_job_changelist"))

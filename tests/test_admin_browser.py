@@ -1,0 +1,147 @@
+"""The admin in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+A person's path through the screens: log in, open the dashboard and watch it
+refresh itself, filter the jobs, retry a failed job and see it succeed once a
+worker has run, pause a queue. Screenshots of each screen are saved under
+``test-artifacts/admin-browser/``. Skipped only where Playwright is not
+installed (the ``browser`` extra); CI installs it and Chromium for the 3.12 pass
+and sets SUPAQUEUE_REQUIRE_BROWSER, under which a missing Playwright fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("SUPAQUEUE_REQUIRE_BROWSER"):
+    from playwright import sync_api
+else:
+    sync_api = pytest.importorskip("playwright.sync_api")
+
+from django.contrib.auth.models import User  # noqa: E402
+from django.db import connections  # noqa: E402
+
+from django_supaqueue.admin import dashboard  # noqa: E402
+from django_supaqueue.models import Job, Queue  # noqa: E402
+from tests.factories import WorkerFactory  # noqa: E402
+from tests.testapp import tasks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-artifacts" / "admin-browser"
+CHROMIUM = os.environ.get("SUPAQUEUE_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags Chromium's own connections are refused in sandboxes.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def page(live_server, monkeypatch) -> Iterator[object]:
+    # Playwright's sync API runs an event loop under the test; the ORM calls it makes are still sync.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set SUPAQUEUE_CHROMIUM)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(15_000)
+        yield context.new_page()
+        context.close()
+        browser.close()
+        # Inside Playwright's sync API the ORM sees a connection of its own (asgiref keeps
+        # connections per context, and Playwright's greenlets switch it); close it here, in
+        # that context, or the test database cannot be dropped at the end of the session.
+        connections.close_all()
+
+
+def shoot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page) -> None:
+    User.objects.create_superuser("ada", "ada@example.com", "a-long-pass-phrase")
+    page.goto("/admin/login/")
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill("a-long-pass-phrase")
+    page.get_by_role("button", name="Log in").click()
+    sync_api.expect(page.get_by_role("link", name="Dashboard")).to_be_visible()
+
+
+def test_an_operator_retries_a_failed_job_and_pauses_a_queue(page, drain, monkeypatch):
+    monkeypatch.setattr(dashboard, "REFRESH_MS", 400)
+    for i in range(3):
+        tasks.add.enqueue(i, i)
+    failing = tasks.flaky.using(max_attempts=2).enqueue(n=1, failures=2)
+    drain()
+    failing.refresh_from_db()
+    assert failing.status == Job.Status.FAILED
+    WorkerFactory(name="old-host:4242:gone", last_heartbeat_at="2000-01-01T00:00:00Z")
+
+    log_in(page)
+
+    # The dashboard, reached from the admin index, refreshes itself without reloading.
+    page.get_by_role("link", name="Dashboard").click()
+    sync_api.expect(page.get_by_role("heading", name="Jobs per queue")).to_be_visible()
+    sync_api.expect(page.get_by_role("img", name="Attempts per minute and failure rate")).to_be_visible()
+    sync_api.expect(page.get_by_role("rowheader", name="RuntimeError")).to_be_visible()
+    page.evaluate("window.loadedOnce = true")
+    page.wait_for_function("Number(document.getElementById('sq-dashboard').dataset.refreshes) >= 2")
+    assert page.evaluate("window.loadedOnce") is True  # the same document: no reload
+    toggle = page.get_by_role("button", name="Pause auto-refresh")
+    toggle.focus()
+    page.keyboard.press("Enter")
+    sync_api.expect(page.get_by_role("button", name="Resume auto-refresh")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    shoot(page, "dashboard")
+
+    # Filter the jobs to the failed ones.
+    page.goto("/admin/supaqueue/job/")
+    page.locator("#changelist-filter").get_by_role("link", name="Failed").click()
+    sync_api.expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    shoot(page, "jobs-failed")
+
+    # Retry it from the list, and let a worker run it.
+    page.get_by_label(f"Select this object for an action - {failing}").check()
+    page.get_by_label("Action:").select_option("retry_now")
+    page.get_by_role("button", name="Run").click()
+    sync_api.expect(page.locator(".messagelist")).to_contain_text("Retried 1 job.")
+    drain()
+    page.goto(f"/admin/supaqueue/job/{failing.pk}/change/")
+    sync_api.expect(page.locator(".field-status_badge")).to_contain_text("Successful")
+    timeline = page.get_by_role("table", name="Every event of this job, oldest first")
+    sync_api.expect(timeline).to_contain_text("Retried by hand")
+    sync_api.expect(timeline.locator("tr").last).to_contain_text("Succeeded")
+    shoot(page, "job-detail")
+
+    # Workers: the silent one stands out.
+    page.goto("/admin/supaqueue/worker/")
+    sync_api.expect(page.locator("#result_list")).to_contain_text("Stale")
+    shoot(page, "workers")
+
+    # Pause a queue: its jobs stay pending while workers run.
+    page.goto("/admin/supaqueue/queue/")
+    default = Queue.objects.get(name="default")
+    page.get_by_label(f"Select this object for an action - {default}").check()
+    page.get_by_label("Action:").select_option("pause")
+    page.get_by_role("button", name="Run").click()
+    sync_api.expect(page.locator(".messagelist")).to_contain_text("Paused 1 queue.")
+    sync_api.expect(page.locator("#result_list")).to_contain_text("Paused")
+    shoot(page, "queues")
+    held_back = tasks.add.enqueue(20, 22)
+    drain()
+    held_back.refresh_from_db()
+    assert held_back.status == Job.Status.PENDING
