@@ -30,7 +30,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .. import queue, stats
+from .. import api, queue, stats
 from ..models import CurrentJob, Job, JobEvent
 from ..tasks import registered_tasks
 from .changelist import KeysetChangeList
@@ -106,7 +106,7 @@ def run_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QueryS
 
 
 def _cancel(ids: list[int], reason: str) -> list[int]:
-    return queue.cancel(ids, reason=reason)
+    return api.cancel(ids, reason=reason)  # through api, so job_cancelled is sent
 
 
 @admin.action(description=_("Cancel"), permissions=["manage"])
