@@ -33,6 +33,10 @@ Outcome = Success | Failure
 
 def perform(job: ClaimedJob) -> Outcome:
     """Run one attempt and turn whatever happens into a Success or a Failure."""
+    if job.http is not None:
+        from ..handlers.http import perform_http
+
+        return perform_http(job)
     started = time.monotonic()
     try:
         task = get_task(job.task_name)

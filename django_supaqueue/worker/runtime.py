@@ -296,7 +296,10 @@ class Worker:
         default_timeout = conf.get("TIMEOUT")
         now = time.monotonic()
         for job in claimed:
-            timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
+            if job.http is not None:  # the HTTP client enforces the timeout; this is the backstop
+                timeout = float(job.timeout or conf.get("HTTP_TIMEOUT")) * 2 + 5
+            else:
+                timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
             deadline = now + timeout if timeout else math.inf
             self._running[(job.id, job.attempt)] = _Running(job, now, timeout, deadline)
             executor.submit(job)
@@ -331,7 +334,7 @@ class Worker:
         assert self.worker_id is not None
         while True:
             try:
-                retries, claimed = q.finish_and_claim(
+                retries, claimed, rate_wake = q.finish_and_claim(
                     self._conn,
                     worker_id=self.worker_id,
                     worker_name=self.name,
@@ -352,6 +355,8 @@ class Worker:
         for r in retries:
             if r.status == q.PENDING:
                 self._due(r.run_at.timestamp())
+        if rate_wake is not None:
+            self._due(rate_wake)  # a rate-limited queue has room again then
         return claimed
 
     def _heartbeat(self) -> None:
