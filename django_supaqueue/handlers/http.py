@@ -33,7 +33,8 @@ logger = logging.getLogger("django_supaqueue.worker")
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_local = threading.local()
+_client_lock = threading.Lock()
+_shared: httpx.Client | None = None
 
 
 # --------------------------------------------------------------------------
@@ -151,11 +152,19 @@ def enqueue_http(
 
 
 def _client() -> httpx.Client:
-    """One client per thread, so connections to an endpoint are reused between jobs."""
-    client = getattr(_local, "client", None)
-    if client is None:
-        client = _local.client = httpx.Client(follow_redirects=False, trust_env=False)
-    return client
+    """One client per process, shared by the job threads (httpx clients are thread-safe), so
+    connections to an endpoint are reused between jobs. Redirects are not followed: a response
+    must not send a call to a host the queue does not name."""
+    global _shared
+    if _shared is None:
+        with _client_lock:
+            if _shared is None:
+                _shared = httpx.Client(
+                    follow_redirects=False,
+                    trust_env=False,
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+                )
+    return _shared
 
 
 def _headers(config: Mapping[str, Any], has_body: bool) -> dict[str, str]:

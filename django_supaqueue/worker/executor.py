@@ -22,6 +22,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from ..exceptions import JobTimeout
+from ..handlers.http import perform_http
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task
 from .child import ChildProcess
@@ -34,8 +35,6 @@ Outcome = Success | Failure
 def perform(job: ClaimedJob) -> Outcome:
     """Run one attempt and turn whatever happens into a Success or a Failure."""
     if job.http is not None:
-        from ..handlers.http import perform_http
-
         return perform_http(job)
     started = time.monotonic()
     try:
