@@ -18,7 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
@@ -56,7 +56,7 @@ def _tenant_header(request: HttpRequest) -> str | None:
     return request.META.get(TENANT_HEADER) or None
 
 
-def _caller(request: HttpRequest) -> _Caller | JsonResponse:
+def _caller(request: HttpRequest) -> _Caller | HttpResponse:
     """Who is calling: a token holder, a logged-in user, or nobody (401)."""
     if TOKEN_HEADER in request.META:
         if not _token_ok(request):
@@ -107,10 +107,10 @@ def _job_json(job: Job) -> dict[str, Any]:
 
 @csrf_exempt  # a token needs no CSRF token; session callers are checked in _caller
 @require_POST
-def create_job(request: HttpRequest) -> JsonResponse:
+def create_job(request: HttpRequest) -> HttpResponse:
     """Create one job: ``{"queue": "hooks", "payload": {...}, "path": "x"}`` or ``{"task": ...}``."""
     caller = _caller(request)
-    if isinstance(caller, JsonResponse):
+    if isinstance(caller, HttpResponse):
         return caller
     try:
         body = json.loads(request.body or b"{}")
@@ -184,10 +184,10 @@ def _enqueue_task(body: dict[str, Any], options: dict[str, Any], owner_id: Any, 
 
 
 @require_GET
-def job_detail(request: HttpRequest, job_id: int) -> JsonResponse:
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     """A job's status, attempts, result and history, if the caller may see it (404 otherwise)."""
     caller = _caller(request)
-    if isinstance(caller, JsonResponse):
+    if isinstance(caller, HttpResponse):
         return caller
     job = _scoped_jobs(caller).filter(pk=job_id).first()
     if job is None:
