@@ -146,6 +146,8 @@ def test_jobs_are_validated_like_enqueue(api, http_server):
         {"task": "no.such.task"},
         {"task": "tests.testapp.tasks.add", "args": [1]},
         {"queue": "hooks", "url": "http://evil.example"},
+        {"queue": "hooks", "payload": [1, 2]},
+        {"queue": "hooks", "path": 7},
     ):
         assert post_json(client, "/queue/jobs", body).status_code == 400, body
     assert not Job.objects.exists()

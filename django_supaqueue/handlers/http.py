@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .. import conf
-from ..exceptions import InvalidOption
+from ..exceptions import InvalidOption, InvalidPayload
 
 logger = logging.getLogger("django_supaqueue.worker")
 
@@ -120,6 +120,8 @@ def enqueue_http(
     from ..queue import JobSpec, check_queue_name, enqueue_job
 
     check_queue_name(queue)
+    if payload is not None and not isinstance(payload, Mapping):
+        raise InvalidPayload(f"payload must be a JSON object (a dict), not {type(payload).__name__}.")
     row = Queue.objects.using(conf.get("DATABASE")).filter(name=queue).values_list("http_url").first()
     if row is None or not row[0]:
         raise InvalidOption(
