@@ -394,6 +394,8 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
     rows = [spec.validated() for spec in specs]
     if not rows:
         return []
+    if any(r.spec.http_path or r.spec.owner_id is not None or r.spec.tenant_id is not None for r in rows):
+        raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
     alias = _db_alias()
     params = {
         "queue": [r.queue for r in rows],

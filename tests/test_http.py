@@ -256,3 +256,26 @@ def test_the_rate_limit_holds_in_every_sliding_window_across_three_processes(wor
     assert worst <= limit, worst
     assert times[-1] - times[0] >= (n // limit) - 0.5  # it was really held back
     assert len({e.worker_name for e in JobEvent.objects.filter(kind="started")}) >= 2
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"), [("orders/7", "orders/7"), ("/orders", "orders"), ("a-b_c.d/e~f", "a-b_c.d/e~f")]
+)
+def test_plain_relative_paths_are_accepted(path, expected):
+    from django_supaqueue.handlers.http import build_url, check_path
+
+    assert check_path(path) == expected
+    assert build_url("https://api.example.com/v1/", path) == f"https://api.example.com/v1/{expected}"
+
+
+def test_retry_after_takes_seconds_or_a_date_and_is_capped():
+    from datetime import UTC, datetime
+
+    from django_supaqueue.handlers.http import retry_after
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after("120", now) == now + timedelta(seconds=120)
+    assert retry_after("Thu, 01 Jan 2026 00:05:00 GMT", now) == now + timedelta(minutes=5)
+    assert retry_after("99999999", now) == now + timedelta(days=1)
+    assert retry_after("Wed, 31 Dec 2025 00:00:00 GMT", now) == now  # a date in the past: now
+    assert retry_after("soon", now) is None and retry_after(None, now) is None
