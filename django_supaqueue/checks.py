@@ -86,8 +86,8 @@ def check_http_secrets(
                 "SUPAQUEUE['HTTP_SECRETS'] must be a dict of alias -> secret string.", id="supaqueue.E007"
             )
         ]
-    if databases is not None and conf.get("DATABASE") not in databases:
-        return []
+    if not databases or conf.get("DATABASE") not in databases:
+        return []  # database checks run only when asked to (migrate, check --database)
     from django.db import DatabaseError
 
     from .models import Queue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -449,6 +450,7 @@ class ClaimedJob:
     capped: bool
     execution_mode: str = "threads"
     http: dict[str, Any] | None = None  # an HTTP queue's call: url, method, headers, secret alias, path
+    received: float = 0.0  # time.monotonic() when the claim came back
 
 
 @dataclasses.dataclass(slots=True)
@@ -473,6 +475,7 @@ class Failure:
     backoff_max: float | None = None
     final: bool = False  # fail for good whatever attempts are left (an HTTP 4xx)
     http_status: int | None = None
+    uncounted: bool = False  # nothing was attempted: pending again, the attempt given back
 
 
 @dataclasses.dataclass(slots=True)
@@ -531,7 +534,7 @@ WITH q AS (
          CASE WHEN http_url <> '' THEN jsonb_build_object(
            'url', http_url, 'method', http_method, 'headers', http_headers, 'secret', http_secret,
            'secret_header', http_secret_header, 'retry_client_errors', http_retry_client_errors,
-           'timeout', timeout) END AS http
+           'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM {QUEUE}
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
 ), room AS (
@@ -626,15 +629,18 @@ SELECT id FROM done
 _RESOLVE_FAILURES = f"""
 , upd AS (
   UPDATE {JOB} j SET
-    status = CASE WHEN j.attempts < j.max_attempts AND NOT l.final THEN '{PENDING}' ELSE 'failed' END,
-    run_at = CASE WHEN j.attempts < j.max_attempts AND NOT l.final
+    status = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN '{PENDING}'
+             ELSE 'failed' END,
+    run_at = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final)
              THEN COALESCE(l.retry_at, now() + make_interval(
                secs => LEAST(COALESCE(l.backoff_max, q.retry_backoff_max, %(default_backoff_max)s),
                              COALESCE(l.backoff, q.retry_backoff, %(default_backoff)s)
                                * power(2, LEAST(j.attempts - 1, 60)))
                        * (0.5 + random() * 0.5)))
              ELSE j.run_at END,
-    finished_at = CASE WHEN j.attempts < j.max_attempts AND NOT l.final THEN NULL ELSE now() END,
+    finished_at = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN NULL
+                  ELSE now() END,
+    attempts = j.attempts - CASE WHEN l.uncounted THEN 1 ELSE 0 END,
     key = CASE WHEN j.key IS NOT NULL AND EXISTS (
             SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
           THEN NULL ELSE j.key END,
@@ -660,9 +666,9 @@ WITH d AS (
   SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(error_class)s::text[],
                        %(error_message)s::text[], %(traceback)s::text[], %(duration)s::float8[],
                        %(retry_at)s::timestamptz[], %(backoff)s::float8[], %(backoff_max)s::float8[],
-                       %(final)s::bool[], %(http_status)s::int[])
+                       %(final)s::bool[], %(http_status)s::int[], %(uncounted)s::bool[])
     AS d(job_id, attempt, error_class, error_message, traceback, duration, retry_at, backoff,
-         backoff_max, final, http_status)
+         backoff_max, final, http_status, uncounted)
 ), lease AS (
   DELETE FROM {CURRENT} c USING d
   WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
@@ -685,7 +691,7 @@ WITH expired AS (
       AS error_message,
     ''::text AS traceback, extract(epoch FROM now() - c.started_at)::float8 AS duration,
     NULL::timestamptz AS retry_at, NULL::float8 AS backoff, NULL::float8 AS backoff_max,
-    false AS final, NULL::int AS http_status, w.name AS worker_name
+    false AS final, NULL::int AS http_status, false AS uncounted, w.name AS worker_name
 )"""
     + _RESOLVE_FAILURES
 )
@@ -876,6 +882,7 @@ def _fail_params(worker_id: int, worker_name: str, failures: Sequence[Failure]) 
         "backoff": [f.backoff for f in failures],
         "backoff_max": [f.backoff_max for f in failures],
         "final": [f.final for f in failures],
+        "uncounted": [f.uncounted for f in failures],
         "http_status": [f.http_status for f in failures],
         "worker_id": worker_id,
         "worker_name": worker_name,
@@ -903,7 +910,9 @@ def claim(
         return []
     params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, job_ids)
     conn.execute(_LOCK_CAPPED_QUEUES, params)
-    return [ClaimedJob(*r) for r in conn.execute(_CLAIM, params).fetchall()]
+    rows = conn.execute(_CLAIM, params).fetchall()
+    received = time.monotonic()
+    return [ClaimedJob(*r, received=received) for r in rows]
 
 
 def complete(conn: Any, *, worker_id: int, worker_name: str, successes: Sequence[Success]) -> set[int]:
@@ -964,7 +973,9 @@ def finish_and_claim(
             claimed = conn.execute(_CLAIM, params)
             wake = conn.execute(_RATE_WAKE, params)
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
-    jobs = [ClaimedJob(*r) for r in claimed.fetchall()] if claimed is not None else []
+    rows = claimed.fetchall() if claimed is not None else []
+    received = time.monotonic()
+    jobs = [ClaimedJob(*r, received=received) for r in rows]
     return retries, jobs, wake.fetchone()[0] if wake is not None else None
 
 

@@ -279,3 +279,29 @@ def test_retry_after_takes_seconds_or_a_date_and_is_capped():
     assert retry_after("99999999", now) == now + timedelta(days=1)
     assert retry_after("Wed, 31 Dec 2025 00:00:00 GMT", now) == now  # a date in the past: now
     assert retry_after("soon", now) is None and retry_after(None, now) is None
+
+
+def test_a_rate_limited_call_reached_too_late_is_given_back_unsent(http_server):
+    import time
+
+    from django_supaqueue import queue as q
+    from django_supaqueue.handlers.http import perform_http
+    from django_supaqueue.worker.connection import connect
+
+    http_queue(http_server, rate_limit=5)
+    job = enqueue_http("hooks", {})
+    with connect() as conn:
+        worker_id = q.register_worker(conn, name="late", host="h", pid=1, queues=None, concurrency=1)
+        with conn.transaction():
+            (claimed,) = q.claim(
+                conn, worker_id=worker_id, worker_name="late", queues=["hooks"], limit=1, lease_seconds=30
+            )
+        claimed.received = time.monotonic() - 5  # as if the worker had stalled for 5 s
+        outcome = perform_http(claimed)
+        assert outcome.uncounted and outcome.error_class.endswith("RateSlotMissed")
+        with conn.transaction():
+            q.fail(conn, worker_id=worker_id, worker_name="late", failures=[outcome])
+    assert http_server.requests == []
+    job.refresh_from_db()
+    assert job.status == Job.Status.PENDING and job.attempts == 0 and job.run_at <= timezone.now()
+    assert [k for k, _ in history(job)] == ["started", "retried"]

@@ -281,6 +281,18 @@ def perform_http(job: Any) -> Any:
         headers = _headers(config, has_body)
     except (InvalidOption, LookupError, ValueError) as exc:
         return failure("django_supaqueue.handlers.http.HTTPConfigError", str(exc), final=True)
+    late = time.monotonic() - job.received
+    if config.get("rate_limited") and job.received and late > float(conf.get("RATE_LIMIT_MARGIN")):
+        # The rate limit counted this call at its claim; sent this late, it could land in the same
+        # window as calls claimed after it. Give the slot back instead: pending again, uncounted.
+        outcome = failure(
+            "django_supaqueue.handlers.http.RateSlotMissed",
+            f"not sent: the worker reached it {late:.3f}s after its claim, more than "
+            "SUPAQUEUE['RATE_LIMIT_MARGIN']; it will be claimed again",
+            at=datetime.now(UTC),
+        )
+        outcome.uncounted = True
+        return outcome
     request: dict[str, Any] = {"headers": headers, "timeout": timeout}
     if has_body:
         request["content"] = json.dumps(job.payload, separators=(",", ":")).encode()
