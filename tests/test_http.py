@@ -246,9 +246,10 @@ def test_the_rate_limit_holds_in_every_sliding_window_across_three_processes(wor
     for i in range(n):
         enqueue_http("hooks", {"n": i})
     # A wider margin than the default: on a loaded 2-core test machine the time from claim to the
-    # request's arrival can exceed 0.1 s. The assertion below is still the exact 1 s window.
+    # request's arrival (and its recording here) can exceed 0.1 s. The assertion below is still the
+    # exact 1 s window.
     for _ in range(3):
-        worker_processes.start("-q", "hooks", "-c", "10", env={"SUPAQUEUE_RATE_LIMIT_MARGIN": "0.25"})
+        worker_processes.start("-q", "hooks", "-c", "10", env={"SUPAQUEUE_RATE_LIMIT_MARGIN": "0.5"})
     wait_for(lambda: Job.objects.filter(status=Job.Status.SUCCESSFUL).count() == n, 60)
     times = sorted(r["at"] for r in http_server.requests)
     assert len(times) == n

@@ -282,12 +282,13 @@ def perform_http(job: Any) -> Any:
     except (InvalidOption, LookupError, ValueError) as exc:
         return failure("django_supaqueue.handlers.http.HTTPConfigError", str(exc), final=True)
     late = time.monotonic() - job.received
-    if config.get("rate_limited") and job.received and late > float(conf.get("RATE_LIMIT_MARGIN")):
+    if config.get("rate_limited") and job.received and late > float(conf.get("RATE_LIMIT_MARGIN")) / 2:
         # The rate limit counted this call at its claim; sent this late, it could land in the same
         # window as calls claimed after it. Give the slot back instead: pending again, uncounted.
+        # Half the margin is for this wait; the other half covers the commit and the trip there.
         outcome = failure(
             "django_supaqueue.handlers.http.RateSlotMissed",
-            f"not sent: the worker reached it {late:.3f}s after its claim, more than "
+            f"not sent: the worker reached it {late:.3f}s after its claim, more than half of "
             "SUPAQUEUE['RATE_LIMIT_MARGIN']; it will be claimed again",
             at=datetime.now(UTC),
         )
