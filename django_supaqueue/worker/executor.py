@@ -22,7 +22,6 @@ from typing import Any
 from django.db import close_old_connections
 
 from ..exceptions import JobTimeout
-from ..handlers.http import perform_http
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task
 from .child import ChildProcess
@@ -35,6 +34,8 @@ Outcome = Success | Failure
 def perform(job: ClaimedJob) -> Outcome:
     """Run one attempt and turn whatever happens into a Success or a Failure."""
     if job.http is not None:
+        from ..handlers.http import perform_http  # imported by the runtime; a task-only child skips httpx
+
         return perform_http(job)
     started = time.monotonic()
     try:

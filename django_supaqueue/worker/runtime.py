@@ -25,6 +25,7 @@ import psycopg
 
 from .. import conf
 from .. import queue as q
+from ..handlers import http as _http  # noqa: F401  imported up front: a first HTTP call pays no import
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task, registered_tasks
 from .connection import connect
