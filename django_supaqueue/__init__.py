@@ -2,7 +2,7 @@
 
 The public API is small::
 
-    from django_supaqueue import task, enqueue, enqueue_many, cancel
+    from django_supaqueue import task, enqueue, enqueue_many, enqueue_http, cancel
 
 Names resolve lazily so that importing this package (as INSTALLED_APPS does,
 before models are ready) never touches the app registry.
@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["task", "enqueue", "enqueue_many", "cancel", "__version__"]
+__all__ = ["task", "enqueue", "enqueue_many", "enqueue_http", "cancel", "__version__"]
 
 if TYPE_CHECKING:
     from .api import cancel, enqueue, enqueue_many
+    from .handlers.http import enqueue_http
     from .tasks import task
 
 
@@ -25,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from .tasks import task
 
         return task
+    if name == "enqueue_http":
+        from .handlers.http import enqueue_http
+
+        return enqueue_http
     if name in ("enqueue", "enqueue_many", "cancel"):
         from . import api
 

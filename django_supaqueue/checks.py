@@ -263,3 +263,43 @@ def _import_problem(module: str) -> str | None:
     except Exception as exc:  # noqa: BLE001  anything a module raises at import is the problem
         return f"module {module!r} cannot be imported ({type(exc).__name__}: {exc})"
     return None
+
+
+@checks.register("supaqueue", checks.Tags.database)
+def check_http_secrets(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Every HTTP queue's secret alias is in SUPAQUEUE['HTTP_SECRETS'] (migrate, check --database)."""
+    secrets = conf.get("HTTP_SECRETS")
+    if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+        return [
+            checks.Error(
+                "SUPAQUEUE['HTTP_SECRETS'] must be a dict of alias -> secret string.", id="supaqueue.E007"
+            )
+        ]
+    if not databases or conf.get("DATABASE") not in databases:
+        return []  # database checks run only when asked to (migrate, check --database)
+    from django.db import DatabaseError
+
+    from .models import Queue
+
+    try:
+        queues = list(
+            Queue.objects.using(conf.get("DATABASE"))
+            .exclude(http_url="")
+            .exclude(http_secret="")
+            .values_list("name", "http_secret")
+        )
+    except DatabaseError:  # not migrated yet: nothing to check
+        return []
+    return [
+        checks.Error(
+            f"HTTP queue {name!r} names the secret alias {alias!r}, which is not in "
+            "SUPAQUEUE['HTTP_SECRETS'].",
+            hint="Add it to SUPAQUEUE['HTTP_SECRETS'] in settings (from the environment), or change the "
+            "queue's secret alias; its calls fail until then.",
+            id="supaqueue.E008",
+        )
+        for name, alias in queues
+        if alias not in secrets
+    ]

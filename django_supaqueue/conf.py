@@ -57,6 +57,21 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_DURATION": 30.0,
     # Most jobs one claim statement takes; a worker never claims more than its free slots.
     "CLAIM_BATCH": 100,
+    # HTTP queues. Secrets by alias: {"alias": "value"}, filled from the
+    # environment in settings; a Queue row names the alias, never the value.
+    "HTTP_SECRETS": {},
+    # Seconds an HTTP call may take (connect, each read) when its queue sets no timeout.
+    "HTTP_TIMEOUT": 30.0,
+    # Bytes of a response body kept as the result; the rest is cut off.
+    "HTTP_MAX_RESPONSE_BYTES": 65536,
+    # Seconds added to every rate-limit window, covering the time between a
+    # claim (where the start is counted) and the call reaching the endpoint.
+    "RATE_LIMIT_MARGIN": 0.1,
+    # The run endpoint and the token door of the job API: the token callers send
+    # in the X-Supaqueue-Token header (None: token access is off).
+    "API_TOKEN": None,
+    # Most jobs one call of the run endpoint runs.
+    "RUN_MAX_LIMIT": 50,
     # Queues created with these settings the first time they are needed
     # (name -> dict of Queue fields); later changes belong to the admin.
     "QUEUES": {},

@@ -7,6 +7,8 @@ life cycle lives in ``django_supaqueue.queue``.
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -80,6 +82,65 @@ class Queue(models.Model):
         validators=[MinValueValidator(1)],
         help_text=_("Most jobs of this queue running at once across all workers (blank: unlimited)."),
     )
+    rate_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=_("Most attempts started per rate period across all workers (blank: unlimited)."),
+    )
+    rate_period = models.FloatField(
+        default=1.0,
+        db_default=1.0,
+        validators=[MinValueValidator(0.001)],
+        help_text=_("Length in seconds of the sliding window the rate limit counts in."),
+    )
+
+    class HTTPMethod(models.TextChoices):
+        GET = "GET"
+        POST = "POST"
+        PUT = "PUT"
+        PATCH = "PATCH"
+        DELETE = "DELETE"
+
+    http_url = models.CharField(
+        "HTTP URL",
+        max_length=2000,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("Base URL an HTTP queue calls (blank: the queue runs Python tasks)."),
+    )
+    http_method = models.CharField(
+        "HTTP method", max_length=8, choices=HTTPMethod.choices, default="POST", db_default="POST"
+    )
+    http_headers = models.JSONField(
+        "HTTP headers",
+        default=dict,
+        blank=True,
+        db_default=models.Value({}, models.JSONField()),
+        help_text=_("Headers sent with every call (never secrets: use the secret alias)."),
+    )
+    http_secret = models.CharField(
+        "HTTP secret alias",
+        max_length=100,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("Name of an entry of SUPAQUEUE['HTTP_SECRETS'] (the alias, never the value)."),
+    )
+    http_secret_header = models.CharField(
+        "HTTP secret header",
+        max_length=100,
+        default="Authorization",
+        db_default="Authorization",
+        help_text=_("Header carrying the secret; Authorization sends 'Bearer <secret>'."),
+    )
+    http_retry_client_errors = models.BooleanField(
+        "retry HTTP 4xx",
+        default=False,
+        db_default=False,
+        help_text=_("Retry 4xx responses too (408 and 429 are always retried)."),
+    )
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
 
@@ -95,6 +156,31 @@ class Queue(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        # URLs are validated on every save, not only in forms: code paths count too.
+        if self.http_url:
+            from .handlers.http import check_base_url
+
+            self.http_url = check_base_url(self.http_url)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_http(self) -> bool:
+        return bool(self.http_url)
+
+    def clean(self) -> None:
+        super().clean()
+        from .handlers.http import check_base_url, check_header_name
+
+        try:
+            if self.http_url:
+                self.http_url = check_base_url(self.http_url)
+            check_header_name(self.http_secret_header)
+            for name in self.http_headers or {}:
+                check_header_name(name)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
 
 
 class Worker(models.Model):
@@ -150,6 +236,24 @@ class Job(models.Model):
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    http_path = models.CharField(
+        "HTTP path",
+        max_length=1000,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("Relative path appended to the HTTP queue's base URL."),
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=True,
+    )
+    tenant_id = models.CharField(max_length=255, null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -169,6 +273,11 @@ class Job(models.Model):
             # Retention finds the oldest finished jobs without scanning the table.
             models.Index(
                 fields=["finished_at"], condition=Q(finished_at__isnull=False), name="supaqueue_job_finished"
+            ),
+            # The job API filters by owner and tenant; most jobs have neither.
+            models.Index(fields=["owner"], condition=Q(owner__isnull=False), name="supaqueue_job_owner"),
+            models.Index(
+                fields=["tenant_id"], condition=Q(tenant_id__isnull=False), name="supaqueue_job_tenant"
             ),
         ]
         constraints = [
@@ -244,6 +353,9 @@ class JobEvent(models.Model):
     error_message = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
     retry_at = models.DateTimeField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(
+        "HTTP status", null=True, blank=True, help_text=_("Status code of an HTTP queue's call.")
+    )
 
     class Meta:
         ordering = ["job", "id"]
@@ -265,3 +377,21 @@ class Dashboard(Job):
         verbose_name = _("dashboard")
         verbose_name_plural = _("dashboard")
         default_permissions = ("view",)
+
+
+class QueueCall(models.Model):
+    """When an attempt of a rate-limited queue started: the log its sliding window counts.
+
+    Rows older than the window are deleted by the claims that follow.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="+", db_index=False)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["queue", "at"], name="supaqueue_call_queue_at")]
+        verbose_name = _("queue call")
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} at {self.at}"

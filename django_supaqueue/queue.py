@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from . import conf
 from .exceptions import InvalidOption, InvalidPayload
-from .models import PRIORITY_MAX, PRIORITY_MIN, CurrentJob, Job, JobEvent, Queue, Worker
+from .models import PRIORITY_MAX, PRIORITY_MIN, CurrentJob, Job, JobEvent, Queue, QueueCall, Worker
 from .models import queue_name_validator as _queue_name_validator
 
 QUEUE = Queue._meta.db_table
@@ -32,6 +33,7 @@ JOB = Job._meta.db_table
 CURRENT = CurrentJob._meta.db_table
 EVENT = JobEvent._meta.db_table
 WORKER = Worker._meta.db_table
+CALL = QueueCall._meta.db_table
 
 #: The channel the insert trigger (migration 0002) notifies and workers LISTEN on.
 CHANNEL = "supaqueue"
@@ -108,6 +110,9 @@ class JobSpec:
     run_at: datetime | timedelta | None = None
     key: str | None = None
     max_attempts: int | None = None
+    http_path: str = ""
+    owner_id: int | None = None
+    tenant_id: str | None = None
 
     def validated(self) -> _Row:
         if not isinstance(self.payload, dict):
@@ -162,12 +167,12 @@ class _Row:
 
 _INSERT_ONE = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                   max_attempts, key, enabled, last_error, created_at)
+                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id)
 SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
        COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
        COALESCE(%(run_at)s::timestamptz, now()), 0,
        COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
-       %(key)s, true, '', now()
+       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s
 FROM {QUEUE} q WHERE q.name = %(queue)s
 ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
@@ -192,7 +197,8 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 
 _PENDING_BY_KEY = f"""
 SELECT id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
-       max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at
+       max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
+       http_path, owner_id, tenant_id
 FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
 """
 
@@ -282,6 +288,9 @@ def _job_from_row(
             created_at,
             None,
             None,
+            spec.http_path,
+            spec.owner_id,
+            spec.tenant_id,
         ),
     )
 
@@ -308,6 +317,9 @@ def enqueue_job(spec: JobSpec) -> Job:
         "run_at": row.run_at,
         "max_attempts": row.max_attempts,
         "key": row.key,
+        "http_path": spec.http_path,
+        "owner_id": spec.owner_id,
+        "tenant_id": spec.tenant_id,
         **_defaults(),
     }
     job = _insert_one(alias, row, params)
@@ -348,6 +360,8 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
     rows = [spec.validated() for spec in specs]
     if not rows:
         return []
+    if any(r.spec.http_path or r.spec.owner_id is not None or r.spec.tenant_id is not None for r in rows):
+        raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
     alias = _db_alias()
     params = {
         "queue": [r.queue for r in rows],
@@ -564,7 +578,9 @@ class ClaimedJob:
     timeout: float | None
     capped: bool
     execution_mode: str = "threads"
+    http: dict[str, Any] | None = None  # an HTTP queue's call: url, method, headers, secret alias, path
     wait: float = 0.0  # seconds from run_at to the claim
+    received: float = 0.0  # time.monotonic() when the claim came back
 
 
 @dataclasses.dataclass(slots=True)
@@ -573,6 +589,7 @@ class Success:
     attempt: int
     result: str | None  # JSON text
     duration: float
+    http_status: int | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -586,6 +603,9 @@ class Failure:
     retry_at: datetime | None = None  # None: computed back-off
     backoff: float | None = None  # task-level override of the queue's back-off
     backoff_max: float | None = None
+    final: bool = False  # fail for good whatever attempts are left (an HTTP 4xx)
+    http_status: int | None = None
+    uncounted: bool = False  # nothing was attempted: pending again, the attempt given back
 
 
 @dataclasses.dataclass(slots=True)
@@ -620,6 +640,11 @@ WITH w AS (
 SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM renewed)
 """
 
+# Rate limits work the same way: the claim counts the attempts the queue
+# started in the last rate_period (+ RATE_LIMIT_MARGIN, for the time between a
+# claim and its request) seconds of wall clock, from a log of start times
+# (QueueCall), and logs the starts it makes. A sliding window: at no moment do
+# more than rate_limit starts fall within one window.
 # Capped queues are locked first, in their own statement, so that the claim
 # statement that follows (a new snapshot) counts every running job committed by
 # the previous holder of the lock: two workers can never both see free room.
@@ -627,24 +652,34 @@ SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM renewed)
 # key check holds KEY SHARE on the same row.
 _LOCK_CAPPED_QUEUES = f"""
 SELECT id FROM {QUEUE}
-WHERE concurrency_limit IS NOT NULL AND NOT paused
+WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
   AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
 ORDER BY id FOR NO KEY UPDATE
 """
 
 _CLAIM = f"""
 WITH q AS (
-  SELECT id, name, concurrency_limit, timeout, execution_mode FROM {QUEUE}
+  SELECT id, name, concurrency_limit, timeout, execution_mode, rate_limit,
+         (rate_period + %(rate_margin)s) * interval '1 second' AS rate_window,
+         CASE WHEN http_url <> '' THEN jsonb_build_object(
+           'url', http_url, 'method', http_method, 'headers', http_headers, 'secret', http_secret,
+           'secret_header', http_secret_header, 'retry_client_errors', http_retry_client_errors,
+           'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
+  FROM {QUEUE}
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
 ), room AS (
-  SELECT q.id, CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int
-    ELSE LEAST(%(limit)s::int, GREATEST(0, q.concurrency_limit - (
-      SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}'))) END AS n
+  SELECT q.id, LEAST(%(limit)s::int,
+    CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.concurrency_limit - (
+      SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}')) END,
+    CASE WHEN q.rate_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.rate_limit - (
+      SELECT count(*) FROM {CALL} x WHERE x.queue_id = q.id AND x.at > clock_timestamp() - q.rate_window))
+    END) AS n
   FROM q
 ), picked AS (
   SELECT c.id FROM room, LATERAL (
     SELECT j.id, j.priority, j.run_at FROM {JOB} j
     WHERE j.queue_id = room.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+      AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT room.n
     FOR UPDATE SKIP LOCKED
@@ -655,7 +690,14 @@ WITH q AS (
   UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
   FROM picked WHERE j.id = picked.id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at
+            j.priority, j.run_at, j.http_path
+), calls AS (
+  INSERT INTO {CALL} (queue_id, at)
+  SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
+  WHERE q.rate_limit IS NOT NULL
+), pruned AS (
+  DELETE FROM {CALL} x USING q
+  WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
 ), lease AS (
   INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at)
   SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed
@@ -665,19 +707,35 @@ WITH q AS (
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
        q.concurrency_limit IS NOT NULL, q.execution_mode,
+       q.http || jsonb_build_object('path', c.http_path),
        extract(epoch FROM now() - c.run_at)::float8
 FROM claimed c JOIN q ON q.id = c.queue_id
 ORDER BY c.priority DESC, c.run_at, c.id
 """
 
+# When a rate-limited queue with due jobs will have room again (epoch seconds,
+# only if in the future): a worker sleeps until then rather than until its poll.
+_RATE_WAKE = f"""
+SELECT extract(epoch FROM min(w.next))::float8 FROM (
+  SELECT (SELECT x.at FROM {CALL} x WHERE x.queue_id = q.id ORDER BY x.at DESC
+          OFFSET q.rate_limit - 1 LIMIT 1) + (q.rate_period + %(rate_margin)s) * interval '1 second' AS next
+  FROM {QUEUE} q
+  WHERE q.rate_limit IS NOT NULL AND NOT q.paused
+    AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
+    AND EXISTS (SELECT 1 FROM {JOB} j WHERE j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled
+                AND j.run_at <= now())
+) w WHERE w.next > clock_timestamp()
+"""
+
 _COMPLETE = f"""
 WITH d AS (
   SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(result)s::text[],
-                       %(duration)s::float8[]) AS d(job_id, attempt, result, duration)
+                       %(duration)s::float8[], %(http_status)s::int[])
+    AS d(job_id, attempt, result, duration, http_status)
 ), lease AS (
   DELETE FROM {CURRENT} c USING d
   WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
-  RETURNING d.job_id, d.attempt, d.result, d.duration
+  RETURNING d.job_id, d.attempt, d.result, d.duration, d.http_status
 ), done AS (
   UPDATE {JOB} j SET status = 'successful', result = lease.result::jsonb, finished_at = now(),
                      last_error = ''
@@ -685,8 +743,9 @@ WITH d AS (
   RETURNING j.id
 ), event AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
-                       error_message, traceback)
-  SELECT job_id, 'succeeded', attempt, %(worker_name)s, now(), duration, '', '', '' FROM lease
+                       error_message, traceback, http_status)
+  SELECT job_id, 'succeeded', attempt, %(worker_name)s, now(), duration, '', '', '', http_status
+  FROM lease
 )
 SELECT id FROM done
 """
@@ -701,14 +760,18 @@ SELECT id FROM done
 _RESOLVE_FAILURES = f"""
 , upd AS (
   UPDATE {JOB} j SET
-    status = CASE WHEN j.attempts < j.max_attempts THEN '{PENDING}' ELSE 'failed' END,
-    run_at = CASE WHEN j.attempts < j.max_attempts THEN COALESCE(l.retry_at, now() + make_interval(
+    status = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN '{PENDING}'
+             ELSE 'failed' END,
+    run_at = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final)
+             THEN COALESCE(l.retry_at, now() + make_interval(
                secs => LEAST(COALESCE(l.backoff_max, q.retry_backoff_max, %(default_backoff_max)s),
                              COALESCE(l.backoff, q.retry_backoff, %(default_backoff)s)
                                * power(2, LEAST(j.attempts - 1, 60)))
                        * (0.5 + random() * 0.5)))
              ELSE j.run_at END,
-    finished_at = CASE WHEN j.attempts < j.max_attempts THEN NULL ELSE now() END,
+    finished_at = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN NULL
+                  ELSE now() END,
+    attempts = j.attempts - CASE WHEN l.uncounted THEN 1 ELSE 0 END,
     key = CASE WHEN j.key IS NOT NULL AND EXISTS (
             SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
           THEN NULL ELSE j.key END,
@@ -716,13 +779,13 @@ _RESOLVE_FAILURES = f"""
   FROM lease l, {QUEUE} q
   WHERE j.id = l.job_id AND q.id = j.queue_id
   RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
-            l.error_message, l.traceback
+            l.error_message, l.traceback, l.http_status
 ), event AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
-                       error_message, traceback, retry_at)
+                       error_message, traceback, retry_at, http_status)
   SELECT id, CASE WHEN status = '{PENDING}' THEN 'retried' ELSE 'failed' END, attempt,
          worker_name, now(), duration, error_class, error_message, traceback,
-         CASE WHEN status = '{PENDING}' THEN run_at END
+         CASE WHEN status = '{PENDING}' THEN run_at END, http_status
   FROM upd
 )
 SELECT id, status, run_at FROM upd
@@ -733,9 +796,10 @@ _FAIL = (
 WITH d AS (
   SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(error_class)s::text[],
                        %(error_message)s::text[], %(traceback)s::text[], %(duration)s::float8[],
-                       %(retry_at)s::timestamptz[], %(backoff)s::float8[], %(backoff_max)s::float8[])
+                       %(retry_at)s::timestamptz[], %(backoff)s::float8[], %(backoff_max)s::float8[],
+                       %(final)s::bool[], %(http_status)s::int[], %(uncounted)s::bool[])
     AS d(job_id, attempt, error_class, error_message, traceback, duration, retry_at, backoff,
-         backoff_max)
+         backoff_max, final, http_status, uncounted)
 ), lease AS (
   DELETE FROM {CURRENT} c USING d
   WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
@@ -758,7 +822,7 @@ WITH expired AS (
       AS error_message,
     ''::text AS traceback, extract(epoch FROM now() - c.started_at)::float8 AS duration,
     NULL::timestamptz AS retry_at, NULL::float8 AS backoff, NULL::float8 AS backoff_max,
-    w.name AS worker_name
+    false AS final, NULL::int AS http_status, false AS uncounted, w.name AS worker_name
 )"""
     + _RESOLVE_FAILURES
 )
@@ -947,7 +1011,12 @@ def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tu
 
 
 def _claim_params(
-    worker_id: int, worker_name: str, queues: Sequence[str] | None, limit: int, lease_seconds: float
+    worker_id: int,
+    worker_name: str,
+    queues: Sequence[str] | None,
+    limit: int,
+    lease_seconds: float,
+    job_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     return {
         "queues": list(queues) if queues else None,
@@ -955,6 +1024,8 @@ def _claim_params(
         "worker_id": worker_id,
         "worker_name": worker_name,
         "lease": lease_seconds,
+        "rate_margin": float(conf.get("RATE_LIMIT_MARGIN")),
+        "job_ids": list(job_ids) if job_ids is not None else None,
     }
 
 
@@ -964,6 +1035,7 @@ def _complete_params(worker_id: int, worker_name: str, successes: Sequence[Succe
         "attempt": [s.attempt for s in successes],
         "result": [s.result for s in successes],
         "duration": [s.duration for s in successes],
+        "http_status": [s.http_status for s in successes],
         "worker_id": worker_id,
         "worker_name": worker_name,
     }
@@ -980,6 +1052,9 @@ def _fail_params(worker_id: int, worker_name: str, failures: Sequence[Failure]) 
         "retry_at": [f.retry_at for f in failures],
         "backoff": [f.backoff for f in failures],
         "backoff_max": [f.backoff_max for f in failures],
+        "final": [f.final for f in failures],
+        "uncounted": [f.uncounted for f in failures],
+        "http_status": [f.http_status for f in failures],
         "worker_id": worker_id,
         "worker_name": worker_name,
         **_backoff_defaults(),
@@ -994,17 +1069,21 @@ def claim(
     queues: Sequence[str] | None,
     limit: int,
     lease_seconds: float,
+    job_ids: Sequence[int] | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` runnable jobs, highest priority first, and lease them.
 
     Skips held jobs, paused queues, future run_at and queues at their
-    concurrency cap. Runs inside the caller's transaction.
+    concurrency cap or rate limit; ``job_ids`` restricts the claim to those
+    jobs. Runs inside the caller's transaction.
     """
     if limit <= 0:
         return []
-    params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds)
+    params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, job_ids)
     conn.execute(_LOCK_CAPPED_QUEUES, params)
-    return [ClaimedJob(*r) for r in conn.execute(_CLAIM, params).fetchall()]
+    rows = conn.execute(_CLAIM, params).fetchall()
+    received = time.monotonic()
+    return [ClaimedJob(*r, received=received) for r in rows]
 
 
 def complete(conn: Any, *, worker_id: int, worker_name: str, successes: Sequence[Success]) -> set[int]:
@@ -1041,14 +1120,16 @@ def finish_and_claim(
     queues: Sequence[str] | None,
     limit: int,
     lease_seconds: float,
-) -> tuple[list[Retry], list[ClaimedJob]]:
+) -> tuple[list[Retry], list[ClaimedJob], float | None]:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
     One transaction, sent as one pipeline: the statements of complete(),
     fail(), notify_queues() and claim() go to the server together, so a cycle
-    of the claim loop costs one network round trip and one commit.
+    of the claim loop costs one network round trip and one commit. The third
+    value is when a rate-limited queue with due jobs has room again (epoch
+    seconds), or None.
     """
-    failed = claimed = None
+    failed = claimed = wake = None
     freed = sorted(set(freed_queues))
     with conn.pipeline(), conn.transaction():
         if successes:
@@ -1061,9 +1142,44 @@ def finish_and_claim(
             params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds)
             conn.execute(_LOCK_CAPPED_QUEUES, params)
             claimed = conn.execute(_CLAIM, params)
+            wake = conn.execute(_RATE_WAKE, params)
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
-    jobs = [ClaimedJob(*r) for r in claimed.fetchall()] if claimed is not None else []
-    return retries, jobs
+    rows = claimed.fetchall() if claimed is not None else []
+    received = time.monotonic()
+    jobs = [ClaimedJob(*r, received=received) for r in rows]
+    return retries, jobs, wake.fetchone()[0] if wake is not None else None
+
+
+_RETRY_FAILED = f"""
+WITH target AS (
+  SELECT j.id FROM {JOB} j JOIN {QUEUE} q ON q.id = j.queue_id
+  WHERE q.name = %(queue)s AND j.status = 'failed'
+  ORDER BY j.finished_at, j.id LIMIT %(limit)s FOR UPDATE OF j SKIP LOCKED
+), upd AS (
+  UPDATE {JOB} j SET status = '{PENDING}', max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
+    run_at = now(), finished_at = NULL,
+    key = CASE WHEN j.key IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
+          THEN NULL ELSE j.key END
+  FROM target WHERE j.id = target.id
+  RETURNING j.id, j.attempts
+), event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, 'manual_retry', attempts, %(worker_name)s, now(), '', %(reason)s, '' FROM upd
+)
+SELECT id FROM upd ORDER BY id
+"""
+
+
+def retry_failed(conn: Any, *, queue: str, limit: int, worker_name: str, reason: str = "") -> list[int]:
+    """Give up to ``limit`` jobs of ``queue`` that failed for good one more attempt each (pending now).
+
+    Runs inside the caller's transaction; each gets a "manual_retry" event.
+    """
+    if limit <= 0:
+        return []
+    params = {"queue": queue, "limit": limit, "worker_name": worker_name, "reason": reason}
+    return [r[0] for r in conn.execute(_RETRY_FAILED, params).fetchall()]
 
 
 def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = None) -> list[Retry]:

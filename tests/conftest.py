@@ -129,3 +129,97 @@ def staff_client(client, django_user_model):
         return client
 
     return login
+
+
+class RecordingServer:
+    """A threaded HTTP server on 127.0.0.1 that answers from a script and records every request.
+
+    ``script(path)`` returns a list of responses (status, headers, body, delay)
+    used in turn per path; the last one repeats.
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[dict] = []
+        self.scripts: dict[str, list[tuple[int, dict, bytes, float]]] = {}
+        self._served: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def _handle(self) -> None:
+                arrived = time.time()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                from urllib.parse import parse_qsl, urlsplit
+
+                parts = urlsplit(self.path)
+                with outer._lock:
+                    outer.requests.append(
+                        {
+                            "method": self.command,
+                            "path": parts.path,
+                            "query": parse_qsl(parts.query, keep_blank_values=True),
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "at": arrived,
+                        }
+                    )
+                    steps = outer.scripts.get(parts.path) or [(200, {}, b'{"ok": true}', 0.0)]
+                    n = outer._served.get(parts.path, 0)
+                    outer._served[parts.path] = n + 1
+                    status, headers, payload, delay = steps[min(n, len(steps) - 1)]
+                    outer.in_flight += 1
+                    outer.peak = max(outer.peak, outer.in_flight)
+                try:
+                    if delay:
+                        time.sleep(delay)
+                    self.send_response(status)
+                    headers = {"Content-Type": "application/json", **headers}
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 256  # a burst of connections must not wait for SYN retransmits
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def script(self, path: str, *steps: tuple) -> None:
+        self.scripts[path] = [
+            (s[0], s[1] if len(s) > 1 else {}, s[2] if len(s) > 2 else b"{}", s[3] if len(s) > 3 else 0.0)
+            for s in steps
+        ]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    yield server
+    server.close()

@@ -57,6 +57,7 @@ SUPAQUEUE = {
     "LEASE_DURATION": float(os.environ.get("SUPAQUEUE_LEASE_DURATION", "10")),
     "RETRY_BACKOFF": 0.0,
     "SHUTDOWN_GRACE": float(os.environ.get("SUPAQUEUE_SHUTDOWN_GRACE", "25")),
+    "RATE_LIMIT_MARGIN": float(os.environ.get("SUPAQUEUE_RATE_LIMIT_MARGIN", "0.1")),
 }
 
 if django.VERSION >= (6, 0):

@@ -45,6 +45,10 @@ def run_attempt(job: ClaimedJob) -> Outcome:
     Leaves Django's connections alone, so that django_supaqueue.testing can run
     attempts inside a test's transaction.
     """
+    if job.http is not None:
+        from ..handlers.http import perform_http  # imported by the runtime; a task-only child skips httpx
+
+        return perform_http(job)
     started = time.monotonic()
     try:
         task = get_task(job.task_name)

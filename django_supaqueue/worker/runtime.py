@@ -25,6 +25,7 @@ import psycopg
 
 from .. import conf, lifecycle
 from .. import queue as q
+from ..handlers import http as _http  # noqa: F401  imported up front: a first HTTP call pays no import
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task, registered_tasks
 from .connection import connect
@@ -311,7 +312,10 @@ class Worker:
         for job in claimed:
             if announce:
                 lifecycle.send(lifecycle.job_started, **_describe(job), wait=job.wait)
-            timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
+            if job.http is not None:  # the HTTP client enforces the timeout; this is the backstop
+                timeout = float(job.timeout or conf.get("HTTP_TIMEOUT")) * 2 + 5
+            else:
+                timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
             deadline = now + timeout if timeout else math.inf
             self._running[(job.id, job.attempt)] = _Running(job, now, timeout, deadline)
             executor.submit(job)
@@ -347,7 +351,7 @@ class Worker:
         assert self.worker_id is not None
         while True:
             try:
-                retries, claimed = q.finish_and_claim(
+                retries, claimed, rate_wake = q.finish_and_claim(
                     self._conn,
                     worker_id=self.worker_id,
                     worker_name=self.name,
@@ -369,6 +373,8 @@ class Worker:
             if r.status == q.PENDING:
                 self._due(r.run_at.timestamp())
         self._announce(successes, failures, retries)
+        if rate_wake is not None:
+            self._due(rate_wake)  # a rate-limited queue has room again then
         return claimed
 
     def _announce(self, successes: list[Success], failures: list[Failure], retries: list[q.Retry]) -> None:

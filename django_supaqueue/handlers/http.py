@@ -1,0 +1,328 @@
+"""HTTP queues: a job is one call to the queue's endpoint.
+
+The queue row holds the base URL, method, headers, timeout and the *alias* of
+a secret in ``SUPAQUEUE["HTTP_SECRETS"]``; a job holds only its payload and an
+optional relative path. So a job can never choose the host it reaches, and a
+secret never sits in a row, a result, an event or a log line.
+
+Response rules: 2xx is a success (status and size-capped body are the
+result); 5xx, 408, 429, timeouts and connection errors are retried with
+back-off (Retry-After honoured); other statuses fail for good unless the queue
+retries client errors.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .. import conf
+from ..exceptions import InvalidOption, InvalidPayload
+
+logger = logging.getLogger("django_supaqueue.worker")
+
+RETRYABLE_STATUSES = frozenset({408, 429})
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_client_lock = threading.Lock()
+_shared: httpx.Client | None = None
+
+
+# --------------------------------------------------------------------------
+# Validation: base URLs at save time, paths at enqueue time (and again at send time)
+# --------------------------------------------------------------------------
+
+
+def check_base_url(url: str) -> str:
+    """An absolute http(s) URL with a host, no credentials, query or fragment."""
+    url = (url or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"HTTP URL {url!r} must be an absolute http:// or https:// URL with a host.")
+    if parts.username or parts.password:
+        raise ValueError("HTTP URL must not contain credentials: use a secret alias.")
+    if parts.query or parts.fragment:
+        raise ValueError("HTTP URL must not contain a query or fragment.")
+    if "\\" in url or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(f"HTTP URL {url!r} contains a backslash, space or control character.")
+    return url
+
+
+def check_header_name(name: str) -> str:
+    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid HTTP header name.")
+    return name
+
+
+def check_path(path: str | None) -> str:
+    """A relative path to append to the base URL: no scheme, host, '..', '//' or backslash."""
+    if path is None or path == "":
+        return ""
+    if not isinstance(path, str) or len(path) > 1000:
+        raise InvalidOption(f"path must be a string of at most 1000 characters, not {path!r}.")
+    bad = (
+        "\\" in path
+        or "//" in path
+        or any(c.isspace() or ord(c) < 32 for c in path)
+        or ":" in path.split("/", 1)[0]  # a scheme ("http:x") or a drive
+        or urlsplit(path).scheme
+        or urlsplit(path).netloc
+        or "?" in path
+        or "#" in path
+        or any(seg in ("..", ".") for seg in path.split("/"))
+        or "%2e" in path.lower()
+        or "%2f" in path.lower()
+        or "%5c" in path.lower()
+    )
+    if bad:
+        raise InvalidOption(
+            f"path {path!r} is not a plain relative path: it may not hold a scheme, a host, '..', "
+            "'//', a backslash, a query or a fragment. It is only ever appended to the queue's URL."
+        )
+    return path.lstrip("/")
+
+
+def build_url(base: str, path: str) -> str:
+    path = check_path(path)
+    if not path:
+        return base
+    return base.rstrip("/") + "/" + path
+
+
+# --------------------------------------------------------------------------
+# Producer side
+# --------------------------------------------------------------------------
+
+
+def enqueue_http(
+    queue: str,
+    payload: Mapping[str, Any] | None = None,
+    path: str | None = None,
+    *,
+    priority: int | None = None,
+    run_at: Any = None,
+    key: str | None = None,
+    max_attempts: int | None = None,
+    owner: Any = None,
+    tenant_id: str | None = None,
+):
+    """Enqueue one call to the HTTP queue ``queue``: ``enqueue_http("hooks", {"id": 1}, path="orders")``."""
+    from ..models import Queue
+    from ..queue import JobSpec, check_queue_name, enqueue_job
+
+    check_queue_name(queue)
+    if payload is not None and not isinstance(payload, Mapping):
+        raise InvalidPayload(f"payload must be a JSON object (a dict), not {type(payload).__name__}.")
+    row = Queue.objects.using(conf.get("DATABASE")).filter(name=queue).values_list("http_url").first()
+    if row is None or not row[0]:
+        raise InvalidOption(
+            f"queue {queue!r} is not an HTTP queue: create it with an HTTP URL (admin, or "
+            "Queue.objects.create(name=..., http_url=...)) before enqueueing calls to it."
+        )
+    if tenant_id is not None and (not isinstance(tenant_id, str) or not tenant_id or len(tenant_id) > 255):
+        raise InvalidOption(
+            f"tenant_id must be a non-empty string of at most 255 characters, not {tenant_id!r}."
+        )
+    return enqueue_job(
+        JobSpec(
+            task_name="",
+            payload=dict(payload or {}),
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            key=key,
+            max_attempts=max_attempts,
+            http_path=check_path(path),
+            owner_id=getattr(owner, "pk", owner),
+            tenant_id=tenant_id,
+        )
+    )
+
+
+# --------------------------------------------------------------------------
+# Worker side: perform one call
+# --------------------------------------------------------------------------
+
+
+def _client() -> httpx.Client:
+    """One client per process, shared by the job threads (httpx clients are thread-safe), so
+    connections to an endpoint are reused between jobs. Redirects are not followed: a response
+    must not send a call to a host the queue does not name."""
+    global _shared
+    if _shared is None:
+        with _client_lock:
+            if _shared is None:
+                _shared = httpx.Client(
+                    follow_redirects=False,
+                    trust_env=False,
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+                )
+    return _shared
+
+
+def _headers(config: Mapping[str, Any], has_body: bool) -> dict[str, str]:
+    headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+    if has_body:
+        headers.setdefault("Content-Type", "application/json")
+    alias = config.get("secret") or ""
+    if alias:
+        secrets = conf.get("HTTP_SECRETS") or {}
+        if alias not in secrets:
+            raise LookupError(f"secret alias {alias!r} is not in SUPAQUEUE['HTTP_SECRETS']")
+        header = config.get("secret_header") or "Authorization"
+        value = str(secrets[alias])
+        headers[header] = f"Bearer {value}" if header.lower() == "authorization" else value
+    return headers
+
+
+def _query(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """GET payload as query parameters: scalars as text, lists repeated, objects as JSON."""
+    params: list[tuple[str, str]] = []
+    for name, value in payload.items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, bool):
+                params.append((name, "true" if v else "false"))
+            elif v is None:
+                params.append((name, ""))
+            elif isinstance(v, str | int | float):
+                params.append((name, str(v)))
+            else:
+                params.append((name, json.dumps(v, separators=(",", ":"))))
+    return params
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> datetime | None:
+    """When a Retry-After header (seconds or an HTTP date) says to try again, capped to a day."""
+    if not value:
+        return None
+    now = now or datetime.now(UTC)
+    value = value.strip()
+    try:
+        at = now + timedelta(seconds=max(0.0, float(value)))
+    except ValueError:
+        try:
+            at = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+    return min(max(at, now), now + timedelta(days=1))
+
+
+def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    body = b"".join(chunks)
+    return body[:limit], size > limit
+
+
+def _body_value(body: bytes, truncated: bool, content_type: str) -> Any:
+    text = body.decode("utf-8", errors="replace")
+    if not truncated and "json" in content_type.lower():
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def perform_http(job: Any) -> Any:
+    """Make the call of one attempt and turn its response into a Success or a Failure."""
+    from ..queue import Failure, Success
+
+    config = job.http
+    started = time.monotonic()
+    method = config.get("method") or "POST"
+    timeout = float(config.get("timeout") or conf.get("HTTP_TIMEOUT"))
+    limit = int(conf.get("HTTP_MAX_RESPONSE_BYTES"))
+
+    def failure(error_class: str, message: str, *, status: int | None = None, final: bool = False, at=None):
+        outcome = Failure(
+            job_id=job.id,
+            attempt=job.attempt,
+            error_class=error_class,
+            error_message=message,
+            traceback="",
+            duration=time.monotonic() - started,
+            retry_at=at,
+            final=final,
+            http_status=status,
+        )
+        logger.warning(
+            "job %s (HTTP %s %s) attempt %s failed: %s: %s",
+            job.id,
+            method,
+            job.queue,
+            job.attempt,
+            error_class,
+            message,
+            extra={"job_id": job.id, "queue": job.queue, "attempt": job.attempt, "outcome": "failed"},
+        )
+        return outcome
+
+    try:
+        url = build_url(config["url"], config.get("path") or "")
+        has_body = method != "GET"
+        headers = _headers(config, has_body)
+    except (InvalidOption, LookupError, ValueError) as exc:
+        return failure("django_supaqueue.handlers.http.HTTPConfigError", str(exc), final=True)
+    late = time.monotonic() - job.received
+    if config.get("rate_limited") and job.received and late > float(conf.get("RATE_LIMIT_MARGIN")) / 2:
+        # The rate limit counted this call at its claim; sent this late, it could land in the same
+        # window as calls claimed after it. Give the slot back instead: pending again, uncounted.
+        # Half the margin is for this wait; the other half covers the commit and the trip there.
+        outcome = failure(
+            "django_supaqueue.handlers.http.RateSlotMissed",
+            f"not sent: the worker reached it {late:.3f}s after its claim, more than half of "
+            "SUPAQUEUE['RATE_LIMIT_MARGIN']; it will be claimed again",
+            at=datetime.now(UTC),
+        )
+        outcome.uncounted = True
+        return outcome
+    request: dict[str, Any] = {"headers": headers, "timeout": timeout}
+    if has_body:
+        request["content"] = json.dumps(job.payload, separators=(",", ":")).encode()
+    else:
+        request["params"] = _query(job.payload)
+    try:
+        with _client().stream(method, url, **request) as response:
+            body, truncated = _read_capped(response, limit)
+    except httpx.TimeoutException as exc:
+        return failure("httpx." + type(exc).__name__, f"no response within {timeout}s")
+    except httpx.TransportError as exc:
+        return failure("httpx." + type(exc).__name__, str(exc) or type(exc).__name__)
+    status = response.status_code
+    value = _body_value(body, truncated, response.headers.get("content-type", ""))
+    if 200 <= status < 300:
+        result = {"status": status, "body": value}
+        if truncated:
+            result["truncated"] = True
+        return Success(
+            job_id=job.id,
+            attempt=job.attempt,
+            result=json.dumps(result, separators=(",", ":")),
+            duration=time.monotonic() - started,
+            http_status=status,
+        )
+    snippet = body[:500].decode("utf-8", errors="replace")
+    message = f"{method} returned HTTP {status}" + (f": {snippet}" if snippet else "")
+    if status >= 500 or status in RETRYABLE_STATUSES:
+        at = retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+        return failure("django_supaqueue.handlers.http.HTTPError", message, status=status, at=at)
+    final = not (400 <= status < 500 and config.get("retry_client_errors"))
+    return failure("django_supaqueue.handlers.http.HTTPError", message, status=status, final=final)

@@ -1,0 +1,302 @@
+"""The HTTP door: the run endpoint (a worker inside a request) and the job API.
+
+Authentication: the ``X-Supaqueue-Token`` header against SUPAQUEUE["API_TOKEN"]
+(compared in constant time), or a logged-in Django user for the job API. A user
+creates jobs they own and sees only those. Any caller may scope itself to a
+tenant (@pgpm/jobs' database_id) with the ``X-Supaqueue-Tenant`` header: its
+jobs are created with that tenant id and it sees only that tenant's jobs. A
+job outside the caller's scope is a 404, exactly like a job that does not exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from . import conf
+from . import queue as q
+from .exceptions import EnqueueError
+from .models import Job, Queue
+
+TOKEN_HEADER = "HTTP_X_SUPAQUEUE_TOKEN"
+TENANT_HEADER = "HTTP_X_SUPAQUEUE_TENANT"
+
+
+class _Caller:
+    def __init__(self, *, token: bool, user: Any = None, tenant_id: str | None = None) -> None:
+        self.token = token
+        self.user = user
+        self.tenant_id = tenant_id
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def _token_ok(request: HttpRequest) -> bool:
+    expected = conf.get("API_TOKEN")
+    given = request.META.get(TOKEN_HEADER)
+    if not expected or given is None:
+        return False
+    return hmac.compare_digest(given.encode(), str(expected).encode())
+
+
+def _tenant_header(request: HttpRequest) -> str | None:
+    return request.META.get(TENANT_HEADER) or None
+
+
+def _caller(request: HttpRequest) -> _Caller | HttpResponse:
+    """Who is calling: a token holder, a logged-in user, or nobody (401)."""
+    if TOKEN_HEADER in request.META:
+        if not _token_ok(request):
+            return _error(401, "invalid token")
+        return _Caller(token=True, tenant_id=_tenant_header(request))
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return _error(401, "authentication required: a session or the X-Supaqueue-Token header")
+    if request.method == "POST":
+        reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+        if reason is not None:
+            return reason
+    return _Caller(token=False, user=user, tenant_id=_tenant_header(request))
+
+
+def _scoped_jobs(caller: _Caller):
+    jobs = Job.objects.using(conf.get("DATABASE")).select_related("queue")
+    if not caller.token:
+        jobs = jobs.filter(owner_id=caller.user.pk)
+    if caller.tenant_id is not None:
+        jobs = jobs.filter(tenant_id=caller.tenant_id)
+    return jobs
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.pk,
+        "queue": job.queue.name,
+        "task": job.task_name,
+        "path": job.http_path,
+        "status": job.status,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "run_at": job.run_at.isoformat() if job.run_at else None,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "result": job.result,
+        "last_error": job.last_error,
+        "tenant_id": job.tenant_id,
+    }
+
+
+# --------------------------------------------------------------------------
+# The job API
+# --------------------------------------------------------------------------
+
+
+@csrf_exempt  # a token needs no CSRF token; session callers are checked in _caller
+@require_POST
+def create_job(request: HttpRequest) -> HttpResponse:
+    """Create one job: ``{"queue": "hooks", "payload": {...}, "path": "x"}`` or ``{"task": ...}``."""
+    caller = _caller(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _error(400, "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object")
+    unknown = set(body) - {
+        "queue",
+        "task",
+        "payload",
+        "args",
+        "path",
+        "priority",
+        "run_at",
+        "key",
+        "max_attempts",
+    }
+    if unknown:
+        return _error(400, f"unknown fields: {', '.join(sorted(unknown))}")
+    run_at = body.get("run_at")
+    if run_at is not None:
+        run_at = parse_datetime(run_at) if isinstance(run_at, str) else None
+        if run_at is None:
+            return _error(400, "run_at must be an ISO 8601 date-time")
+    options = {
+        "priority": body.get("priority"),
+        "run_at": run_at,
+        "key": body.get("key"),
+        "max_attempts": body.get("max_attempts"),
+    }
+    owner_id = None if caller.token else caller.user.pk
+    try:
+        if body.get("task"):
+            if "path" in body:
+                return _error(400, "path is only for HTTP queues")
+            job = _enqueue_task(body, options, owner_id, caller.tenant_id)
+        else:
+            from .handlers.http import enqueue_http
+
+            if not isinstance(body.get("queue"), str):
+                return _error(400, "queue (an HTTP queue's name) or task is required")
+            job = enqueue_http(
+                body["queue"],
+                body.get("payload") or {},
+                body.get("path"),
+                owner=owner_id,
+                tenant_id=caller.tenant_id,
+                **options,
+            )
+    except EnqueueError as exc:
+        return _error(400, str(exc))
+    job = _scoped_jobs(caller).get(pk=job.pk)
+    return JsonResponse(_job_json(job), status=201)
+
+
+def _enqueue_task(body: dict[str, Any], options: dict[str, Any], owner_id: Any, tenant_id: str | None) -> Job:
+    """A Python task, validated exactly as enqueue() validates it."""
+    from .tasks import get_task
+
+    payload = body.get("payload") or {}
+    args = body.get("args") or []
+    if not isinstance(payload, dict) or not isinstance(args, list):
+        raise EnqueueError("payload must be a JSON object and args a JSON array")
+    t = get_task(body["task"])
+    t.check_arguments(tuple(args), payload)
+    spec = t.job_spec(tuple(args), payload, queue=body.get("queue"), **options)
+    spec.owner_id = owner_id
+    spec.tenant_id = tenant_id
+    return q.enqueue_job(spec)
+
+
+@require_GET
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    """A job's status, attempts, result and history, if the caller may see it (404 otherwise)."""
+    caller = _caller(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    job = _scoped_jobs(caller).filter(pk=job_id).first()
+    if job is None:
+        return _error(404, "no such job")
+    data = _job_json(job)
+    data["events"] = [
+        {
+            "kind": e.kind,
+            "attempt": e.attempt,
+            "at": e.at.isoformat(),
+            "http_status": e.http_status,
+            "error": f"{e.error_class}: {e.error_message}" if e.error_class else e.error_message,
+        }
+        for e in job.events.all()
+    ]
+    return JsonResponse(data)
+
+
+# --------------------------------------------------------------------------
+# The run endpoint: a worker that lives for one request
+# --------------------------------------------------------------------------
+
+
+@csrf_exempt  # token only
+@require_POST
+def run(request: HttpRequest) -> JsonResponse:
+    """``POST run?queue=&status=pending|failed&limit=``: run up to ``limit`` jobs of ``queue`` now.
+
+    ``status=failed`` first gives up to ``limit`` jobs that failed for good one
+    more attempt each (a "manual_retry" event), then runs those. Only token
+    holders may call it.
+    """
+    if not _token_ok(request):
+        return _error(401, "invalid or missing X-Supaqueue-Token")
+    name = request.GET.get("queue", "")
+    status = request.GET.get("status", "pending")
+    if status not in ("pending", "failed"):
+        return _error(400, "status must be pending or failed")
+    try:
+        limit = int(request.GET.get("limit", "1"))
+    except ValueError:
+        return _error(400, "limit must be a whole number")
+    most = int(conf.get("RUN_MAX_LIMIT"))
+    if not 1 <= limit <= most:
+        return _error(400, f"limit must be between 1 and {most}")
+    if not Queue.objects.using(conf.get("DATABASE")).filter(name=name).exists():
+        return _error(404, f"no queue named {name!r}")
+    outcomes = run_jobs(name, status=status, limit=limit)
+    return JsonResponse({"queue": name, "status": status, "jobs": outcomes})
+
+
+def run_jobs(queue: str, *, status: str, limit: int) -> list[dict[str, Any]]:
+    """Claim, perform and record up to ``limit`` jobs with the worker's own pieces."""
+    from .worker.connection import connect
+    from .worker.executor import perform
+
+    name = f"http:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    lease = float(conf.get("LEASE_DURATION")) + float(conf.get("HTTP_TIMEOUT"))
+    with connect(application_name="supaqueue run endpoint") as conn:
+        worker_id = q.register_worker(
+            conn, name=name, host=socket.gethostname(), pid=os.getpid(), queues=[queue], concurrency=limit
+        )
+        try:
+            with conn.transaction():
+                job_ids = None
+                if status == "failed":
+                    job_ids = q.retry_failed(
+                        conn, queue=queue, limit=limit, worker_name=name, reason="run endpoint, status=failed"
+                    )
+                claimed = (
+                    q.claim(
+                        conn,
+                        worker_id=worker_id,
+                        worker_name=name,
+                        queues=[queue],
+                        limit=limit,
+                        lease_seconds=lease,
+                        job_ids=job_ids,
+                    )
+                    if job_ids != []
+                    else []
+                )
+            if not claimed:
+                return []
+            with ThreadPoolExecutor(max_workers=min(len(claimed), 8)) as pool:
+                outcomes = list(pool.map(perform, claimed))
+            successes = [o for o in outcomes if isinstance(o, q.Success)]
+            failures = [o for o in outcomes if isinstance(o, q.Failure)]
+            with conn.transaction():
+                q.complete(conn, worker_id=worker_id, worker_name=name, successes=successes)
+                retries = {
+                    r.job_id: r
+                    for r in q.fail(conn, worker_id=worker_id, worker_name=name, failures=failures)
+                }
+                if any(j.capped for j in claimed):
+                    q.notify_queues(conn, {j.queue for j in claimed if j.capped})
+        finally:
+            q.unregister_worker(conn, worker_id)
+    report = []
+    for job, outcome in zip(claimed, outcomes, strict=True):
+        entry: dict[str, Any] = {"id": job.id, "attempt": job.attempt}
+        if isinstance(outcome, q.Success):
+            entry["status"] = Job.Status.SUCCESSFUL.value
+            entry["result"] = None if outcome.result is None else json.loads(outcome.result)
+        else:
+            retry = retries.get(job.id)
+            entry["status"] = retry.status if retry else Job.Status.FAILED.value
+            entry["error"] = f"{outcome.error_class}: {outcome.error_message}"
+            if retry and retry.status == q.PENDING:
+                entry["retry_at"] = retry.run_at.isoformat()
+        report.append(entry)
+    return report
