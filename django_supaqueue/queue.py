@@ -1374,25 +1374,24 @@ def delete(jobs: Iterable[Job | int]) -> list[int]:
 
 def pause_queues(names: Iterable[str]) -> list[str]:
     """Pause queues: their jobs stay, no worker claims them. Returns the names that changed."""
-    names = sorted(set(names))
-    if not names:
-        return []
-    alias = _db_alias()
-    with transaction.atomic(using=alias), connections[alias].cursor() as cur:
-        cur.execute(_SET_PAUSED, {"names": names, "paused": True})
-        return sorted(r[0] for r in cur.fetchall())
+    return _set_paused(names, paused=True)
 
 
 def resume_queues(names: Iterable[str]) -> list[str]:
     """Resume paused queues and wake their workers at commit. Returns the names that changed."""
+    return _set_paused(names, paused=False)
+
+
+def _set_paused(names: Iterable[str], *, paused: bool) -> list[str]:
     names = sorted(set(names))
     if not names:
         return []
     alias = _db_alias()
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
-        cur.execute(_SET_PAUSED, {"names": names, "paused": False})
+        cur.execute(_SET_PAUSED, {"names": names, "paused": paused})
         changed = sorted(r[0] for r in cur.fetchall())
-        notify_queues(cur, changed)
+        if not paused:
+            notify_queues(cur, changed)
     return changed
 
 
