@@ -55,9 +55,13 @@ class ChangeJob:
     condition: Callable[[models.Model], bool] | None = None
     queue: str | None = None
     priority: int | None = None
+    http_queue: str | None = None  # a call to this HTTP queue instead of a task (task is "")
 
     def __post_init__(self) -> None:
-        if not isinstance(self.task, str) or not self.task:
+        if self.http_queue is not None:
+            if not isinstance(self.http_queue, str) or not self.http_queue or self.task:
+                raise TriggerConfigError("http_queue= names an HTTP queue, and then no task is given.")
+        elif not isinstance(self.task, str) or not self.task:
             raise TriggerConfigError(f"task must be a task or its dotted name, not {self.task!r}.")
         if self.payload not in ("id", "row") and not (
             isinstance(self.payload, tuple) and self.payload and all(isinstance(f, str) for f in self.payload)
@@ -138,12 +142,14 @@ def on_save(
     condition: Callable[[models.Model], bool] | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    http_queue: str | None = None,
 ) -> ChangeJob:
     """A job to enqueue when a row is saved: ``on`` is "create", "update" or "both"."""
     if on not in SAVE_EVENTS:
         raise TriggerConfigError(f'on must be "create", "update" or "both", not {on!r}.')
     return ChangeJob(
-        task=_task_name(task),
+        task=_task_name(task) if http_queue is None else "",
+        http_queue=http_queue,
         events=SAVE_EVENTS[on],
         payload=payload if isinstance(payload, str) else tuple(payload),
         changed=tuple(changed),
@@ -160,10 +166,12 @@ def on_delete(
     condition: Callable[[models.Model], bool] | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    http_queue: str | None = None,
 ) -> ChangeJob:
     """A job to enqueue when a row is deleted (the payload is read from the deleted instance)."""
     return ChangeJob(
-        task=_task_name(task),
+        task=_task_name(task) if http_queue is None else "",
+        http_queue=http_queue,
         events=frozenset({"delete"}),
         payload=payload if isinstance(payload, str) else tuple(payload),
         condition=condition,
@@ -250,10 +258,15 @@ class _ModelHooks:
 
     def _enqueue(self, instance: models.Model, event: str, update_fields: Any) -> None:
         from .api import enqueue
+        from .handlers.http import enqueue_http
 
         for registration in list(self.registrations):
             job = registration.job
-            if job.wants(instance, event, update_fields):
+            if not job.wants(instance, event, update_fields):
+                continue
+            if job.http_queue is not None:
+                enqueue_http(job.http_queue, job.payload_for(instance), priority=job.priority)
+            else:
                 enqueue(job.task, job.payload_for(instance), queue=job.queue, priority=job.priority)
 
 
@@ -311,8 +324,12 @@ def enqueue_on_save(
     condition: Callable[[models.Model], bool] | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    http_queue: str | None = None,
 ) -> Any:
     """Enqueue ``task`` whenever a ``model`` row is created and/or updated through save().
+
+    With ``http_queue="hooks"`` (and no task) each change is a call to that HTTP
+    queue, with the payload as its JSON body.
 
     ``enqueue_on_save(Order, "shop.tasks.confirm", on="create")`` returns a
     Registration; without ``task`` it decorates one::
@@ -324,6 +341,8 @@ def enqueue_on_save(
     options = dict(
         on=on, payload=payload, changed=changed, condition=condition, queue=queue, priority=priority
     )
+    if http_queue is not None:
+        return _connect(model, on_save(None, http_queue=http_queue, **options))
     return _connect_or_decorate(model, task, lambda t: on_save(t, **options))
 
 
@@ -335,9 +354,12 @@ def enqueue_on_delete(
     condition: Callable[[models.Model], bool] | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    http_queue: str | None = None,
 ) -> Any:
-    """Enqueue ``task`` whenever a ``model`` row is deleted through the ORM (instance or queryset)."""
+    """Enqueue ``task`` (or a call to ``http_queue``) whenever a ``model`` row is deleted through the ORM."""
     options = dict(payload=payload, condition=condition, queue=queue, priority=priority)
+    if http_queue is not None:
+        return _connect(model, on_delete(None, http_queue=http_queue, **options))
     return _connect_or_decorate(model, task, lambda t: on_delete(t, **options))
 
 

@@ -306,3 +306,26 @@ def test_a_rate_limited_call_reached_too_late_is_given_back_unsent(http_server):
     job.refresh_from_db()
     assert job.status == Job.Status.PENDING and job.attempts == 0 and job.run_at <= timezone.now()
     assert [k for k, _ in history(job)] == ["started", "retried"]
+
+
+def test_a_model_change_can_call_an_http_queue(drain, http_server):
+    from django_supaqueue.signals import enqueue_on_delete, enqueue_on_save
+    from tests.factories import TicketFactory
+
+    http_queue(http_server)
+    http_server.script("/fn", (200, {}, b"{}"))
+    saved = enqueue_on_save("testapp.Ticket", on="create", payload=["title", "status"], http_queue="hooks")
+    deleted = enqueue_on_delete("testapp.Ticket", http_queue="hooks")
+    try:
+        ticket = TicketFactory(title="printer on fire")
+        ticket_id = ticket.pk
+        ticket.delete()
+    finally:
+        saved.disconnect()
+        deleted.disconnect()
+    jobs = list(Job.objects.order_by("id"))
+    assert [j.task_name for j in jobs] == ["", ""] and {j.queue.name for j in jobs} == {"hooks"}
+    drain(["hooks"])
+    bodies = sorted((json.loads(r["body"]) for r in http_server.requests), key=len)
+    assert bodies == [{"id": ticket_id}, {"title": "printer on fire", "status": "open"}]
+    assert set(Job.objects.values_list("status", flat=True)) == {Job.Status.SUCCESSFUL}
