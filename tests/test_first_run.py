@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,18 +46,24 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def clone() -> Iterator[Path]:
     """The repository's tracked files, as they are in the working tree, in a fresh folder.
 
     Like a clone, the copy leaves out files git does not track: ``git add`` a new file to include it.
+    The folder is not one of pytest's numbered temporary folders: another pytest session on the
+    machine prunes those, and would delete the data folder under the running server.
     """
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs a git checkout to list the tracked files")
-    target = tmp_path_factory.mktemp("clone")
+    target = Path(tempfile.mkdtemp(prefix="supaqueue-first-run-"))
     copy_tracked_files(target)
-    yield target
-    stop_server(target / ".run" / "pgdata")
-    assert not processes_under(target), "processes of the clone were left running"
+    try:
+        yield target
+        stop_server(target / ".run" / "pgdata")
+        assert not processes_under(target), "processes of the clone were left running"
+    finally:
+        stop_server(target / ".run" / "pgdata")
+        shutil.rmtree(target, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
