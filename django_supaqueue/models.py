@@ -254,6 +254,12 @@ class Job(models.Model):
         db_constraint=True,
     )
     tenant_id = models.CharField(max_length=255, null=True, blank=True)
+    trace_context = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("W3C trace context of the code that enqueued the job (OpenTelemetry)."),
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import conf
+from . import conf, tracing
 from .exceptions import InvalidOption, InvalidPayload
 from .models import PRIORITY_MAX, PRIORITY_MIN, CurrentJob, Job, JobEvent, Queue, QueueCall, Worker
 from .models import queue_name_validator as _queue_name_validator
@@ -158,6 +158,7 @@ class _Row:
     max_attempts: int | None
     key: str | None
     spec: JobSpec
+    trace: str | None = None  # JSON text of the enqueuer's trace context (tracing.py)
 
 
 # --------------------------------------------------------------------------
@@ -167,12 +168,13 @@ class _Row:
 
 _INSERT_ONE = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id)
+                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
+                   trace_context)
 SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
        COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
        COALESCE(%(run_at)s::timestamptz, now()), 0,
        COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
-       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s
+       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb
 FROM {QUEUE} q WHERE q.name = %(queue)s
 ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
@@ -180,12 +182,12 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at
 
 _INSERT_MANY = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                   max_attempts, key, enabled, last_error, created_at)
+                   max_attempts, key, enabled, last_error, created_at, trace_context)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now()
+       u.key, true, '', now(), %(trace)s::jsonb
 FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
             %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, n)
@@ -198,7 +200,7 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 _PENDING_BY_KEY = f"""
 SELECT id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
        max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
-       http_path, owner_id, tenant_id
+       http_path, owner_id, tenant_id, trace_context::text
 FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
 """
 
@@ -291,6 +293,7 @@ def _job_from_row(
             spec.http_path,
             spec.owner_id,
             spec.tenant_id,
+            json.loads(row.trace) if row.trace else None,
         ),
     )
 
@@ -307,8 +310,10 @@ def enqueue_job(spec: JobSpec) -> Job:
     already pending, the pending job is returned instead.
     """
     row = spec.validated()
+    row.trace = tracing.current_context_json()
     alias = _db_alias()
     params = {
+        "trace": row.trace,
         "task_name": row.task_name,
         "payload": row.payload,
         "args": row.args,
@@ -346,7 +351,7 @@ def _insert_one(alias: str, row: _Row, params: dict[str, Any]) -> Job:
 
 def _job_from_text_row(alias: str, values: Sequence[Any]) -> Job:
     values = list(values)
-    for i in (3, 4, 12):  # payload, args, result come back as JSON text
+    for i in (3, 4, 12, 20):  # payload, args, result, trace_context come back as JSON text
         values[i] = None if values[i] is None else json.loads(values[i])
     return Job.from_db(alias, _JOB_FIELDS, values)
 
@@ -362,8 +367,12 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
         return []
     if any(r.spec.http_path or r.spec.owner_id is not None or r.spec.tenant_id is not None for r in rows):
         raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
+    trace = tracing.current_context_json()  # one call, one context: every job of the batch shares it
+    for r in rows:
+        r.trace = trace
     alias = _db_alias()
     params = {
+        "trace": trace,
         "queue": [r.queue for r in rows],
         "task_name": [r.task_name for r in rows],
         "payload": [r.payload for r in rows],
@@ -580,6 +589,7 @@ class ClaimedJob:
     execution_mode: str = "threads"
     http: dict[str, Any] | None = None  # an HTTP queue's call: url, method, headers, secret alias, path
     wait: float = 0.0  # seconds from run_at to the claim
+    trace_context: dict[str, str] | None = None  # the enqueuer's, for the attempt's span
     received: float = 0.0  # time.monotonic() when the claim came back
 
 
@@ -690,7 +700,7 @@ WITH q AS (
   UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
   FROM picked WHERE j.id = picked.id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at, j.http_path
+            j.priority, j.run_at, j.http_path, j.trace_context
 ), calls AS (
   INSERT INTO {CALL} (queue_id, at)
   SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
@@ -708,7 +718,7 @@ WITH q AS (
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
        q.concurrency_limit IS NOT NULL, q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path),
-       extract(epoch FROM now() - c.run_at)::float8
+       extract(epoch FROM now() - c.run_at)::float8, c.trace_context
 FROM claimed c JOIN q ON q.id = c.queue_id
 ORDER BY c.priority DESC, c.run_at, c.id
 """

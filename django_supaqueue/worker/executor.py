@@ -21,6 +21,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
+from .. import tracing
 from ..exceptions import JobTimeout
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task
@@ -34,7 +35,10 @@ Outcome = Success | Failure
 def perform(job: ClaimedJob) -> Outcome:
     """Run one attempt on a job thread, then let Django drop connections the task left unusable."""
     try:
-        return run_attempt(job)
+        with tracing.attempt_span(job) as span:
+            outcome = run_attempt(job)
+            tracing.record_outcome(span, outcome)
+            return outcome
     finally:
         close_old_connections()
 
