@@ -160,7 +160,14 @@ class DatabaseCollector:
         workers = GaugeMetricFamily("supaqueue_workers_alive", "Workers that beat within LEASE_DURATION")
         lease = float(conf.get("LEASE_DURATION"))
         workers.add_metric([], sum(1 for w in snap["workers"] if w["seconds_since_heartbeat"] <= lease))
-        yield from (depth, oldest, workers)
+        room = GaugeMetricFamily(
+            "supaqueue_queue_rate_limit_room",
+            "Calls a rate-limited queue may still start in its window (0: its jobs wait)",
+            labels=["queue"],
+        )
+        for name, left in stats.rate_limit_room().items():
+            room.add_metric([name], left)
+        yield from (depth, oldest, workers, room)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -19,7 +19,7 @@ from django.db import connections
 from django.db.models import QuerySet
 
 from . import conf
-from .models import CurrentJob, Job, JobEvent, Queue, Worker
+from .models import CurrentJob, Job, JobEvent, Queue, QueueCall, Worker
 
 JOB = Job._meta.db_table
 EVENT = JobEvent._meta.db_table
@@ -290,3 +290,18 @@ def snapshot(window_seconds: float = 60.0) -> dict[str, Any]:
             for name, host, pid, conc, age, running in workers
         ],
     }
+
+
+_RATE_ROOM = f"""
+SELECT q.name, q.rate_limit, (
+  SELECT count(*) FROM {QueueCall._meta.db_table} c
+  WHERE c.queue_id = q.id AND c.at > clock_timestamp() - q.rate_period * interval '1 second')
+FROM {QUEUE} q WHERE q.rate_limit IS NOT NULL
+"""
+
+
+def rate_limit_room() -> dict[str, int]:
+    """Calls each rate-limited queue may still start in its current window (0: its jobs wait)."""
+    with _cursor() as cur:
+        cur.execute(_RATE_ROOM)
+        return {name: max(0, limit - used) for name, limit, used in cur.fetchall()}

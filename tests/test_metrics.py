@@ -62,6 +62,21 @@ def test_metrics_after_a_known_workload(drain, client):
     assert value(found, "supaqueue_workers_alive") == 0
 
 
+@override_settings(ROOT_URLCONF=__name__)
+def test_rate_limit_room_gauge(admin_user, client):
+    from django.utils import timezone
+
+    from django_supaqueue.models import Queue, QueueCall
+
+    limited = Queue.objects.create(name="api", rate_limit=5, rate_period=60)
+    QueueCall.objects.bulk_create([QueueCall(queue=limited, at=timezone.now()) for _ in range(3)])
+    Queue.objects.create(name="free")
+    client.force_login(admin_user)
+    found = samples(client.get("/metrics/").content.decode())
+    assert value(found, "supaqueue_queue_rate_limit_room", queue="api") == 2
+    assert ("supaqueue_queue_rate_limit_room", (("queue", "free"),)) not in found
+
+
 @override_settings(ROOT_URLCONF=__name__, SUPAQUEUE={"METRICS_TOKEN": "s3cret-token"})
 def test_metrics_view_needs_a_token_or_the_view_job_permission(client):
     assert client.get("/metrics/").status_code == 403
