@@ -1223,7 +1223,19 @@ def retry_delay_bounds(attempt: int, base: float, cap: float) -> tuple[float, fl
 FAILED = Job.Status.FAILED.value
 CANCELLED = Job.Status.CANCELLED.value
 
-_RETRY_NOW = f"""
+# The shared tail of the operators' job statements: given a CTE ``upd`` of
+# changed jobs (id, queue_id, attempts), write one event of %(kind)s each and
+# return the jobs' queues, so the caller can wake the workers that serve them.
+_OPERATOR_TAIL = f"""
+, event AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, %(kind)s, NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)
+SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
+"""
+
+_RETRY_NOW = (
+    f"""
 WITH target AS (
   SELECT id FROM {JOB}
   WHERE id = ANY(%(job_id)s::bigint[])
@@ -1243,36 +1255,29 @@ WITH target AS (
                THEN NULL ELSE j.key END
   FROM ranked r WHERE j.id = r.id
   RETURNING j.id, j.queue_id, j.attempts
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'manual_retry', NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)"""
+    + _OPERATOR_TAIL
 )
-SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
-"""
 
-_RUN_NOW = f"""
+_RUN_NOW = (
+    f"""
 WITH upd AS (
   UPDATE {JOB} j SET run_at = now()
   WHERE j.id = ANY(%(job_id)s::bigint[]) AND j.status = '{PENDING}' AND j.run_at > now()
   RETURNING j.id, j.queue_id, j.attempts
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'run_now', NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)"""
+    + _OPERATOR_TAIL
 )
-SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
-"""
 
-_SET_ENABLED = f"""
+_SET_ENABLED = (
+    f"""
 WITH upd AS (
   UPDATE {JOB} j SET enabled = %(enabled)s
   WHERE j.id = ANY(%(job_id)s::bigint[]) AND j.status = '{PENDING}' AND j.enabled <> %(enabled)s
   RETURNING j.id, j.queue_id, j.attempts
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, %(kind)s, NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
+)"""
+    + _OPERATOR_TAIL
 )
-SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
-"""
 
 # Events go first, in the same statement: the foreign keys are deferred, and
 # a job's history has no meaning without the job.
@@ -1334,7 +1339,7 @@ def retry_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     ids = _ids(jobs)
     if not ids:
         return []
-    return _act(_RETRY_NOW, {"job_id": ids, "reason": reason}, wake=True)
+    return _act(_RETRY_NOW, {"job_id": ids, "reason": reason, "kind": "manual_retry"}, wake=True)
 
 
 def run_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
@@ -1345,7 +1350,7 @@ def run_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     ids = _ids(jobs)
     if not ids:
         return []
-    return _act(_RUN_NOW, {"job_id": ids, "reason": reason}, wake=True)
+    return _act(_RUN_NOW, {"job_id": ids, "reason": reason, "kind": "run_now"}, wake=True)
 
 
 def hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
