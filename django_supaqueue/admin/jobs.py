@@ -81,68 +81,55 @@ def _apply(
     modeladmin.message_user(request, text, messages.SUCCESS if changed else messages.WARNING)
 
 
-@admin.action(description=_("Retry now"), permissions=["manage"])
-def retry_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    _apply(
-        modeladmin,
-        request,
-        queryset,
-        queue.retry_now,
-        _("Retried"),
-        _("only failed or cancelled jobs, and jobs waiting to retry, can be retried"),
-    )
+def _job_action(
+    name: str, description: Any, act: str | Callable[..., list[int]], done: Any, rule: Any
+) -> Any:
+    """An admin action applying ``act`` to the selected jobs: a function over ids, or the name of
+    one in queue.py (looked up at each call, so the queue's functions stay the one source)."""
 
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+        func = getattr(queue, act) if isinstance(act, str) else act
+        _apply(modeladmin, request, queryset, func, done, rule)
 
-@admin.action(description=_("Run now"), permissions=["manage"])
-def run_now(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    _apply(
-        modeladmin,
-        request,
-        queryset,
-        queue.run_now,
-        _("Made runnable now"),
-        _("only pending jobs due later can be run now"),
-    )
+    action.__name__ = action.__qualname__ = name
+    return admin.action(description=description, permissions=["manage"])(action)
 
 
 def _cancel(ids: list[int], reason: str) -> list[int]:
     return api.cancel(ids, reason=reason)  # through api, so job_cancelled is sent
 
 
-@admin.action(description=_("Cancel"), permissions=["manage"])
-def cancel(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    _apply(
-        modeladmin,
-        request,
-        queryset,
-        _cancel,
-        _("Cancelled"),
-        _("only pending and running jobs can be cancelled"),
-    )
-
-
-@admin.action(description=_("Hold (keep from running)"), permissions=["manage"])
-def hold(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    _apply(
-        modeladmin,
-        request,
-        queryset,
-        queue.hold,
-        _("Held"),
-        _("only pending jobs not already held can be held"),
-    )
-
-
-@admin.action(description=_("Release from hold"), permissions=["manage"])
-def release_hold(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    _apply(
-        modeladmin,
-        request,
-        queryset,
-        queue.release_hold,
-        _("Released"),
-        _("only held pending jobs can be released"),
-    )
+retry_now = _job_action(
+    "retry_now",
+    _("Retry now"),
+    "retry_now",
+    _("Retried"),
+    _("only failed or cancelled jobs, and jobs waiting to retry, can be retried"),
+)
+run_now = _job_action(
+    "run_now",
+    _("Run now"),
+    "run_now",
+    _("Made runnable now"),
+    _("only pending jobs due later can be run now"),
+)
+cancel = _job_action(
+    "cancel", _("Cancel"), _cancel, _("Cancelled"), _("only pending and running jobs can be cancelled")
+)
+hold = _job_action(
+    "hold",
+    _("Hold (keep from running)"),
+    "hold",
+    _("Held"),
+    _("only pending jobs not already held can be held"),
+)
+release_hold = _job_action(
+    "release_hold",
+    _("Release from hold"),
+    "release_hold",
+    _("Released"),
+    _("only held pending jobs can be released"),
+)
 
 
 @admin.action(description=_("Delete"), permissions=["delete"])
