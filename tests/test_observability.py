@@ -149,3 +149,14 @@ def test_health_fails_when_a_queue_waits_too_long(capsys):
     assert health("--no-workers", "--max-pending-age", "60") == 1
     assert "default waits" in capsys.readouterr().out
     assert health("--no-workers", "--max-pending-age", "3600") == 0
+
+
+def test_http_jobs_send_job_enqueued_too(fired):
+    from django_supaqueue import enqueue_http
+    from django_supaqueue.models import Queue
+
+    seen, details = fired
+    Queue.objects.create(name="hooks", http_url="http://127.0.0.1:9/fn")
+    job = enqueue_http("hooks", {"order": 1})
+    assert seen["job_enqueued"] == 1
+    assert details[0][1]["job_id"] == job.pk

@@ -132,7 +132,9 @@ def enqueue_http(
         raise InvalidOption(
             f"tenant_id must be a non-empty string of at most 255 characters, not {tenant_id!r}."
         )
-    return enqueue_job(
+    from ..api import enqueued
+
+    job = enqueue_job(
         JobSpec(
             task_name="",
             payload=dict(payload or {}),
@@ -146,6 +148,8 @@ def enqueue_http(
             tenant_id=tenant_id,
         )
     )
+    enqueued([job])  # job_enqueued, like every other enqueue
+    return job
 
 
 # --------------------------------------------------------------------------
