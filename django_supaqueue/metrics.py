@@ -85,10 +85,21 @@ def _count(name: str, kwargs: dict[str, Any]) -> None:
     _metrics[name].labels(kwargs.get("queue") or "", kwargs.get("task_name") or "").inc()
 
 
-def _on_enqueued(sender: Any, job: Any = None, **kwargs: Any) -> None:
-    _metrics["enqueued"].labels(
-        getattr(job.queue, "name", "") if job else "", kwargs.get("task_name", "")
-    ).inc()
+_queue_names: dict[int, str] = {}  # queue id -> name: queues are never renamed, rarely created
+
+
+def _queue_name(queue_id: int) -> str:
+    """A queue's name without a query per job (enqueue_many sends one signal per job)."""
+    if queue_id not in _queue_names:
+        from .models import Queue
+
+        _queue_names.update(Queue.objects.values_list("id", "name"))
+    return _queue_names.get(queue_id, "")
+
+
+def _on_enqueued(sender: Any, queue_id: int | None = None, **kwargs: Any) -> None:
+    name = _queue_name(queue_id) if queue_id else ""
+    _metrics["enqueued"].labels(name, kwargs.get("task_name", "")).inc()
 
 
 def _on_started(sender: Any, **kwargs: Any) -> None:

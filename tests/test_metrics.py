@@ -105,3 +105,14 @@ def test_two_worker_processes_each_serve_their_own_counts(worker_processes):
     per_process = [value(scrape(base + i), "supaqueue_jobs_succeeded_total", **labels) for i in range(2)]
     assert sum(per_process) == n  # summing the targets gives the true total, never double
     assert value(scrape(base), "supaqueue_workers_alive") == 2
+
+
+def test_counting_enqueues_costs_no_query_per_job():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    metrics.install()
+    tasks.noop.enqueue()  # the queue exists and its name is cached
+    with CaptureQueriesContext(connection) as ctx:
+        tasks.noop.enqueue_many([{"i": i} for i in range(50)])
+    assert len(ctx.captured_queries) <= 4
