@@ -55,8 +55,12 @@ DEFAULTS: dict[str, Any] = {
     # whose lease is LEASE_DURATION seconds old is recovered by another worker.
     "HEARTBEAT_INTERVAL": 5.0,
     "LEASE_DURATION": 30.0,
-    # Most jobs one claim statement takes; a worker never claims more than its free slots.
+    # Most jobs one claim statement takes.
     "CLAIM_BATCH": 100,
+    # While a worker's recent jobs are short, it claims jobs ahead of its free
+    # slots (never more than CLAIM_BATCH), as many as should start within this
+    # many seconds: each round trip then carries more jobs. 0 turns it off.
+    "PREFETCH_WAIT": 0.05,
     # HTTP queues. Secrets by alias: {"alias": "value"}, filled from the
     # environment in settings; a Queue row names the alias, never the value.
     "HTTP_SECRETS": {},

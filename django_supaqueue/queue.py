@@ -952,7 +952,8 @@ WITH q AS (
   FROM {QUEUE}
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
 ), room AS (
-  SELECT q.id, LEAST(%(limit)s::int,
+  SELECT q.id, LEAST(
+    CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL THEN %(limit)s::int ELSE %(free)s::int END,
     CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.concurrency_limit - (
       SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}')) END,
     CASE WHEN q.rate_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.rate_limit - (
@@ -999,15 +1000,17 @@ ORDER BY c.priority DESC, c.run_at, c.id
 
 # When a rate-limited queue with due jobs will have room again (epoch seconds,
 # only if in the future): a worker sleeps until then rather than until its poll.
+# The LATERAL keeps the queues first: an EXISTS here was planned as a scan of
+# every runnable job, on every claim, even with no rate-limited queue at all.
 _RATE_WAKE = f"""
 SELECT extract(epoch FROM min(w.next))::float8 FROM (
   SELECT (SELECT x.at FROM {CALL} x WHERE x.queue_id = q.id ORDER BY x.at DESC
           OFFSET q.rate_limit - 1 LIMIT 1) + (q.rate_period + %(rate_margin)s) * interval '1 second' AS next
-  FROM {QUEUE} q
+  FROM {QUEUE} q, LATERAL (
+    SELECT 1 FROM {JOB} j WHERE j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled
+      AND j.run_at <= now() LIMIT 1) due
   WHERE q.rate_limit IS NOT NULL AND NOT q.paused
     AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
-    AND EXISTS (SELECT 1 FROM {JOB} j WHERE j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled
-                AND j.run_at <= now())
 ) w WHERE w.next > clock_timestamp()
 """
 
@@ -1326,10 +1329,12 @@ def _claim_params(
     limit: int,
     lease_seconds: float,
     job_ids: Sequence[int] | None = None,
+    free: int | None = None,
 ) -> dict[str, Any]:
     return {
         "queues": list(queues) if queues else None,
         "limit": limit,
+        "free": limit if free is None else min(free, limit),
         "worker_id": worker_id,
         "worker_name": worker_name,
         "lease": lease_seconds,
@@ -1429,6 +1434,7 @@ def finish_and_claim(
     queues: Sequence[str] | None,
     limit: int,
     lease_seconds: float,
+    free: int | None = None,
 ) -> tuple[list[Retry], list[ClaimedJob], float | None]:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
@@ -1436,7 +1442,9 @@ def finish_and_claim(
     fail(), notify_queues() and claim() go to the server together, so a cycle
     of the claim loop costs one network round trip and one commit. The third
     value is when a rate-limited queue with due jobs has room again (epoch
-    seconds), or None.
+    seconds), or None. ``free`` is how many of ``limit`` are idle slots: jobs
+    claimed beyond them wait for a slot, which queues with a concurrency cap or
+    a rate limit never do (their limits count claims, so a start must follow).
     """
     failed = claimed = wake = None
     freed = sorted(set(freed_queues))
@@ -1448,7 +1456,7 @@ def finish_and_claim(
         if freed:
             conn.execute(_NOTIFY_QUEUES, {"names": freed})
         if limit > 0:
-            params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds)
+            params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, free=free)
             conn.execute(_LOCK_CAPPED_QUEUES, params)
             claimed = conn.execute(_CLAIM, params)
             wake = conn.execute(_RATE_WAKE, params)

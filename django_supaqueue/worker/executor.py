@@ -141,17 +141,37 @@ class Executor:
         self._lock = threading.Lock()
         self._slots: set[_Slot] = set()
         self._current: dict[tuple[int, int], _Slot] = {}  # (job id, attempt) -> slot running it
+        self._started: dict[tuple[int, int], float] = {}  # -> time.monotonic() its attempt began
+        # Jobs claimed ahead (prefetched) wait in _jobs for a free slot; one
+        # abandoned while it waits is skipped when a slot takes it.
+        self._queued: set[tuple[int, int]] = set()
+        self._skipped: set[tuple[int, int]] = set()
         self._closing = False
         for _ in range(size):
             self._spawn()
 
     def submit(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._queued.add((job.id, job.attempt))
         self._jobs.put(job)
 
+    def started_at(self, job: ClaimedJob) -> float | None:
+        """When a slot began the attempt (time.monotonic()), or None while it waits for a slot."""
+        return self._started.get((job.id, job.attempt))
+
     def abandon(self, job: ClaimedJob) -> bool:
-        """Stop ``job`` now: kill its child process, or interrupt its thread and replace it."""
+        """Stop ``job`` now: kill its child process, or interrupt its thread and replace it.
+
+        A job still waiting for a slot is simply never started.
+        """
+        key = (job.id, job.attempt)
         with self._lock:
-            slot = self._current.pop((job.id, job.attempt), None)
+            if key in self._queued:
+                self._queued.discard(key)
+                self._skipped.add(key)
+                return True
+            slot = self._current.pop(key, None)
+            self._started.pop(key, None)
             if slot is None:
                 return False
             if slot.child is None:
@@ -192,11 +212,18 @@ class Executor:
                 job = self._jobs.get()
                 if job is None:
                     break
+                key = (job.id, job.attempt)
                 with self._lock:
-                    self._current[(job.id, job.attempt)] = slot
+                    self._queued.discard(key)
+                    if key in self._skipped:
+                        self._skipped.discard(key)
+                        continue
+                    self._current[key] = slot
+                    self._started[key] = time.monotonic()
                 outcome = self._perform(slot, job)
                 with self._lock:
-                    self._current.pop((job.id, job.attempt), None)
+                    self._current.pop(key, None)
+                    self._started.pop(key, None)
                 self.on_done(job, outcome)
         except JobTimeout:
             pass  # the interruption landed after the job finished; this thread was replaced anyway

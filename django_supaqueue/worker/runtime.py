@@ -45,9 +45,7 @@ _RETRYABLE = (
 @dataclass
 class _Running:
     job: ClaimedJob
-    started: float  # time.monotonic()
-    timeout: float | None
-    deadline: float  # inf when the job has no timeout
+    timeout: float | None  # counted from when a slot starts it (executor.started_at)
 
 
 class Worker:
@@ -71,6 +69,8 @@ class Worker:
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
         self.lease = float(conf.get("LEASE_DURATION"))
         self.claim_batch = int(conf.get("CLAIM_BATCH"))
+        self.prefetch_wait = float(conf.get("PREFETCH_WAIT") or 0)
+        self._typical_duration: float | None = None  # moving average of recent attempts, seconds
         self.host = socket.gethostname()
         self.name = name or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.parent_pid = parent_pid
@@ -95,6 +95,7 @@ class Worker:
         self._notify_seq = 0
         self._next_due = math.inf
         self._conn: psycopg.Connection | None = None
+        self._executor: Executor | None = None
 
     # -- life cycle -------------------------------------------------------
     def run(self, *, handle_signals: bool = True) -> None:
@@ -132,6 +133,7 @@ class Worker:
             self.concurrency,
         )
         executor = Executor(self.concurrency, self._on_done)
+        self._executor = executor
         try:
             self._loop(executor)
         finally:
@@ -227,7 +229,7 @@ class Worker:
                 self._wanted = True
             if time.monotonic() >= next_poll:
                 self._wanted = True
-            free = self.concurrency - len(self._running)
+            free = self._capacity() - len(self._running)
             claim = not self.stopping and free > 0 and (self._wanted or self.burst)
             if claim or self._unflushed:
                 limit = min(free, self.claim_batch)
@@ -247,7 +249,7 @@ class Worker:
             if (
                 self._done
                 or self._notify_seq != seen_seq
-                or (self._wanted and not self.stopping and len(self._running) < self.concurrency)
+                or (self._wanted and not self.stopping and len(self._running) < self._capacity())
             ):
                 continue
             self._wake.wait(self._sleep_time(next_poll, next_beat))
@@ -260,7 +262,7 @@ class Worker:
         if next_due != math.inf:
             wake_at = min(wake_at, now + max(0.0, next_due - time.time()))
         for r in self._running.values():
-            wake_at = min(wake_at, r.deadline)
+            wake_at = min(wake_at, self._deadline(r))
         wake_at = min(wake_at, self._grace_deadline)
         return max(0.0, wake_at - now)
 
@@ -272,6 +274,8 @@ class Worker:
             if job.capped:
                 self._freed_capped.add(job.queue)
                 self._wanted = True
+            d = self._typical_duration
+            self._typical_duration = outcome.duration if d is None else 0.8 * d + 0.2 * outcome.duration
             self._unflushed.append(outcome)
             self._outcome_jobs[(job.id, job.attempt)] = job
             self.processed += 1
@@ -307,7 +311,6 @@ class Worker:
 
     def _dispatch(self, executor: Executor, claimed: list[ClaimedJob]) -> None:
         default_timeout = conf.get("TIMEOUT")
-        now = time.monotonic()
         announce = bool(lifecycle.job_started.receivers)
         for job in claimed:
             if announce:
@@ -316,15 +319,36 @@ class Worker:
                 timeout = float(job.timeout or conf.get("HTTP_TIMEOUT")) * 2 + 5
             else:
                 timeout = _task_timeout(job.task_name) or job.timeout or default_timeout
-            deadline = now + timeout if timeout else math.inf
-            self._running[(job.id, job.attempt)] = _Running(job, now, timeout, deadline)
+            self._running[(job.id, job.attempt)] = _Running(job, timeout or None)
             executor.submit(job)
+
+    def _capacity(self) -> int:
+        """Jobs this worker may hold: its slots, plus jobs claimed ahead while its jobs are short.
+
+        Claiming ahead makes each round trip carry more jobs (fewer commits per
+        job) without running more than ``concurrency`` at once. It is sized so a
+        job claimed ahead should start within PREFETCH_WAIT seconds, and stops
+        as soon as the recent attempts get long (a slow job never holds others
+        hostage for long) or the worker is stopping.
+        """
+        d = self._typical_duration
+        if self.stopping or self.prefetch_wait <= 0 or d is None:
+            return self.concurrency
+        ahead = int(self.concurrency * self.prefetch_wait / max(d, 1e-4))
+        return self.concurrency + min(ahead, self.claim_batch)
+
+    def _deadline(self, r: _Running) -> float:
+        """When the attempt times out; one still waiting for a slot is taken to start now."""
+        if not r.timeout:
+            return math.inf
+        return (self._executor.started_at(r.job) or time.monotonic()) + r.timeout
 
     def _enforce_timeouts(self, executor: Executor) -> None:
         now = time.monotonic()
         for key, r in list(self._running.items()):
-            if r.deadline > now:
+            if self._deadline(r) > now:
                 continue
+            started = executor.started_at(r.job) or now
             del self._running[key]
             executor.abandon(r.job)
             self._outcome_jobs[key] = r.job
@@ -335,7 +359,7 @@ class Worker:
                     error_class="django_supaqueue.exceptions.JobTimeout",
                     error_message=f"attempt ran past its timeout of {r.timeout}s",
                     traceback="",
-                    duration=now - r.started,
+                    duration=now - started,
                 )
             )
             logger.warning("job %s (%s) attempt %s timed out", r.job.id, r.job.task_name, r.job.attempt)
@@ -361,6 +385,7 @@ class Worker:
                     queues=self.queues,
                     limit=limit if claim else 0,
                     lease_seconds=self.lease,
+                    free=max(0, self.concurrency - len(self._running)),
                 )
                 break
             except _RETRYABLE:

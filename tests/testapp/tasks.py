@@ -166,3 +166,25 @@ def step(n, label="step"):
     row = Execution.objects.create(label=label, n=n, pid=os.getpid(), started=time.time())
     Execution.objects.filter(pk=row.pk).update(ended=time.time())
     return n
+
+
+_census_lock = __import__("threading").Lock()
+_census = {"running": 0, "most_running": 0, "most_leased": 0}
+
+
+@task
+def census(n, seconds=0.0):
+    """Notes how many bodies run at once in this process and how many jobs are leased (prefetch tests)."""
+    from django_supaqueue.models import CurrentJob
+
+    with _census_lock:
+        _census["running"] += 1
+        _census["most_running"] = max(_census["most_running"], _census["running"])
+    leased = CurrentJob.objects.count()
+    try:
+        time.sleep(seconds)
+    finally:
+        with _census_lock:
+            _census["running"] -= 1
+            _census["most_leased"] = max(_census["most_leased"], leased)
+    return leased
