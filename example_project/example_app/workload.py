@@ -25,7 +25,7 @@ ORDER_NUMBERS = ("DEMO-1", "DEMO-2", "DEMO-3")
 #: The HTTP queue: it calls the example's own webhook, on the web server the run command starts.
 WEBHOOK_QUEUE = "webhooks"
 WEBHOOK_PATH = "webhook/"
-#: Its settings when the demo creates it; later the admin is the authority (only the URL follows the port).
+#: Its settings when the demo creates it; later runs change only its URL (to follow the port).
 WEBHOOK_QUEUE_SETTINGS = {
     "http_secret": SECRET_ALIAS,
     "http_secret_header": SECRET_HEADER,
