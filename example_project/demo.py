@@ -64,13 +64,13 @@ def run(*, once: bool, timeout: float, port: int) -> int:
     print("database schema up to date", flush=True)
     ensure_admin()
     port = free_port(port)
-    site = f"http://127.0.0.1:{port}"
+    site = site_url(port)
     since = timezone.now()
     keys = enqueue_workload(site)
     print(f"enqueued the demo workload ({len(keys)} jobs)", flush=True)
     print_http_queue()
     try:
-        with web_server(site) as server:
+        with web_server(port) as server:
             if once:
                 return run_once(keys, since, timeout, server)
             return serve(keys, since, port, server)
@@ -123,10 +123,15 @@ def print_http_queue() -> None:
     )
 
 
+def site_url(port: int) -> str:
+    """Where runserver serves the example: the admin's address, and the HTTP queue's host."""
+    return f"http://127.0.0.1:{port}"
+
+
 @contextlib.contextmanager
-def web_server(site: str) -> Iterator[subprocess.Popen]:
-    """``runserver`` on ``site``, answering before the block starts and stopped when it ends."""
-    port = site.rsplit(":", 1)[1]
+def web_server(port: int) -> Iterator[subprocess.Popen]:
+    """``runserver`` on ``port``, answering before the block starts and stopped when it ends."""
+    site = site_url(port)
     server = start_manage("runserver", "--noreload", f"127.0.0.1:{port}", env=CHILD_ENV)
     with stopped_at_exit(server):
         wait_until_answering(server, f"{site}/admin/login/", WEB_SERVER_START_TIMEOUT)

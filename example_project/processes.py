@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE = 30.0
 
 
+class ChildFailed(RuntimeError):
+    """A child process could not do its part (exited early, never answered)."""
+
+
 def start_manage(*args: str, env: dict[str, str]) -> subprocess.Popen:
     """Start ``manage.py <args>`` with this interpreter, in its own session."""
     return subprocess.Popen(
@@ -37,8 +41,8 @@ def start_manage(*args: str, env: dict[str, str]) -> subprocess.Popen:
 def wait_until_answering(child: subprocess.Popen, url: str, timeout: float) -> None:
     """Return once ``url`` answers with any HTTP response; raise if ``child`` exits or time runs out.
 
-    Any status counts (a GET on a POST-only view answers 405): the question is
-    only whether the server listens yet.
+    Any status counts, an error page too: the question is only whether the
+    server listens and answers yet.
     """
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
     deadline = time.monotonic() + timeout
@@ -54,10 +58,6 @@ def wait_until_answering(child: subprocess.Popen, url: str, timeout: float) -> N
             if time.monotonic() > deadline:
                 raise ChildFailed(f"the web server did not answer {url} within {timeout:.0f}s") from None
             time.sleep(0.2)
-
-
-class ChildFailed(RuntimeError):
-    """A child process could not do its part (exited early, never answered)."""
 
 
 @contextlib.contextmanager

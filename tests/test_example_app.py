@@ -1,6 +1,10 @@
 """The example project's app: orders enqueue in their own transaction, its webhook wants the shared
 secret, and the demo workload (the HTTP queue calling that webhook included) finishes."""
 
+import http.server
+import subprocess
+import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -12,6 +16,7 @@ from django_supaqueue.models import Job, JobEvent, Queue
 from django_supaqueue.testing import assert_enqueued
 from example_project.example_app import tasks, views, workload
 from example_project.example_app.models import Order, WarehouseSync
+from example_project.processes import ChildFailed, free_port, wait_until_answering
 from tests.factories import OrderFactory
 
 #: Where the run command would serve the example; tests that call the webhook use live_server's URL.
@@ -274,3 +279,41 @@ def test_the_webhook_answers_400_to_a_body_that_is_not_a_parcel(client, webhook_
 def test_the_webhook_takes_only_post(client, webhook_secret):
     response = client.get(WEBHOOK, headers={views.SECRET_HEADER: SECRET})
     assert response.status_code == 405
+
+
+# -- the run command's web server ----------------------------------------------------------------
+
+
+def test_the_web_server_is_ready_once_it_answers_any_status():
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        wait_until_answering(child, f"http://127.0.0.1:{server.server_port}/admin/login/", timeout=5)
+    finally:
+        server.shutdown()
+        child.kill()
+        child.wait()
+
+
+def test_a_web_server_that_exits_before_answering_fails_the_run():
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(ChildFailed, match="exited with status 3 before it answered"):
+        wait_until_answering(child, f"http://127.0.0.1:{free_port(0)}/", timeout=30)
+
+
+def test_a_web_server_that_never_answers_fails_the_run_after_the_timeout():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(ChildFailed, match="did not answer"):
+            wait_until_answering(child, f"http://127.0.0.1:{free_port(0)}/", timeout=0.5)
+    finally:
+        child.kill()
+        child.wait()
