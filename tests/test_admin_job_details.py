@@ -158,6 +158,12 @@ def test_a_client_error_and_a_redirect_are_named_too(admin_client):
     )
 
 
+def test_the_job_list_names_an_http_jobs_call_in_place_of_a_task(admin_client):
+    http_job(http_path="orders/7")
+    page = admin_client.get(JOBS).content.decode()
+    assert '<span title="https://hooks.example.com/orders/7">POST /orders/7</span>' in page
+
+
 def test_a_python_jobs_life_cycle_has_no_http_column(admin_client):
     job = JobFactory(status="successful", attempts=1)
     JobEventFactory(job=job, kind="succeeded", attempt=1)

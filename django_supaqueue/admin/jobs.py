@@ -277,6 +277,10 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("task"))
     def task(self, job: Job) -> SafeString:
+        """The task's last name; for an HTTP queue's job, which has no task, the call it makes."""
+        if not job.task_name and job.queue.is_http:
+            url = job.queue.http_url.rstrip("/") + "/" + job.http_path
+            return format_html('<span title="{}">{} /{}</span>', url, job.queue.http_method, job.http_path)
         return format_html('<span title="{}">{}</span>', job.task_name, job.task_name.rsplit(".", 1)[-1])
 
     @admin.display(description=_("attempts"))
