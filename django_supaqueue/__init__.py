@@ -3,6 +3,7 @@
 The public API is small::
 
     from django_supaqueue import task, enqueue, enqueue_many, enqueue_http, cancel
+    from django_supaqueue import Pipeline, dependency_results
 
 Names resolve lazily so that importing this package (as INSTALLED_APPS does,
 before models are ready) never touches the app registry.
@@ -13,11 +14,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["task", "enqueue", "enqueue_many", "enqueue_http", "cancel", "__version__"]
+__all__ = [
+    "task",
+    "enqueue",
+    "enqueue_many",
+    "enqueue_http",
+    "cancel",
+    "Pipeline",
+    "dependency_results",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from .api import cancel, enqueue, enqueue_many
     from .handlers.http import enqueue_http
+    from .pipelines import Pipeline, dependency_results
     from .tasks import task
 
 
@@ -30,6 +41,10 @@ def __getattr__(name: str) -> Any:
         from .handlers.http import enqueue_http
 
         return enqueue_http
+    if name in ("Pipeline", "dependency_results"):
+        from . import pipelines
+
+        return getattr(pipelines, name)
     if name in ("enqueue", "enqueue_many", "cancel"):
         from . import api
 

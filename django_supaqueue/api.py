@@ -26,6 +26,9 @@ def enqueue(
     run_at: datetime | timedelta | None = None,
     key: str | None = None,
     max_attempts: int | None = None,
+    key_mode: str | None = None,
+    depends_on: Sequence[Job | int] | None = None,
+    on_dependency_failure: str | None = None,
 ) -> Job:
     """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``."""
     return get_task(task_name).enqueue(
@@ -35,6 +38,9 @@ def enqueue(
         run_at=run_at,
         key=key,
         max_attempts=max_attempts,
+        key_mode=key_mode,
+        depends_on=depends_on,
+        on_dependency_failure=on_dependency_failure,
         **dict(payload or {}),
     )
 
@@ -47,10 +53,23 @@ def enqueue_many(
     priority: int | None = None,
     run_at: datetime | timedelta | None = None,
     max_attempts: int | None = None,
+    key_mode: str | None = None,
+    depends_on: Sequence[Job | int] | None = None,
+    on_dependency_failure: str | None = None,
 ) -> list[Job]:
-    """Enqueue one job per payload in a constant number of statements; all or nothing."""
+    """Enqueue one job per payload in a constant number of statements; all or nothing.
+
+    A payload may carry a ``key``; ``key_mode`` applies to all of them.
+    """
     return get_task(task_name).enqueue_many(
-        payloads, queue=queue, priority=priority, run_at=run_at, max_attempts=max_attempts
+        payloads,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        key_mode=key_mode,
+        depends_on=depends_on,
+        on_dependency_failure=on_dependency_failure,
     )
 
 

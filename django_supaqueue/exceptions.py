@@ -31,6 +31,14 @@ class InvalidOption(EnqueueError):
     """An enqueue option (priority, run_at, max_attempts, queue, key) is out of range."""
 
 
+class DependencyCycle(InvalidOption):
+    """The steps of a pipeline depend on each other in a circle, so none of them could ever run."""
+
+
+class NotInAJob(SupaqueueError, RuntimeError):
+    """A call that reads the running job (such as dependency_results()) was made outside one."""
+
+
 class ReservedParameter(SupaqueueError, TypeError):
     """A task function uses a parameter name that enqueue() reserves for its options."""
 

@@ -207,6 +207,7 @@ class Job(models.Model):
     """One unit of work: a task call (or HTTP call) and where it is in its life cycle."""
 
     class Status(models.TextChoices):
+        WAITING = "waiting", _("Waiting for dependencies")
         PENDING = "pending", _("Pending")
         IN_PROGRESS = "in_progress", _("In progress")
         SUCCESSFUL = "successful", _("Successful")
@@ -261,6 +262,35 @@ class Job(models.Model):
         help_text=_("W3C trace context of the code that enqueued the job (OpenTelemetry)."),
     )
 
+    class OnDependencyFailure(models.TextChoices):
+        CANCEL = "cancel", _("Cancel this job")
+        RUN = "run", _("Run this job anyway")
+
+    depends_on = models.ManyToManyField(
+        "self",
+        through="JobDependency",
+        symmetrical=False,
+        related_name="dependents",
+        blank=True,
+        help_text=_("Jobs that must succeed before this one runs."),
+    )
+    waiting_for = models.PositiveIntegerField(
+        default=0, db_default=0, editable=False, help_text=_("Dependencies that have not finished yet.")
+    )
+    has_dependents = models.BooleanField(
+        default=False,
+        db_default=False,
+        editable=False,
+        help_text=_("Set before a dependent is written, so finishing this job knows to settle them."),
+    )
+    on_dependency_failure = models.CharField(
+        max_length=8,
+        choices=OnDependencyFailure.choices,
+        default=OnDependencyFailure.CANCEL,
+        db_default=OnDependencyFailure.CANCEL,
+        help_text=_("What happens when a dependency fails for good or is cancelled."),
+    )
+
     class Meta:
         ordering = ["-id"]
         indexes = [
@@ -298,13 +328,42 @@ class Job(models.Model):
             ),
             models.CheckConstraint(condition=Q(max_attempts__gte=1), name="supaqueue_job_max_attempts"),
             models.CheckConstraint(
-                condition=Q(status__in=["pending", "in_progress", "successful", "failed", "cancelled"]),
+                condition=Q(
+                    status__in=["waiting", "pending", "in_progress", "successful", "failed", "cancelled"]
+                ),
                 name="supaqueue_job_status_valid",
             ),
         ]
 
     def __str__(self) -> str:
         return f"#{self.id} {self.task_name or self.queue_id} ({self.status})"
+
+
+class JobDependency(models.Model):
+    """An edge of the job graph: ``job`` runs only after ``depends_on`` has finished.
+
+    ``settled`` flips once, when the dependency finishes (or at once if it had
+    already), so a dependency that runs again never counts twice.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependency_links", db_index=False)
+    depends_on = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="dependent_links")
+    position = models.PositiveSmallIntegerField(default=0, help_text=_("Order in the job's depends_on."))
+    settled = models.BooleanField(default=False, db_default=False)
+
+    class Meta:
+        verbose_name = _("job dependency")
+        verbose_name_plural = _("job dependencies")
+        constraints = [
+            models.UniqueConstraint(fields=["job", "depends_on"], name="supaqueue_dependency_unique"),
+            models.CheckConstraint(
+                condition=~Q(job=models.F("depends_on")), name="supaqueue_dependency_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} after job {self.depends_on_id}"
 
 
 class CurrentJob(models.Model):

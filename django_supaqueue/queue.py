@@ -25,13 +25,24 @@ from django.utils import timezone
 
 from . import conf, tracing
 from .exceptions import InvalidOption, InvalidPayload
-from .models import PRIORITY_MAX, PRIORITY_MIN, CurrentJob, Job, JobEvent, Queue, QueueCall, Worker
+from .models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    CurrentJob,
+    Job,
+    JobDependency,
+    JobEvent,
+    Queue,
+    QueueCall,
+    Worker,
+)
 from .models import queue_name_validator as _queue_name_validator
 
 QUEUE = Queue._meta.db_table
 JOB = Job._meta.db_table
 CURRENT = CurrentJob._meta.db_table
 EVENT = JobEvent._meta.db_table
+DEPENDENCY = JobDependency._meta.db_table
 WORKER = Worker._meta.db_table
 CALL = QueueCall._meta.db_table
 
@@ -41,6 +52,9 @@ CHANNEL = "supaqueue"
 CANCEL_CHANNEL = "supaqueue_cancel"
 
 PENDING = Job.Status.PENDING.value
+WAITING = Job.Status.WAITING.value
+FAILED = Job.Status.FAILED.value
+CANCELLED = Job.Status.CANCELLED.value
 IN_PROGRESS = Job.Status.IN_PROGRESS.value
 
 
@@ -113,6 +127,10 @@ class JobSpec:
     http_path: str = ""
     owner_id: int | None = None
     tenant_id: str | None = None
+    key_mode: str = "dedupe"
+    #: Existing jobs (ids) or earlier specs of the same enqueue_jobs() call.
+    depends_on: Sequence[int | JobSpec] = ()
+    on_dependency_failure: str | None = None
 
     def validated(self) -> _Row:
         if not isinstance(self.payload, dict):
@@ -125,6 +143,17 @@ class JobSpec:
         if self.key is not None and (not isinstance(self.key, str) or not self.key or len(self.key) > 255):
             raise InvalidOption(
                 f"key must be a non-empty string of at most 255 characters, not {self.key!r}."
+            )
+        if self.key_mode not in KEY_MODES:
+            raise InvalidOption(f"key_mode must be one of {', '.join(KEY_MODES)}, not {self.key_mode!r}.")
+        if self.key_mode != "dedupe" and self.key is None:
+            raise InvalidOption(
+                f"key_mode={self.key_mode!r} needs a key: it says what to do when the key exists."
+            )
+        if self.on_dependency_failure is not None and self.on_dependency_failure not in DEPENDENCY_POLICIES:
+            raise InvalidOption(
+                f"on_dependency_failure must be one of {', '.join(DEPENDENCY_POLICIES)}, "
+                f"not {self.on_dependency_failure!r}."
             )
         payload = encode_json(self.payload, "payload")
         args = encode_json(list(self.args), "args")
@@ -165,6 +194,13 @@ class _Row:
 # Producer side: enqueue (Django's connection, the caller's transaction)
 # --------------------------------------------------------------------------
 
+#: What an enqueue does when a pending job already holds its key: "dedupe" keeps
+#: that job and returns it; "replace" (debounce) gives it the new arguments,
+#: priority, attempts and run_at; "preserve_run_at" (throttle) all but run_at.
+KEY_MODES = ("dedupe", "replace", "preserve_run_at")
+#: What a dependent does when a dependency fails for good or is cancelled.
+DEPENDENCY_POLICIES = tuple(Job.OnDependencyFailure.values)
+
 
 _INSERT_ONE = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
@@ -178,6 +214,39 @@ SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
 FROM {QUEUE} q WHERE q.name = %(queue)s
 ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
+"""
+
+_JOB_COLUMNS = """id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
+       max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
+       http_path, owner_id, tenant_id, trace_context::text, waiting_for, has_dependents,
+       on_dependency_failure"""
+
+# The key modes other than "dedupe": the pending job holding the key takes the
+# new call's values (all of them, or all but run_at) and keeps its id, its
+# history and its place in any dependency graph.
+_UPSERT_ONE = f"""
+INSERT INTO {JOB} AS j (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
+                   trace_context)
+SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
+       COALESCE(u.priority, q.priority, %(default_priority)s::int),
+       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
+       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb
+FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
+            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
+                          owner_id, tenant_id, n)
+JOIN {QUEUE} q ON q.name = u.queue
+ORDER BY u.n
+ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO UPDATE SET
+  queue_id = EXCLUDED.queue_id, task_name = EXCLUDED.task_name, payload = EXCLUDED.payload,
+  args = EXCLUDED.args, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+  run_at = CASE WHEN %(key_mode)s = 'replace' THEN EXCLUDED.run_at ELSE j.run_at END,
+  http_path = EXCLUDED.http_path, owner_id = EXCLUDED.owner_id, tenant_id = EXCLUDED.tenant_id,
+  trace_context = EXCLUDED.trace_context
+RETURNING {_JOB_COLUMNS}
 """
 
 _INSERT_MANY = f"""
@@ -197,11 +266,53 @@ ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 """
 
+# A job graph: jobs with dependencies start as "waiting" with a count of the
+# dependencies still to finish; jobs other jobs depend on are marked first.
+_INSERT_GRAPH = f"""
+INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
+                   trace_context, waiting_for, has_dependents, on_dependency_failure)
+SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb,
+       CASE WHEN u.waiting_for > 0 THEN '{WAITING}' ELSE '{PENDING}' END,
+       COALESCE(u.priority, q.priority, %(default_priority)s::int),
+       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
+       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb,
+       u.waiting_for, u.has_dependents, u.on_failure
+FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
+            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(waiting_for)s::int[],
+            %(has_dependents)s::bool[], %(on_failure)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
+                          owner_id, tenant_id, waiting_for, has_dependents, on_failure, n)
+JOIN {QUEUE} q ON q.name = u.queue
+ORDER BY u.n
+ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
+RETURNING {_JOB_COLUMNS}
+"""
+
+# Marking the dependencies locks them until the dependents are committed: a
+# dependency finishing meanwhile waits, then sees the mark and settles them.
+# The status read here is the latest committed one, after any such wait.
+_MARK_DEPENDENCIES = f"""
+UPDATE {JOB} j SET has_dependents = true
+FROM (SELECT id FROM {JOB} WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR NO KEY UPDATE) d
+WHERE j.id = d.id
+RETURNING j.id, j.status
+"""
+
+_INSERT_DEPENDENCIES = f"""
+INSERT INTO {DEPENDENCY} (job_id, depends_on_id, position, settled)
+SELECT * FROM unnest(%(job_id)s::bigint[], %(depends_on_id)s::bigint[], %(position)s::int[],
+                     %(settled)s::bool[])
+"""
+
+_SETTLE_NOW = "SELECT supaqueue_settle_dependents(%(ids)s::bigint[], %(outcomes)s::text[])"
+
+_STATUS_OF = f"SELECT id, status, waiting_for, finished_at FROM {JOB} WHERE id = ANY(%(ids)s::bigint[])"
+
 _PENDING_BY_KEY = f"""
-SELECT id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
-       max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
-       http_path, owner_id, tenant_id, trace_context::text
-FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
+SELECT {_JOB_COLUMNS} FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
 """
 
 _ENSURE_QUEUES = f"""
@@ -294,6 +405,9 @@ def _job_from_row(
             spec.owner_id,
             spec.tenant_id,
             json.loads(row.trace) if row.trace else None,
+            0,
+            False,
+            Job.OnDependencyFailure.CANCEL,
         ),
     )
 
@@ -307,8 +421,10 @@ def enqueue_job(spec: JobSpec) -> Job:
     The statement reads the queue's defaults in the database, so a long-lived
     web process never enqueues with stale queue settings. When the queue does
     not exist yet it is created and the insert is tried again; when the key is
-    already pending, the pending job is returned instead.
+    already pending, the key mode says what becomes of the pending job.
     """
+    if spec.depends_on or spec.key_mode != "dedupe":
+        return enqueue_jobs([spec])[0]
     row = spec.validated()
     row.trace = tracing.current_context_json()
     alias = _db_alias()
@@ -361,18 +477,50 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
 
     1. create missing queues; 2. insert every job with one INSERT … SELECT
     FROM unnest(); 3. (only when keys collided) read the pending jobs that won.
+    Specs with dependencies or a key mode other than "dedupe" take their own
+    paths (_enqueue_graph, _upsert), a few statements more.
     """
     rows = [spec.validated() for spec in specs]
     if not rows:
         return []
-    if any(r.spec.http_path or r.spec.owner_id is not None or r.spec.tenant_id is not None for r in rows):
-        raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
+    modes = {r.spec.key_mode for r in rows}
+    if len(modes) > 1:
+        raise InvalidOption("one enqueue call uses one key_mode for all its jobs.")
     trace = tracing.current_context_json()  # one call, one context: every job of the batch shares it
     for r in rows:
         r.trace = trace
     alias = _db_alias()
-    params = {
-        "trace": trace,
+    with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
+        ensure_queues({r.queue for r in rows}, cur)
+        if any(r.spec.depends_on for r in rows):
+            jobs = _enqueue_graph(cur, alias, rows)
+        elif modes != {"dedupe"}:
+            jobs = _upsert(cur, alias, rows)
+        else:
+            jobs = _insert_many(cur, alias, rows)
+    if after_enqueue is not None:
+        after_enqueue(jobs)
+    return jobs
+
+
+def _insert_many(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
+    if any(r.spec.http_path or r.spec.owner_id is not None or r.spec.tenant_id is not None for r in rows):
+        raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
+    params = _columns(rows)
+    params.update(trace=rows[0].trace, **_defaults())
+    cur.execute(_INSERT_MANY, params)
+    return _match_written(
+        cur,
+        alias,
+        rows,
+        cur.fetchall(),
+        key_of=lambda v: v[6],
+        build=lambda row, v: _job_from_row(alias, row, *v[:6]),
+    )
+
+
+def _columns(rows: Sequence[_Row], *, extended: bool = False) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {
         "queue": [r.queue for r in rows],
         "task_name": [r.task_name for r in rows],
         "payload": [r.payload for r in rows],
@@ -381,28 +529,154 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
         "run_at": [r.run_at for r in rows],
         "max_attempts": [r.max_attempts for r in rows],
         "key": [r.key for r in rows],
-        **_defaults(),
     }
-    with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
-        ensure_queues({r.queue for r in rows}, cur)
-        cur.execute(_INSERT_MANY, params)
-        inserted = cur.fetchall()
-        jobs: list[Job | None] = []
-        it = iter(inserted)
-        nxt = next(it, None)
-        for r in rows:
-            if nxt is not None and nxt[6] == r.key:
-                jobs.append(_job_from_row(alias, r, *nxt[:6]))
-                nxt = next(it, None)
-            else:
-                jobs.append(None)  # a keyed job that lost to a pending one
-        missing = [r.key for r, j in zip(rows, jobs, strict=True) if j is None]
-        if missing:
-            cur.execute(_PENDING_BY_KEY, {"keys": missing})
-            by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
-            jobs = [j if j is not None else by_key[r.key] for r, j in zip(rows, jobs, strict=True)]
-    if after_enqueue is not None:
-        after_enqueue(jobs)  # type: ignore[arg-type]
+    if extended:
+        columns["http_path"] = [r.spec.http_path for r in rows]
+        columns["owner_id"] = [r.spec.owner_id for r in rows]
+        columns["tenant_id"] = [r.spec.tenant_id for r in rows]
+    return columns
+
+
+def _upsert(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
+    """The "replace" and "preserve_run_at" key modes: one upsert, the last call per key winning.
+
+    A key that appears twice in one call is written once (an upsert may not
+    touch a row twice); every spec of that key gets the same job back. A
+    pending job claimed while the upsert waited on its lock has left the key's
+    index by then, so the statement inserts a new job instead.
+    """
+    last: dict[str | None, _Row] = {}
+    for r in rows:
+        last.pop(r.key, None)
+        last[r.key] = r
+    unique = list(last.values())
+    params = _columns(unique, extended=True)
+    params.update(trace=rows[0].trace, key_mode=rows[0].spec.key_mode, **_defaults())
+    cur.execute(_UPSERT_ONE, params)
+    by_key = {job.key: job for job in (_job_from_text_row(alias, v) for v in cur.fetchall())}
+    return [by_key[r.key] for r in rows]
+
+
+def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
+    """Write jobs with dependencies: existing jobs, or specs earlier in the same call.
+
+    Statements: mark (and lock) the existing dependencies, insert the jobs,
+    insert the edges, and only when an existing dependency has already failed
+    or been cancelled, settle its new dependents at once.
+    """
+    index = {id(r.spec): n for n, r in enumerate(rows)}
+    internal: list[list[int]] = []
+    external: list[list[int]] = []
+    for n, r in enumerate(rows):
+        inside, outside = _split_dependencies(r.spec, index, n)
+        internal.append(inside)
+        external.append(outside)
+    depended_on = {d for inside in internal for d in inside}
+    for n, r in enumerate(rows):
+        if r.key is not None and (internal[n] or external[n] or n in depended_on):
+            raise InvalidOption(
+                "a job with dependencies, or that others depend on, cannot have a key: a key may "
+                "hand the job's place to another one, and the graph would point at the wrong job."
+            )
+    wanted = sorted({d for outside in external for d in outside})
+    status: dict[int, str] = {}
+    if wanted:
+        cur.execute(_MARK_DEPENDENCIES, {"ids": wanted})
+        status = dict(cur.fetchall())
+        unknown = [d for d in wanted if d not in status]
+        if unknown:
+            raise InvalidOption(f"depends_on names jobs that do not exist: {unknown}.")
+    successful = Job.Status.SUCCESSFUL.value
+    params = _columns(rows, extended=True)
+    params.update(
+        trace=rows[0].trace,
+        waiting_for=[
+            len(internal[n]) + sum(status[d] != successful for d in external[n]) for n in range(len(rows))
+        ],
+        has_dependents=[n in depended_on for n in range(len(rows))],
+        on_failure=[r.spec.on_dependency_failure or Job.OnDependencyFailure.CANCEL for r in rows],
+        **_defaults(),
+    )
+    cur.execute(_INSERT_GRAPH, params)
+    written = [_job_from_text_row(alias, v) for v in cur.fetchall()]
+    jobs = _match_written(cur, alias, rows, written)
+    edges: dict[str, list[Any]] = {"job_id": [], "depends_on_id": [], "position": [], "settled": []}
+    for n, job in enumerate(jobs):
+        position = 0
+        for d in internal[n]:
+            edges["job_id"].append(job.pk)
+            edges["depends_on_id"].append(jobs[d].pk)
+            edges["position"].append(position := position + 1)
+            edges["settled"].append(False)
+        for d in external[n]:
+            edges["job_id"].append(job.pk)
+            edges["depends_on_id"].append(d)
+            edges["position"].append(position := position + 1)
+            edges["settled"].append(status[d] == successful)
+    cur.execute(_INSERT_DEPENDENCIES, edges)
+    finished = sorted(d for d, s in status.items() if s in (FAILED, CANCELLED))
+    if finished:
+        cur.execute(_SETTLE_NOW, {"ids": finished, "outcomes": [status[d] for d in finished]})
+        cur.execute(_STATUS_OF, {"ids": [j.pk for j in jobs]})
+        for job_id, job_status, waiting_for, finished_at in cur.fetchall():
+            for job in jobs:
+                if job.pk == job_id:
+                    job.status, job.waiting_for, job.finished_at = job_status, waiting_for, finished_at
+    return jobs
+
+
+def _split_dependencies(spec: JobSpec, index: dict[int, int], n: int) -> tuple[list[int], list[int]]:
+    """A spec's dependencies as (positions of earlier specs in the call, ids of existing jobs)."""
+    inside: list[int] = []
+    outside: list[int] = []
+    for dep in spec.depends_on:
+        if isinstance(dep, JobSpec):
+            at = index.get(id(dep))
+            if at is None or at >= n:
+                raise InvalidOption(
+                    "depends_on may name specs of the same call only when they come earlier in it "
+                    "(use django_supaqueue.Pipeline, which orders them)."
+                )
+            if at not in inside:
+                inside.append(at)
+            continue
+        if isinstance(dep, Job):
+            dep = dep.pk
+        if isinstance(dep, bool) or not isinstance(dep, int) or dep is None:
+            raise InvalidOption(f"depends_on takes jobs or job ids, not {dep!r}.")
+        if dep not in outside:
+            outside.append(dep)
+    return inside, outside
+
+
+def _match_written(
+    cur: Any,
+    alias: str,
+    rows: list[_Row],
+    written: Sequence[Any],
+    *,
+    key_of: Callable[[Any], str | None] = lambda job: job.key,
+    build: Callable[[_Row, Any], Job] = lambda row, job: job,
+) -> list[Job]:
+    """Pair each spec with the job written for it, or with the pending job that holds its key.
+
+    ``written`` comes back in the specs' order, less the keyed specs that lost
+    to a pending job (ON CONFLICT DO NOTHING); those are read in one more statement.
+    """
+    jobs: list[Job | None] = []
+    it = iter(written)
+    nxt = next(it, None)
+    for r in rows:
+        if nxt is not None and key_of(nxt) == r.key:
+            jobs.append(build(r, nxt))
+            nxt = next(it, None)
+        else:
+            jobs.append(None)
+    missing = [r.key for r, j in zip(rows, jobs, strict=True) if j is None]
+    if missing:
+        cur.execute(_PENDING_BY_KEY, {"keys": missing})
+        by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
+        jobs = [j if j is not None else by_key[r.key] for r, j in zip(rows, jobs, strict=True)]
     return jobs  # type: ignore[return-value]
 
 
@@ -737,6 +1011,21 @@ SELECT extract(epoch FROM min(w.next))::float8 FROM (
 ) w WHERE w.next > clock_timestamp()
 """
 
+
+def _settle(cte: str, outcome: str, where: str) -> str:
+    """SQL that hands the dependents of the finished jobs in ``cte`` to the database.
+
+    supaqueue_settle_dependents() (migration 0009 says why it is a function)
+    counts each dependent down, makes it pending, or cancels it. It is called
+    only when one of the finished jobs has dependents, so jobs without any pay
+    for one boolean column.
+    """
+    return (
+        f"SELECT supaqueue_settle_dependents(array_agg(id), array_agg({outcome}::text)) "
+        f"FROM {cte} WHERE {where} HAVING count(*) > 0"
+    )
+
+
 _COMPLETE = f"""
 WITH d AS (
   SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(result)s::text[],
@@ -750,14 +1039,16 @@ WITH d AS (
   UPDATE {JOB} j SET status = 'successful', result = lease.result::jsonb, finished_at = now(),
                      last_error = ''
   FROM lease WHERE j.id = lease.job_id
-  RETURNING j.id
+  RETURNING j.id, j.has_dependents
+), settled AS (
+  {_settle("done", "'successful'", "has_dependents")}
 ), event AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
                        error_message, traceback, http_status)
   SELECT job_id, 'succeeded', attempt, %(worker_name)s, now(), duration, '', '', '', http_status
   FROM lease
 )
-SELECT id FROM done
+SELECT id FROM done, (SELECT count(*) FROM settled) s
 """
 
 # The shared tail of fail() and recover_expired(): given a CTE ``lease`` of
@@ -789,7 +1080,9 @@ _RESOLVE_FAILURES = f"""
   FROM lease l, {QUEUE} q
   WHERE j.id = l.job_id AND q.id = j.queue_id
   RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
-            l.error_message, l.traceback, l.http_status
+            l.error_message, l.traceback, l.http_status, j.has_dependents
+), settled AS (
+  {_settle("upd", "status", "has_dependents AND status = 'failed'")}
 ), event AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
                        error_message, traceback, retry_at, http_status)
@@ -798,7 +1091,7 @@ _RESOLVE_FAILURES = f"""
          CASE WHEN status = '{PENDING}' THEN run_at END, http_status
   FROM upd
 )
-SELECT id, status, run_at FROM upd
+SELECT id, status, run_at FROM upd, (SELECT count(*) FROM settled) s
 """
 
 _FAIL = (
@@ -846,19 +1139,23 @@ WHERE w.last_heartbeat_at < now() - %(stale)s * interval '1 second'
 
 _CANCEL = f"""
 WITH target AS (
-  SELECT id FROM {JOB} WHERE id = ANY(%(job_id)s::bigint[]) AND status IN ('{PENDING}', '{IN_PROGRESS}')
+  SELECT id FROM {JOB}
+  WHERE id = ANY(%(job_id)s::bigint[]) AND status IN ('{WAITING}', '{PENDING}', '{IN_PROGRESS}')
   ORDER BY id FOR UPDATE
 ), lease AS (
   DELETE FROM {CURRENT} c USING target WHERE c.job_id = target.id RETURNING c.job_id, c.attempt
 ), upd AS (
   UPDATE {JOB} j SET status = 'cancelled', finished_at = now()
   FROM target WHERE j.id = target.id
-  RETURNING j.id, j.attempts
+  RETURNING j.id, j.attempts, j.has_dependents
+), settled AS (
+  {_settle("upd", "'cancelled'", "has_dependents")}
 ), event AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
   SELECT id, 'cancelled', NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
 )
-SELECT upd.id, lease.attempt FROM upd LEFT JOIN lease ON lease.job_id = upd.id
+SELECT upd.id, lease.attempt
+FROM upd LEFT JOIN lease ON lease.job_id = upd.id, (SELECT count(*) FROM settled) s
 """
 
 _NOTIFY_CANCELLED = f"""
@@ -951,6 +1248,8 @@ WITH doomed AS (
   ORDER BY finished_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED
 ), events AS (
   DELETE FROM {EVENT} e USING doomed WHERE e.job_id = doomed.id
+), edges AS (
+  DELETE FROM {DEPENDENCY} e USING doomed WHERE e.job_id = doomed.id OR e.depends_on_id = doomed.id
 )
 DELETE FROM {JOB} j USING doomed WHERE j.id = doomed.id
 """
@@ -1220,8 +1519,6 @@ def retry_delay_bounds(attempt: int, base: float, cap: float) -> tuple[float, fl
 # of jobs in batches. Jobs that become runnable wake their queues' workers.
 # --------------------------------------------------------------------------
 
-FAILED = Job.Status.FAILED.value
-CANCELLED = Job.Status.CANCELLED.value
 
 # The shared tail of the operators' job statements: given a CTE ``upd`` of
 # changed jobs (id, queue_id, attempts), write one event of %(kind)s each and
@@ -1279,14 +1576,27 @@ WITH upd AS (
     + _OPERATOR_TAIL
 )
 
-# Events go first, in the same statement: the foreign keys are deferred, and
-# a job's history has no meaning without the job.
+# A deleted job that others wait for counts as cancelled for them; that is
+# settled first, in its own statement, so the function sees the edges.
+_SETTLE_DELETED = f"""
+WITH target AS (
+  SELECT id FROM {JOB}
+  WHERE id = ANY(%(job_id)s::bigint[]) AND status <> '{IN_PROGRESS}' AND has_dependents
+  ORDER BY id FOR UPDATE
+)
+{_settle("target", "'cancelled'", "true")}
+"""
+
+# Events and edges go in the same statement: the foreign keys are deferred,
+# and a job's history has no meaning without the job.
 _DELETE = f"""
 WITH target AS (
   SELECT id FROM {JOB} WHERE id = ANY(%(job_id)s::bigint[]) AND status <> '{IN_PROGRESS}'
   ORDER BY id FOR UPDATE
 ), events AS (
   DELETE FROM {EVENT} e USING target WHERE e.job_id = target.id
+), edges AS (
+  DELETE FROM {DEPENDENCY} e USING target WHERE e.job_id = target.id OR e.depends_on_id = target.id
 ), gone AS (
   DELETE FROM {JOB} j USING target WHERE j.id = target.id RETURNING j.id
 )
@@ -1383,6 +1693,7 @@ def delete(jobs: Iterable[Job | int]) -> list[int]:
         return []
     alias = _db_alias()
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+        cur.execute(_SETTLE_DELETED, {"job_id": ids})
         cur.execute(_DELETE, {"job_id": ids})
         return sorted(r[0] for r in cur.fetchall())
 

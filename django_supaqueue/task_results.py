@@ -23,6 +23,7 @@ from .models import Job, JobEvent
 
 #: Our job statuses as Django's TaskResultStatus values.
 STATUSES = {
+    Job.Status.WAITING: "READY",
     Job.Status.PENDING: "READY",
     Job.Status.IN_PROGRESS: "RUNNING",
     Job.Status.SUCCESSFUL: "SUCCESSFUL",

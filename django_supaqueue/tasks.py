@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import importlib
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import InvalidPayload, ReservedParameter, UnknownTask
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from .models import Job
 
 #: Keyword names enqueue() keeps for its own options; a task may not use them.
-RESERVED_OPTIONS = frozenset({"queue", "priority", "run_at", "key", "max_attempts", "key_mode", "depends_on"})
+RESERVED_OPTIONS = frozenset(
+    {"queue", "priority", "run_at", "key", "max_attempts", "key_mode", "depends_on", "on_dependency_failure"}
+)
 
 _registry: dict[str, Task] = {}
 
@@ -74,10 +76,23 @@ class Task:
         run_at: datetime | timedelta | None = None,
         key: str | None = None,
         max_attempts: int | None = None,
+        key_mode: str | None = None,
+        depends_on: Sequence[Job | int] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> BoundTask:
         """Options for the next enqueue, Django-Tasks style: ``task.using(priority=5).enqueue(...)``."""
         return BoundTask(
-            self, dict(queue=queue, priority=priority, run_at=run_at, key=key, max_attempts=max_attempts)
+            self,
+            dict(
+                queue=queue,
+                priority=priority,
+                run_at=run_at,
+                key=key,
+                max_attempts=max_attempts,
+                key_mode=key_mode,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
+            ),
         )
 
     def enqueue(
@@ -88,15 +103,31 @@ class Task:
         run_at: datetime | timedelta | None = None,
         key: str | None = None,
         max_attempts: int | None = None,
+        key_mode: str | None = None,
+        depends_on: Sequence[Job | int] | None = None,
+        on_dependency_failure: str | None = None,
         **kwargs: Any,
     ) -> Job:
-        """Write one job for this task in the caller's transaction and return it."""
+        """Write one job for this task in the caller's transaction and return it.
+
+        ``depends_on`` makes it wait until those jobs have succeeded; see
+        ``Pipeline`` to write a whole graph of new jobs in one call.
+        """
         from . import api
         from . import queue as q
 
         self.check_arguments(args, kwargs)
         spec = self.job_spec(
-            args, kwargs, queue=queue, priority=priority, run_at=run_at, key=key, max_attempts=max_attempts
+            args,
+            kwargs,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            key=key,
+            max_attempts=max_attempts,
+            key_mode=key_mode,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
         )
         job = q.enqueue_job(spec)
         api.enqueued([job])
@@ -110,14 +141,22 @@ class Task:
         priority: int | None = None,
         run_at: datetime | timedelta | None = None,
         max_attempts: int | None = None,
+        key_mode: str | None = None,
+        depends_on: Sequence[Job | int] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> list[Job]:
-        """Write one job per mapping of keyword arguments, in a constant number of statements."""
+        """Write one job per mapping of keyword arguments, in a constant number of statements.
+
+        A mapping may carry its own ``key`` (the options apply to every job);
+        ``depends_on`` makes every job of the call wait for those jobs.
+        """
         from . import api
         from . import queue as q
 
         specs = []
         for kwargs in items:
             kwargs = dict(kwargs)
+            key = kwargs.pop("key", None)
             self.check_arguments((), kwargs)
             specs.append(
                 self.job_spec(
@@ -126,8 +165,11 @@ class Task:
                     queue=queue,
                     priority=priority,
                     run_at=run_at,
-                    key=None,
+                    key=key,
                     max_attempts=max_attempts,
+                    key_mode=key_mode,
+                    depends_on=depends_on,
+                    on_dependency_failure=on_dependency_failure,
                 )
             )
         jobs = q.enqueue_jobs(specs)
@@ -154,6 +196,9 @@ class Task:
             run_at=options["run_at"],
             key=options["key"],
             max_attempts=(options["max_attempts"] if options["max_attempts"] is not None else o.max_attempts),
+            key_mode=options.get("key_mode") or "dedupe",
+            depends_on=list(options.get("depends_on") or ()),
+            on_dependency_failure=options.get("on_dependency_failure"),
         )
 
 

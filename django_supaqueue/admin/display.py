@@ -68,3 +68,28 @@ def pretty_json(value: Any) -> SafeString:
     """JSON indented in a <pre>, escaped, in a focusable region so it scrolls with the keyboard."""
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
     return format_html('<pre class="sq-json" tabindex="0">{}</pre>', text)
+
+
+#: Most dependencies (or dependents) one job page lists.
+DEPENDENCIES_SHOWN = 50
+
+
+def job_links(ids: list[int], waiting_for: int = 0) -> SafeString | str:
+    """Links to jobs with their status badges, for a job's dependencies and dependents."""
+    if not ids:
+        return "–"
+    from django.urls import reverse
+    from django.utils.html import format_html_join
+
+    statuses = dict(Job.objects.filter(pk__in=ids).values_list("pk", "status"))
+    links = format_html_join(
+        ", ",
+        '<a href="{}">#{}</a> {}',
+        (
+            (reverse("admin:supaqueue_job_change", args=[i]), i, status_badge(statuses.get(i, "")))
+            for i in ids
+        ),
+    )
+    if waiting_for:
+        return format_html("{} ({} still to succeed)", links, waiting_for)
+    return links

@@ -31,10 +31,18 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import api, queue, stats
-from ..models import CurrentJob, Job, JobEvent
+from ..models import CurrentJob, Job, JobDependency, JobEvent
 from ..tasks import registered_tasks
 from .changelist import KeysetChangeList
-from .display import age, http_status_badge, pretty_json, short_duration, status_badge
+from .display import (
+    DEPENDENCIES_SHOWN,
+    age,
+    http_status_badge,
+    job_links,
+    pretty_json,
+    short_duration,
+    status_badge,
+)
 from .filters import CreatedFilter, HeldFilter, OwnerFilter, TaskFilter, TenantFilter
 
 #: Jobs per statement when an action works through a selection.
@@ -209,6 +217,7 @@ class JobAdmin(admin.ModelAdmin):
             },
         ),
         (_("Times"), {"fields": ["created_at", "run_at", "started_at", "finished_at"]}),
+        (_("Dependencies"), {"fields": ["dependencies", "dependents_of", "on_dependency_failure"]}),
         (_("Call and outcome"), {"fields": ["payload_json", "args_json", "result_json", "last_error"]}),
     ]
     readonly_fields = [
@@ -230,6 +239,9 @@ class JobAdmin(admin.ModelAdmin):
         "args_json",
         "result_json",
         "last_error",
+        "dependencies",
+        "dependents_of",
+        "on_dependency_failure",
     ]
 
     # ------------------------------------------------------------------ permissions
@@ -313,6 +325,16 @@ class JobAdmin(admin.ModelAdmin):
             lease.attempt,
             lease.lease_expires_at.isoformat(timespec="seconds"),
         )
+
+    @admin.display(description=_("runs after"))
+    def dependencies(self, job: Job) -> SafeString | str:
+        links = JobDependency.objects.filter(job=job).order_by("position", "id")
+        return job_links([link.depends_on_id for link in links[:DEPENDENCIES_SHOWN]], job.waiting_for)
+
+    @admin.display(description=_("runs before"))
+    def dependents_of(self, job: Job) -> SafeString | str:
+        links = JobDependency.objects.filter(depends_on=job).order_by("id")
+        return job_links([link.job_id for link in links[:DEPENDENCIES_SHOWN]])
 
     @admin.display(description=_("payload (keyword arguments)"))
     def payload_json(self, job: Job) -> SafeString:

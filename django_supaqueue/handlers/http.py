@@ -114,10 +114,47 @@ def enqueue_http(
     max_attempts: int | None = None,
     owner: Any = None,
     tenant_id: str | None = None,
+    key_mode: str = "dedupe",
+    depends_on: Any = (),
+    on_dependency_failure: str | None = None,
 ):
     """Enqueue one call to the HTTP queue ``queue``: ``enqueue_http("hooks", {"id": 1}, path="orders")``."""
+    from ..api import enqueued
+    from ..queue import enqueue_job
+
+    job = enqueue_job(
+        http_job_spec(
+            queue,
+            payload,
+            path,
+            priority=priority,
+            run_at=run_at,
+            key=key,
+            max_attempts=max_attempts,
+            owner=owner,
+            tenant_id=tenant_id,
+            key_mode=key_mode,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+        )
+    )
+    enqueued([job])  # job_enqueued, like every other enqueue
+    return job
+
+
+def http_job_spec(
+    queue: str,
+    payload: Mapping[str, Any] | None = None,
+    path: str | None = None,
+    *,
+    owner: Any = None,
+    tenant_id: str | None = None,
+    depends_on: Any = (),
+    **options: Any,
+) -> Any:
+    """The JobSpec of one call to an HTTP queue, checked (enqueue_http and Pipeline.add_http write it)."""
     from ..models import Queue
-    from ..queue import JobSpec, check_queue_name, enqueue_job
+    from ..queue import JobSpec, check_queue_name
 
     check_queue_name(queue)
     if payload is not None and not isinstance(payload, Mapping):
@@ -132,24 +169,18 @@ def enqueue_http(
         raise InvalidOption(
             f"tenant_id must be a non-empty string of at most 255 characters, not {tenant_id!r}."
         )
-    from ..api import enqueued
-
-    job = enqueue_job(
-        JobSpec(
-            task_name="",
-            payload=dict(payload or {}),
-            queue=queue,
-            priority=priority,
-            run_at=run_at,
-            key=key,
-            max_attempts=max_attempts,
-            http_path=check_path(path),
-            owner_id=getattr(owner, "pk", owner),
-            tenant_id=tenant_id,
-        )
+    if options.get("key_mode") is None:
+        options["key_mode"] = "dedupe"
+    return JobSpec(
+        task_name="",
+        payload=dict(payload or {}),
+        queue=queue,
+        http_path=check_path(path),
+        owner_id=getattr(owner, "pk", owner),
+        tenant_id=tenant_id,
+        depends_on=list(depends_on or ()),
+        **options,
     )
-    enqueued([job])  # job_enqueued, like every other enqueue
-    return job
 
 
 # --------------------------------------------------------------------------

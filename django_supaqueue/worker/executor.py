@@ -21,7 +21,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from .. import tracing
+from .. import context, tracing
 from ..exceptions import JobTimeout
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task
@@ -56,12 +56,13 @@ def run_attempt(job: ClaimedJob) -> Outcome:
     started = time.monotonic()
     try:
         task = get_task(job.task_name)
-        if task.django_task is not None:
-            from .django_tasks import run_django_task
+        with context.running(job.id, job.attempt):
+            if task.django_task is not None:
+                from .django_tasks import run_django_task
 
-            value = run_django_task(task.django_task, job)
-        else:
-            value = task.func(*job.args, **job.payload)
+                value = run_django_task(task.django_task, job)
+            else:
+                value = task.func(*job.args, **job.payload)
         result = None if value is None else json.dumps(value, allow_nan=False, separators=(",", ":"))
     except BaseException as exc:  # noqa: BLE001  every failure must be recorded, even SystemExit
         duration = time.monotonic() - started

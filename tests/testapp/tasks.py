@@ -149,3 +149,20 @@ def countdown(n):
 def add_product(sku):
     """Inserts a product; a duplicate sku is a database error inside the task."""
     Product.objects.create(sku=sku, name="added by a task", price=1)
+
+
+@task
+def gather(label="gather"):
+    """Returns what its dependencies returned (pipelines)."""
+    from django_supaqueue import dependency_results
+
+    Execution.objects.create(label=label, n=0, pid=os.getpid(), started=time.time())
+    return {"inputs": dependency_results()}
+
+
+@task
+def step(n, label="step"):
+    """Records when it started and ended, and returns n (pipelines run steps in order)."""
+    row = Execution.objects.create(label=label, n=n, pid=os.getpid(), started=time.time())
+    Execution.objects.filter(pk=row.pk).update(ended=time.time())
+    return n
