@@ -12,7 +12,10 @@ The data looks like a busy production table: four queues of very different
 sizes, six tasks (one with ten jobs in all), 93 % successful, 4 % failed,
 1 % cancelled, 2 % pending (some held, some in the future), a few hundred
 running on a live worker, jobs spread over the last day with events in the
-last hour, one job in ten with a key.
+last hour, one job in ten with a key, one in a hundred with an owner (twenty
+users, 500 jobs each) and one in a hundred with a tenant (fifty tenants, 200
+jobs each), plus an owner and a tenant with ten jobs each; "reports" is
+rate-limited.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ INSERT INTO supaqueue_queue (name, paused, execution_mode, created_at, updated_a
 SELECT n, false, 'threads', now(), now() FROM unnest(ARRAY['default', 'emails', 'reports', 'rare']) n
 ON CONFLICT (name) DO NOTHING;
 
+UPDATE supaqueue_queue SET rate_limit = 50, rate_period = 1 WHERE name = 'reports';
+
+INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff, is_active,
+                       date_joined)
+SELECT '!', false, n, '', '', '', false, true, now()
+FROM unnest(ARRAY['bench-rare'] || ARRAY(SELECT 'bench-user-' || k FROM generate_series(0, 19) k)) n
+ON CONFLICT (username) DO NOTHING;
+
 INSERT INTO supaqueue_worker (name, host, pid, queues, concurrency, started_at, last_heartbeat_at)
 VALUES ('bench:1:alive', 'bench', 1, '[]', 200, now(), now()),
        ('bench:2:stale', 'bench', 2, '[]', 10, now() - interval '1 hour', now() - interval '10 minutes')
@@ -45,7 +56,7 @@ FROM generate_series(1, %(jobs)s) i;
 
 INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                            max_attempts, key, enabled, result, last_error, created_at, started_at,
-                           finished_at)
+                           finished_at, owner_id, tenant_id)
 SELECT q.id,
        CASE WHEN i %% 100000 = 7 THEN 'bench.tasks.rare'
             WHEN rt < 0.50 THEN 'bench.tasks.send_email' WHEN rt < 0.80 THEN 'bench.tasks.resize_image'
@@ -61,7 +72,12 @@ SELECT q.id,
        CASE WHEN s.status = 'failed' THEN 'ValueError: bad input ' || i ELSE '' END,
        s.created,
        CASE WHEN s.status <> 'pending' THEN s.created + interval '50 ms' END,
-       CASE WHEN s.status IN ('successful', 'failed', 'cancelled') THEN s.created + interval '100 ms' END
+       CASE WHEN s.status IN ('successful', 'failed', 'cancelled') THEN s.created + interval '100 ms' END,
+       CASE WHEN i %% 100000 = 11 THEN (SELECT id FROM auth_user WHERE username = 'bench-rare')
+            WHEN i %% 100 = 13 THEN (SELECT array_agg(id ORDER BY id) FROM auth_user
+                                     WHERE username LIKE 'bench-user-%%')[1 + (i / 100) %% 20] END,
+       CASE WHEN i %% 100000 = 19 THEN 'tenant-rare'
+            WHEN i %% 100 = 17 THEN 'tenant-' || (i / 100) %% 50 END
 FROM seed,
      LATERAL (SELECT CASE WHEN i > %(jobs)s - 300 THEN 'in_progress'
                           WHEN i > %(jobs)s * 0.98 - 300 THEN 'pending'
@@ -189,6 +205,11 @@ def screens() -> list[tuple[str, str]]:
         ("jobs: held", q(held="yes")),
         ("jobs: created in the last hour", q(created="1h")),
         ("jobs: created over 7 days ago (none)", q(created="old")),
+        ("jobs: owner=bench-user-3 (500 jobs)", q(owner="bench-user-3")),
+        ("jobs: owner=bench-rare (10 jobs)", q(owner="bench-rare")),
+        ("jobs: owner=bench-user-3, status=failed", q(owner="bench-user-3", status__exact="failed")),
+        ("jobs: tenant=tenant-7 (200 jobs)", q(tenant="tenant-7")),
+        ("jobs: tenant=tenant-rare (10 jobs)", q(tenant="tenant-rare")),
         ("jobs: search by id", q(q=str(failed))),
         ("jobs: search by key", q(q=f"key-{oldest + 9}")),
         ("jobs: search by task name", q(q="audit")),

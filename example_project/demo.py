@@ -1,17 +1,23 @@
-"""The demo itself, once Django is set up: database, admin login, workload, workers, progress.
+"""The demo itself, once Django is set up: database, admin login, workload, web server, workers, progress.
 
-Interactive, it runs the web server and the workers side by side and prints
-jobs done per queue until Ctrl-C. With ``--once`` it runs burst workers until
-the workload has finished and reports whether every job succeeded.
+The web server comes first in both modes, since the demo's HTTP queue calls
+the example project itself (``/demo/webhook/``): workers start only once it
+answers. Interactive, the server and the workers then run side by side, printing
+jobs done per queue until Ctrl-C. With ``--once`` burst workers run until the
+workload has finished, the run reports whether every job succeeded, and the
+server is stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -21,35 +27,56 @@ from django.core.management import call_command
 from django.utils import timezone
 from psycopg import sql
 
-from django_supaqueue.models import Job
+from django_supaqueue.models import Job, Queue
 from django_supaqueue.worker.connection import connection_params
 from example_project.example_app.workload import (
     FINISHED,
+    WEBHOOK_PATH,
+    WEBHOOK_QUEUE,
     enqueue_workload,
+    http_answers,
     is_finished,
     newest_jobs,
     next_run_at,
     queue_progress,
 )
-from example_project.processes import ROOT, free_port, start_manage, watch
+from example_project.processes import (
+    ROOT,
+    ChildFailed,
+    free_port,
+    start_manage,
+    stopped_at_exit,
+    wait_until_answering,
+    watch,
+)
 
 ADMIN_USERNAME = "admin"
 #: The children's log level: failed attempts show, the progress lines count the rest.
 CHILD_ENV = {"DJANGO_SETTINGS_MODULE": "example_project.settings", "SUPAQUEUE_LOG_LEVEL": "WARNING"}
+#: Seconds runserver may take to answer its first request (it imports the project first).
+WEB_SERVER_START_TIMEOUT = 60.0
 
 
 def run(*, once: bool, timeout: float, port: int) -> int:
-    """Prepare the database, enqueue the workload, then serve (or, ``once``, drain) it."""
+    """Prepare the database, enqueue the workload, start the web server, then serve (or, ``once``, drain)."""
     ensure_database()
     call_command("migrate", interactive=False, verbosity=0)
     print("database schema up to date", flush=True)
     ensure_admin()
+    port = free_port(port)
+    site = site_url(port)
     since = timezone.now()
-    keys = enqueue_workload()
+    keys = enqueue_workload(site)
     print(f"enqueued the demo workload ({len(keys)} jobs)", flush=True)
-    if once:
-        return run_once(keys, since, timeout)
-    return serve(keys, since, free_port(port))
+    print_http_queue()
+    try:
+        with web_server(port) as server:
+            if once:
+                return run_once(keys, since, timeout, server)
+            return serve(keys, since, port, server)
+    except ChildFailed as exc:
+        print(exc, flush=True)
+        return 1
 
 
 # -- setup ----------------------------------------------------------------
@@ -83,16 +110,46 @@ def ensure_admin() -> None:
     print(f"created the demo admin login (shown only this once): {ADMIN_USERNAME} / {password}", flush=True)
 
 
+def print_http_queue() -> None:
+    """Say where the HTTP queue's calls go and how fast: read from its row, which the admin may change."""
+    queue = Queue.objects.get(name=WEBHOOK_QUEUE)
+    rate = "no rate limit"
+    if queue.rate_limit:
+        rate = f"at most {queue.rate_limit} calls per {queue.rate_period:g}s"
+    print(
+        f"HTTP queue {queue.name!r}: {queue.http_method} {queue.http_url}{WEBHOOK_PATH} "
+        f"(the example's own webhook), {rate}",
+        flush=True,
+    )
+
+
+def site_url(port: int) -> str:
+    """Where runserver serves the example: the admin's address, and the HTTP queue's host."""
+    return f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def web_server(port: int) -> Iterator[subprocess.Popen]:
+    """``runserver`` on ``port``, answering before the block starts and stopped when it ends."""
+    site = site_url(port)
+    server = start_manage("runserver", "--noreload", f"127.0.0.1:{port}", env=CHILD_ENV)
+    with stopped_at_exit(server):
+        wait_until_answering(server, f"{site}/admin/login/", WEB_SERVER_START_TIMEOUT)
+        print(f"web server answering on {site}/", flush=True)
+        yield server
+
+
 # -- --once ---------------------------------------------------------------
 
 
-def run_once(keys: list[str], since: datetime, timeout: float) -> int:
+def run_once(keys: list[str], since: datetime, timeout: float, server: subprocess.Popen) -> int:
     """Run burst workers until every demo job has finished, then report; 0 only if all succeeded.
 
     A burst worker exits when nothing is runnable *now*, and a retry waiting
-    for its back-off or a delayed job is not, so bursts repeat (each after
-    waiting for the next such job to come due) until the workload has
-    finished or the deadline passes.
+    for its back-off, a delayed job or a call held back by its queue's rate
+    limit is not, so bursts repeat (each after waiting for the next such job to
+    come due) until the workload has finished or the deadline passes. The web
+    server (``server``) answers the HTTP queue's calls meanwhile.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -100,6 +157,9 @@ def run_once(keys: list[str], since: datetime, timeout: float) -> int:
     while not is_finished(jobs := newest_jobs(keys)):
         if time.monotonic() > deadline:
             return report_timeout(jobs, timeout)
+        if server.poll() is not None:
+            print(f"the web server exited with status {server.returncode}", flush=True)
+            return 1
         wait_until_due(next_run_at(jobs), deadline, progress)
         status = watch([start_manage("runworkers", "--burst", env=CHILD_ENV)], progress.print_if_changed)
         if status:
@@ -135,6 +195,8 @@ def report(jobs: list[Job], elapsed: float) -> int:
         f"{attempts} attempts, {elapsed:.1f}s",
         flush=True,
     )
+    answers = ", ".join(f"{n} x HTTP {status}" for status, n in sorted(http_answers(jobs).items()))
+    print(f"HTTP calls answered: {answers or 'none'}", flush=True)
     return 0
 
 
@@ -147,12 +209,9 @@ def report_timeout(jobs: list[Job], timeout: float) -> int:
 # -- interactive ----------------------------------------------------------
 
 
-def serve(keys: list[str], since: datetime, port: int) -> int:
-    """Run the web server and the workers, printing progress, until Ctrl-C (0) or a child dies (1)."""
-    children = [
-        start_manage("runserver", "--noreload", f"127.0.0.1:{port}", env=CHILD_ENV),
-        start_manage("runworkers", env=CHILD_ENV),
-    ]
+def serve(keys: list[str], since: datetime, port: int, server: subprocess.Popen) -> int:
+    """Run the workers beside the web server, printing progress, until Ctrl-C (0) or a child dies (1)."""
+    children = [server, start_manage("runworkers", env=CHILD_ENV)]
     print_instructions(port)
     progress = ProgressPrinter(since)
     announced = False

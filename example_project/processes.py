@@ -14,12 +14,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a stopped child may take to finish its running jobs before it is killed.
 STOP_GRACE = 30.0
+
+
+class ChildFailed(RuntimeError):
+    """A child process could not do its part (exited early, never answered)."""
 
 
 def start_manage(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -30,6 +36,40 @@ def start_manage(*args: str, env: dict[str, str]) -> subprocess.Popen:
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         start_new_session=True,
     )
+
+
+def wait_until_answering(child: subprocess.Popen, url: str, timeout: float) -> None:
+    """Return once ``url`` answers with any HTTP response; raise if ``child`` exits or time runs out.
+
+    Any status counts, an error page too: the question is only whether the
+    server listens and answers yet.
+    """
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    deadline = time.monotonic() + timeout
+    while True:
+        if child.poll() is not None:
+            raise ChildFailed(f"the web server exited with status {child.returncode} before it answered")
+        try:
+            opener.open(url, timeout=1.0).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise ChildFailed(f"the web server did not answer {url} within {timeout:.0f}s") from None
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def stopped_at_exit(child: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """Stop ``child`` however the block ends; a second Ctrl-C meanwhile cannot cut the stop short."""
+    try:
+        yield child
+    except BaseException:
+        ignore_interrupts()
+        raise
+    finally:
+        stop([child])
 
 
 def watch(children: list[subprocess.Popen], tick: Callable[[], None], *, until_any: bool = False) -> int:
@@ -95,9 +135,14 @@ def ignore_interrupts() -> None:
 
 
 def free_port(preferred: int) -> int:
-    """``preferred`` when nothing listens there, otherwise any free port."""
+    """``preferred`` when nothing listens there, otherwise any free port.
+
+    The probe binds as runserver does (SO_REUSEADDR), so connections of an
+    earlier run still closing on the port (TIME_WAIT) do not push a re-run elsewhere.
+    """
     for port in (preferred, 0):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:

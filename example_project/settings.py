@@ -7,9 +7,9 @@ SECRET_KEY           Django's secret key (a development default is used when uns
 DEBUG                "true" / "false" (default true)
 ALLOWED_HOSTS        comma-separated (default 127.0.0.1,localhost)
 SUPAQUEUE_LOG_LEVEL  level of the queue's log lines (default INFO: one line per job)
-
-The queue has no secrets of its own yet (nothing signs or authenticates job
-calls), so there is nothing else to read here.
+DEMO_WEBHOOK_SECRET  the secret the demo's HTTP queue sends to the example's own
+                     webhook (/demo/webhook/), which checks it; a local default
+                     is used when unset. Set it anywhere the server is reachable.
 """
 
 from pathlib import Path
@@ -67,6 +67,9 @@ DATABASES = {
 SUPAQUEUE = {
     # Applied when the queue is first created; after that the admin is the authority.
     "QUEUES": {"emails": {"concurrency_limit": 2}},
+    # Secrets of HTTP queues, by alias: the "webhooks" queue row names "demo-webhook"
+    # (example_app.views.SECRET_ALIAS), and the view it calls checks the same value.
+    "HTTP_SECRETS": {"demo-webhook": env("DEMO_WEBHOOK_SECRET", default="example-only-webhook-secret")},
 }
 
 LOGGING = {

@@ -6,6 +6,7 @@ embedded PostgreSQL 18, so these tests are slow and marked ``first_run``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -36,6 +37,25 @@ NOT_INHERITED = (
     "SUPAQUEUE_VENV",
     "VIRTUAL_ENV",
 )
+
+
+#: Run with the clone's Python in the clone after a run: the newest job of each key on the demo's HTTP
+#: queue, with its status and the HTTP status of each of its events, as JSON on the last line.
+HTTP_JOBS_SCRIPT = """
+import json, sys
+sys.path.insert(0, ".")
+import psycopg
+from example_project.database import DATA_DIR, DATABASE_NAME, embedded_server
+with embedded_server(DATA_DIR) as socket_dir:
+    with psycopg.connect(host=str(socket_dir), user="postgres", dbname=DATABASE_NAME) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (j.key) j.key, j.status, ARRAY(SELECT e.http_status"
+            " FROM supaqueue_jobevent e WHERE e.job_id = j.id AND e.http_status IS NOT NULL ORDER BY e.id)"
+            " FROM supaqueue_job j JOIN supaqueue_queue q ON q.id = j.queue_id"
+            " WHERE q.name = 'webhooks' ORDER BY j.key, j.id DESC"
+        ).fetchall()
+print(json.dumps(rows))
+"""
 
 
 @dataclass
@@ -102,6 +122,21 @@ def run_once(clone: Path) -> Run:
     return Run(proc.returncode, output, time.monotonic() - started)
 
 
+def http_jobs(clone: Path) -> dict[str, tuple[str, list[int]]]:
+    """Per key of the demo's HTTP queue: its newest job's status and the HTTP statuses of its events."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    result = subprocess.run(
+        [clone / ".venv" / "bin" / "python", "-c", HTTP_JOBS_SCRIPT],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {key: (status, statuses) for key, status, statuses in json.loads(result.stdout.splitlines()[-1])}
+
+
 def processes_under(folder: Path) -> list[str]:
     """Command lines that mention ``folder``: run.py, manage.py children, the embedded server."""
     prefix = f"{folder}{os.sep}"
@@ -121,9 +156,21 @@ def test_the_first_run_completes_the_demo_workload_on_an_embedded_server(first_r
     assert "creating .venv" in first_run.output
     assert "embedded PostgreSQL running" in first_run.output
     assert "created the demo admin login" in first_run.output
-    assert "demo workload complete: all 16 jobs successful" in first_run.output
+    assert "web server answering on http://127.0.0.1:" in first_run.output
+    assert "demo workload complete: all 22 jobs successful" in first_run.output
+    assert "webhooks 6" in first_run.output and "HTTP calls answered: 6 x HTTP 200" in first_run.output
     assert "embedded PostgreSQL stopped" in first_run.output
     assert not (clone / ".run" / "pgdata" / "postmaster.pid").exists()
+    assert not processes_under(clone)
+
+
+def test_the_http_queue_called_the_example_projects_own_web_server(first_run: Run, clone: Path):
+    assert first_run.status == 0, first_run.output
+    assert 'POST /demo/webhook/ HTTP/1.1" 200' in first_run.output  # runserver's log of each call
+    jobs = http_jobs(clone)
+    assert len(jobs) == 6
+    assert {key: status for key, (status, _statuses) in jobs.items()} == dict.fromkeys(jobs, "successful")
+    assert {key: set(statuses) for key, (_status, statuses) in jobs.items()} == dict.fromkeys(jobs, {200})
     assert not processes_under(clone)
 
 
@@ -133,5 +180,6 @@ def test_a_second_run_reuses_the_venv_the_data_and_the_admin_login(first_run: Ru
     assert again.status == 0, again.output
     assert "installing" not in again.output
     assert "created the demo admin login" not in again.output
-    assert "demo workload complete: all 16 jobs successful" in again.output
+    assert "demo workload complete: all 22 jobs successful" in again.output
+    assert "HTTP calls answered: 6 x HTTP 200" in again.output
     assert not processes_under(clone)

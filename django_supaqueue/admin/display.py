@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 from django.utils import timezone
@@ -22,6 +23,16 @@ def badge(kind: str, label: str) -> SafeString:
 
 def status_badge(status: str) -> SafeString:
     return badge(status.replace("_", "-"), STATUS_LABELS.get(status, status))
+
+
+def http_status_badge(status: int) -> SafeString:
+    """An HTTP status code, coloured by its class (2xx success, 4xx/5xx error), named in its title."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    family = {2: "ok", 3: "redirect", 4: "error", 5: "error"}.get(status // 100, "other")
+    return format_html('<span class="sq-badge sq-http-{}" title="{}">HTTP {}</span>', family, phrase, status)
 
 
 def short_duration(seconds: float | None) -> str:

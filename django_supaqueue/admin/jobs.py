@@ -34,8 +34,16 @@ from .. import api, queue, stats
 from ..models import CurrentJob, Job, JobDependency, JobEvent
 from ..tasks import registered_tasks
 from .changelist import KeysetChangeList
-from .display import DEPENDENCIES_SHOWN, age, job_links, pretty_json, short_duration, status_badge
-from .filters import CreatedFilter, HeldFilter, TaskFilter
+from .display import (
+    DEPENDENCIES_SHOWN,
+    age,
+    http_status_badge,
+    job_links,
+    pretty_json,
+    short_duration,
+    status_badge,
+)
+from .filters import CreatedFilter, HeldFilter, OwnerFilter, TaskFilter, TenantFilter
 
 #: Jobs per statement when an action works through a selection.
 BATCH_SIZE = 1000
@@ -180,7 +188,7 @@ JOB_ACTIONS = {f.__name__: f for f in (retry_now, run_now, cancel, hold, release
 class JobAdmin(admin.ModelAdmin):
     list_display = ["id", "status_badge", "queue", "task", "attempts_of", "priority", "due", "age"]
     list_display_links = ["id"]
-    list_filter = ["status", "queue", TaskFilter, HeldFilter, CreatedFilter]
+    list_filter = ["status", "queue", TaskFilter, HeldFilter, CreatedFilter, OwnerFilter, TenantFilter]
     list_select_related = ["queue"]
     list_per_page = 100
     show_facets = admin.ShowFacets.NEVER  # facet counts would count the table once per filter choice
@@ -203,6 +211,8 @@ class JobAdmin(admin.ModelAdmin):
                     "key",
                     "held",
                     "running_on",
+                    "owner",
+                    "tenant_id",
                 ]
             },
         ),
@@ -219,6 +229,8 @@ class JobAdmin(admin.ModelAdmin):
         "key",
         "held",
         "running_on",
+        "owner",
+        "tenant_id",
         "created_at",
         "run_at",
         "started_at",
@@ -277,6 +289,10 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("task"))
     def task(self, job: Job) -> SafeString:
+        """The task's last name; for an HTTP queue's job, which has no task, the call it makes."""
+        if not job.task_name and job.queue.is_http:
+            url = job.queue.http_url.rstrip("/") + "/" + job.http_path
+            return format_html('<span title="{}">{} /{}</span>', url, job.queue.http_method, job.http_path)
         return format_html('<span title="{}">{}</span>', job.task_name, job.task_name.rsplit(".", 1)[-1])
 
     @admin.display(description=_("attempts"))
@@ -333,13 +349,20 @@ class JobAdmin(admin.ModelAdmin):
         return "–" if job.result is None and job.status != Job.Status.SUCCESSFUL else pretty_json(job.result)
 
     def timeline(self, job: Job) -> dict[str, Any]:
-        """The job's history, oldest first: enqueued, then every event (the newest TIMELINE_LIMIT)."""
+        """The job's history, oldest first: enqueued, then every event (the newest TIMELINE_LIMIT).
+
+        ``http`` says whether to show the HTTP status column: for a job of an
+        HTTP queue, or one whose events recorded a status (its queue may have
+        stopped calling since).
+        """
         events = list(JobEvent.objects.filter(job=job).order_by("-id")[: TIMELINE_LIMIT + 1])
         truncated = len(events) > TIMELINE_LIMIT
         events = events[:TIMELINE_LIMIT][::-1]
         for event in events:
             event.duration_text = short_duration(event.duration) if event.duration is not None else ""
-        return {"events": events, "truncated": truncated, "limit": TIMELINE_LIMIT}
+            event.http_badge = http_status_badge(event.http_status) if event.http_status is not None else ""
+        http = job.queue.is_http or any(event.http_status is not None for event in events)
+        return {"events": events, "truncated": truncated, "limit": TIMELINE_LIMIT, "http": http}
 
     def job_actions(self, request: HttpRequest, job: Job) -> list[dict[str, Any]]:
         """The actions that apply to this job in its state, as buttons on its page."""

@@ -23,7 +23,7 @@ from django.utils.translation import ngettext
 
 from .. import queue, stats
 from ..models import Job, Queue
-from .display import age, status_badge
+from .display import age, badge, status_badge
 
 
 def jobs_url(**filters: Any) -> str:
@@ -37,13 +37,19 @@ def jobs_url(**filters: Any) -> str:
 
 
 def annotate_queues(queues: list[Queue]) -> None:
-    """Attach ``status_counts`` and ``oldest_runnable`` to each queue: two statements for all of them."""
+    """Attach ``status_counts``, ``oldest_runnable`` and ``rate_room`` to each queue.
+
+    Two statements for all of them, and a third when one is rate-limited: the
+    room left in each window, counted over the calls of that window only.
+    """
     ids = [q.pk for q in queues]
     counts = stats.status_counts(ids)
     oldest = stats.oldest_runnable(ids)
+    rooms = stats.rate_limit_room() if any(q.rate_limit for q in queues) else {}
     for q in queues:
         q.status_counts = counts.get(q.pk, {})
         q.oldest_runnable = oldest.get(q.pk)
+        q.rate_room = rooms.get(q.name)
 
 
 class QueueChangeList(ChangeList):
@@ -82,6 +88,7 @@ class QueueAdmin(admin.ModelAdmin):
         "waiting",
         "paused",
         "concurrency_limit",
+        "rate",
     ]
     list_editable = ["paused", "concurrency_limit"]
     search_fields = ["name"]
@@ -114,6 +121,22 @@ class QueueAdmin(admin.ModelAdmin):
         if obj.paused:
             return format_html('<span class="sq-badge sq-paused">{}</span>', _("Paused"))
         return format_html('<span class="sq-badge sq-active">{}</span>', _("Active"))
+
+    @admin.display(description=_("rate limit"))
+    def rate(self, obj: Queue) -> SafeString | str:
+        """``2 per 1 s`` and the calls it may still start in its current window."""
+        if not obj.rate_limit:
+            return "–"
+        if not hasattr(obj, "rate_room"):
+            annotate_queues([obj])
+        limit = _("%(n)d per %(period)g s") % {"n": obj.rate_limit, "period": obj.rate_period}
+        if obj.rate_room is None:
+            return limit
+        if obj.rate_room:
+            room = badge("active", _("%(n)d free now") % {"n": obj.rate_room})
+        else:
+            room = badge("paused", _("full: jobs wait"))
+        return format_html("{} {}", limit, room)
 
     @admin.display(description=_("longest wait"))
     def waiting(self, obj: Queue) -> str:
