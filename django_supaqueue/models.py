@@ -319,7 +319,8 @@ class Job(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["key"],
-                condition=Q(status="pending", key__isnull=False),
+                # Not started yet: waiting for dependencies, or pending.
+                condition=Q(status__in=["waiting", "pending"], key__isnull=False),
                 name="supaqueue_job_pending_key",
             ),
             models.CheckConstraint(

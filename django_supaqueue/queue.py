@@ -54,6 +54,7 @@ CANCEL_CHANNEL = "supaqueue_cancel"
 PENDING = Job.Status.PENDING.value
 WAITING = Job.Status.WAITING.value
 FAILED = Job.Status.FAILED.value
+SUCCESSFUL = Job.Status.SUCCESSFUL.value
 CANCELLED = Job.Status.CANCELLED.value
 IN_PROGRESS = Job.Status.IN_PROGRESS.value
 
@@ -212,7 +213,7 @@ SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
        COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
        %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb
 FROM {QUEUE} q WHERE q.name = %(queue)s
-ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
 """
 
@@ -240,7 +241,7 @@ FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(arg
                           owner_id, tenant_id, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
-ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO UPDATE SET
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO UPDATE SET
   queue_id = EXCLUDED.queue_id, task_name = EXCLUDED.task_name, payload = EXCLUDED.payload,
   args = EXCLUDED.args, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
   run_at = CASE WHEN %(key_mode)s = 'replace' THEN EXCLUDED.run_at ELSE j.run_at END,
@@ -262,7 +263,7 @@ FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(arg
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
-ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 """
 
@@ -287,7 +288,7 @@ FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(arg
                           owner_id, tenant_id, waiting_for, has_dependents, on_failure, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
-ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
 RETURNING {_JOB_COLUMNS}
 """
 
@@ -309,10 +310,20 @@ SELECT * FROM unnest(%(job_id)s::bigint[], %(depends_on_id)s::bigint[], %(positi
 
 _SETTLE_NOW = "SELECT supaqueue_settle_dependents(%(ids)s::bigint[], %(outcomes)s::text[])"
 
+# New jobs whose stand-in dependency (see _enqueue_graph) had already succeeded.
+_COUNT_DOWN = f"""
+UPDATE {JOB} j SET waiting_for = j.waiting_for - d.n,
+  status = CASE WHEN j.waiting_for - d.n <= 0 THEN '{PENDING}' ELSE j.status END
+FROM unnest(%(ids)s::bigint[], %(n)s::int[]) AS d(id, n), {QUEUE} q
+WHERE j.id = d.id AND q.id = j.queue_id AND j.status = '{WAITING}'
+RETURNING CASE WHEN j.status = '{PENDING}' THEN q.name END
+"""
+
 _STATUS_OF = f"SELECT id, status, waiting_for, finished_at FROM {JOB} WHERE id = ANY(%(ids)s::bigint[])"
 
 _PENDING_BY_KEY = f"""
-SELECT {_JOB_COLUMNS} FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
+SELECT {_JOB_COLUMNS} FROM {JOB}
+WHERE key = ANY(%(keys)s::text[]) AND status IN ('{WAITING}', '{PENDING}')
 """
 
 _ENSURE_QUEUES = f"""
@@ -561,9 +572,12 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
     """Write jobs with dependencies: existing jobs, or specs earlier in the same call.
 
     Statements: mark (and lock) the existing dependencies, insert the jobs,
-    insert the edges, and only when an existing dependency has already failed
-    or been cancelled, settle its new dependents at once.
+    insert the edges; then, only when needed, mark the not-yet-started jobs
+    that keyed specs were deduplicated to (they stand in for those specs), and
+    settle dependents whose dependency has already finished.
     """
+    if any(r.spec.key_mode != "dedupe" for r in rows):
+        raise InvalidOption("jobs with dependencies take key_mode='dedupe' only.")
     index = {id(r.spec): n for n, r in enumerate(rows)}
     internal: list[list[int]] = []
     external: list[list[int]] = []
@@ -572,26 +586,12 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
         internal.append(inside)
         external.append(outside)
     depended_on = {d for inside in internal for d in inside}
-    for n, r in enumerate(rows):
-        if r.key is not None and (internal[n] or external[n] or n in depended_on):
-            raise InvalidOption(
-                "a job with dependencies, or that others depend on, cannot have a key: a key may "
-                "hand the job's place to another one, and the graph would point at the wrong job."
-            )
-    wanted = sorted({d for outside in external for d in outside})
-    status: dict[int, str] = {}
-    if wanted:
-        cur.execute(_MARK_DEPENDENCIES, {"ids": wanted})
-        status = dict(cur.fetchall())
-        unknown = [d for d in wanted if d not in status]
-        if unknown:
-            raise InvalidOption(f"depends_on names jobs that do not exist: {unknown}.")
-    successful = Job.Status.SUCCESSFUL.value
+    status = _mark_dependencies(cur, sorted({d for outside in external for d in outside}))
     params = _columns(rows, extended=True)
     params.update(
         trace=rows[0].trace,
         waiting_for=[
-            len(internal[n]) + sum(status[d] != successful for d in external[n]) for n in range(len(rows))
+            len(internal[n]) + sum(status[d] != SUCCESSFUL for d in external[n]) for n in range(len(rows))
         ],
         has_dependents=[n in depended_on for n in range(len(rows))],
         on_failure=[r.spec.on_dependency_failure or Job.OnDependencyFailure.CANCEL for r in rows],
@@ -600,29 +600,54 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
     cur.execute(_INSERT_GRAPH, params)
     written = [_job_from_text_row(alias, v) for v in cur.fetchall()]
     jobs = _match_written(cur, alias, rows, written)
+    new = {job.pk for job in written}
+    # A keyed spec that met a job not started yet is that job: its dependents wait for it.
+    stand_ins = sorted({jobs[d].pk for d in depended_on if jobs[d].pk not in new})
+    status.update(_mark_dependencies(cur, stand_ins))
     edges: dict[str, list[Any]] = {"job_id": [], "depends_on_id": [], "position": [], "settled": []}
+    early: dict[int, int] = {}  # new job -> its in-call dependencies that have already succeeded
     for n, job in enumerate(jobs):
-        position = 0
-        for d in internal[n]:
+        if job.pk not in new:
+            continue  # deduplicated: the existing job keeps its own dependencies
+        targets = [(jobs[d].pk, jobs[d].pk in new) for d in internal[n]] + [(d, False) for d in external[n]]
+        for position, (target, fresh) in enumerate(targets, start=1):
+            settled = not fresh and status[target] == SUCCESSFUL
+            if settled and target in stand_ins:
+                early[job.pk] = early.get(job.pk, 0) + 1
             edges["job_id"].append(job.pk)
-            edges["depends_on_id"].append(jobs[d].pk)
-            edges["position"].append(position := position + 1)
-            edges["settled"].append(False)
-        for d in external[n]:
-            edges["job_id"].append(job.pk)
-            edges["depends_on_id"].append(d)
-            edges["position"].append(position := position + 1)
-            edges["settled"].append(status[d] == successful)
+            edges["depends_on_id"].append(target)
+            edges["position"].append(position)
+            edges["settled"].append(settled)
     cur.execute(_INSERT_DEPENDENCIES, edges)
+    if early:
+        cur.execute(_COUNT_DOWN, {"ids": list(early), "n": list(early.values())})
+        notify_queues(cur, [name for (name,) in cur.fetchall()])
     finished = sorted(d for d, s in status.items() if s in (FAILED, CANCELLED))
     if finished:
         cur.execute(_SETTLE_NOW, {"ids": finished, "outcomes": [status[d] for d in finished]})
-        cur.execute(_STATUS_OF, {"ids": [j.pk for j in jobs]})
-        for job_id, job_status, waiting_for, finished_at in cur.fetchall():
-            for job in jobs:
-                if job.pk == job_id:
-                    job.status, job.waiting_for, job.finished_at = job_status, waiting_for, finished_at
+    if early or finished:
+        _refresh_states(cur, jobs)
     return jobs
+
+
+def _mark_dependencies(cur: Any, ids: list[int]) -> dict[int, str]:
+    """Lock and mark existing jobs that new jobs will depend on; their latest statuses by id."""
+    if not ids:
+        return {}
+    cur.execute(_MARK_DEPENDENCIES, {"ids": ids})
+    status = dict(cur.fetchall())
+    unknown = [d for d in ids if d not in status]
+    if unknown:
+        raise InvalidOption(f"depends_on names jobs that do not exist: {unknown}.")
+    return status
+
+
+def _refresh_states(cur: Any, jobs: list[Job]) -> None:
+    """Re-read the states that settling changed after the jobs were written."""
+    cur.execute(_STATUS_OF, {"ids": [j.pk for j in jobs]})
+    states = {row[0]: row[1:] for row in cur.fetchall()}
+    for job in jobs:
+        job.status, job.waiting_for, job.finished_at = states[job.pk]
 
 
 def _split_dependencies(spec: JobSpec, index: dict[int, int], n: int) -> tuple[list[int], list[int]]:
@@ -1015,6 +1040,15 @@ SELECT extract(epoch FROM min(w.next))::float8 FROM (
 """
 
 
+# A job going back to pending keeps its key unless a newer job that has not
+# started holds it (enqueued with that key while this one ran): the key stays
+# with the newer job, as in graphile-worker, and the unique index is never violated.
+_KEY_UNLESS_TAKEN = f"""CASE WHEN j.key IS NOT NULL AND EXISTS (
+            SELECT 1 FROM {JOB} p
+            WHERE p.key = j.key AND p.status IN ('{WAITING}', '{PENDING}') AND p.id <> j.id)
+          THEN NULL ELSE j.key END"""
+
+
 def _settle(cte: str, outcome: str, where: str) -> str:
     """SQL that hands the dependents of the finished jobs in ``cte`` to the database.
 
@@ -1076,9 +1110,7 @@ _RESOLVE_FAILURES = f"""
     finished_at = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN NULL
                   ELSE now() END,
     attempts = j.attempts - CASE WHEN l.uncounted THEN 1 ELSE 0 END,
-    key = CASE WHEN j.key IS NOT NULL AND EXISTS (
-            SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
-          THEN NULL ELSE j.key END,
+    key = {_KEY_UNLESS_TAKEN},
     last_error = l.error_class || ': ' || l.error_message
   FROM lease l, {QUEUE} q
   WHERE j.id = l.job_id AND q.id = j.queue_id
@@ -1199,9 +1231,7 @@ WITH d AS (
   RETURNING c.job_id, c.attempt, c.started_at
 ), upd AS (
   UPDATE {JOB} j SET status = '{PENDING}', run_at = now(), attempts = GREATEST(j.attempts - 1, 0),
-    key = CASE WHEN j.key IS NOT NULL AND EXISTS (
-            SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
-          THEN NULL ELSE j.key END
+    key = {_KEY_UNLESS_TAKEN}
   FROM lease WHERE j.id = lease.job_id
   RETURNING j.id
 ), event AS (
@@ -1475,9 +1505,7 @@ WITH target AS (
 ), upd AS (
   UPDATE {JOB} j SET status = '{PENDING}', max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
     run_at = now(), finished_at = NULL,
-    key = CASE WHEN j.key IS NOT NULL AND EXISTS (
-            SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
-          THEN NULL ELSE j.key END
+    key = {_KEY_UNLESS_TAKEN}
   FROM target WHERE j.id = target.id
   RETURNING j.id, j.attempts
 ), event AS (
@@ -1556,7 +1584,8 @@ WITH target AS (
     max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
     key = CASE WHEN j.key IS NULL THEN NULL
                WHEN r.rn > 1 OR EXISTS (SELECT 1 FROM {JOB} p
-                                        WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
+                                        WHERE p.key = j.key AND p.status IN ('{WAITING}', '{PENDING}')
+                                          AND p.id <> j.id)
                THEN NULL ELSE j.key END
   FROM ranked r WHERE j.id = r.id
   RETURNING j.id, j.queue_id, j.attempts

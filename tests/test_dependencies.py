@@ -161,10 +161,62 @@ def test_enqueue_many_jobs_can_share_dependencies(drain):
     assert set(Job.objects.values_list("status", flat=True)) == {"successful"}
 
 
-def test_keys_do_not_mix_with_dependencies():
+def test_a_waiting_job_holds_its_key():
     a = tasks.step.enqueue(1)
-    with pytest.raises(InvalidOption, match="cannot have a key"):
-        tasks.step.enqueue(2, depends_on=[a], key="k")
+    b = tasks.step.enqueue(2, depends_on=[a], key="report:today")
+    assert b.status == Job.Status.WAITING
+    assert tasks.step.enqueue(3, key="report:today").pk == b.pk
+    with pytest.raises(InvalidOption, match="key_mode='dedupe' only"):
+        tasks.step.enqueue(4, depends_on=[a], key="report:today", key_mode="replace")
+
+
+def _daily_pipeline():
+    p = Pipeline()
+    root = p.add(tasks.step, 1, key="daily:root", label="daily")
+    p.add(tasks.gather, depends_on=[root], label="daily-end")
+    return p.enqueue()
+
+
+def test_a_keyed_step_met_twice_is_one_job_that_both_pipelines_wait_for(drain):
+    root, first_end = _daily_pipeline()
+    again, second_end = _daily_pipeline()
+    assert again.pk == root.pk and second_end.pk != first_end.pk
+    assert Job.objects.get(pk=root.pk).has_dependents
+    drain()
+    assert Execution.objects.filter(label="daily").count() == 1
+    assert [j.result for j in Job.objects.filter(pk__in=[first_end.pk, second_end.pk])] == [
+        {"inputs": [1]}
+    ] * 2
+
+
+def test_a_keyed_step_that_succeeds_while_the_pipeline_is_written_counts_as_done(drain, monkeypatch):
+    """The race between deduplicating to a pending job and locking it: the job finishes in
+    between (injected here on another connection), and its new dependents start pending."""
+    root, _end = _daily_pipeline()
+    real_mark = q._mark_dependencies
+
+    def finish_root_first(cur, ids):
+        if root.pk in ids:
+            with connect() as conn:
+                wid = q.register_worker(conn, name="racer", host="h", pid=1, queues=None, concurrency=1)
+                [claimed] = q.claim(
+                    conn,
+                    worker_id=wid,
+                    worker_name="racer",
+                    queues=None,
+                    limit=1,
+                    lease_seconds=30,
+                    job_ids=[root.pk],
+                )
+                q.complete(conn, worker_id=wid, worker_name="racer", successes=[_ok(claimed)])
+                conn.commit()
+        return real_mark(cur, ids)
+
+    monkeypatch.setattr(q, "_mark_dependencies", finish_root_first)
+    again, second_end = _daily_pipeline()
+    assert again.pk == root.pk
+    assert second_end.status == status(second_end) == Job.Status.PENDING
+    assert JobDependency.objects.get(job=second_end).settled
 
 
 def test_dependency_results_outside_a_job_needs_a_job():
