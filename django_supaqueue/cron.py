@@ -34,7 +34,11 @@ _BOUNDED_KEYS = {"start", "end", "rule", "tz"}
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """A cron expression in a time zone, optionally bounded: the ticks a schedule fires on."""
+    """A cron expression in a time zone, optionally bounded: the ticks a schedule fires on.
+
+    Ticks come back in UTC: a wall-clock time that happens twice (clocks going
+    back) never compares equal across zones (PEP 495), a UTC instant always does.
+    """
 
     cron: str
     zone: ZoneInfo
@@ -45,7 +49,7 @@ class Timing:
         """The first tick strictly after ``moment`` (and not before ``start``), or None past ``end``."""
         if self.start is not None and moment < self.start:
             moment = self.start - timedelta(microseconds=1)
-        tick = next(CronSim(self.cron, moment.astimezone(self.zone)))
+        tick = next(CronSim(self.cron, moment.astimezone(self.zone))).astimezone(UTC)
         if self.end is not None and tick > self.end:
             return None
         return tick
@@ -65,7 +69,7 @@ class Timing:
         ):
             if self.start is not None and tick < self.start:
                 return
-            yield tick
+            yield tick.astimezone(UTC)
 
 
 def zone(name: str) -> ZoneInfo:

@@ -538,8 +538,9 @@ class Schedule(models.Model):
             raise ValidationError(errors)
 
     @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db, field_names, values, **kwargs):
+        # Remember the timing as loaded: save() recomputes next_run_at only when it changed.
+        instance = super().from_db(db, field_names, values, **kwargs)
         instance._saved_timing = instance._timing_key()
         return instance
 
