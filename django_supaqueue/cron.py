@@ -10,7 +10,7 @@ time zones and the rules' ``start``/``end`` bounds around cronsim.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -59,7 +59,7 @@ class Timing:
         ticks = self.ticks_back_from(moment)
         return next(ticks, None)
 
-    def ticks_back_from(self, moment: datetime):
+    def ticks_back_from(self, moment: datetime) -> Iterator[datetime]:
         """Ticks at or before ``moment``, newest first, within ``start``/``end``."""
         if self.end is not None and moment > self.end:
             moment = self.end

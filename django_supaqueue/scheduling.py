@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from . import api, conf
 from . import queue as q
@@ -62,6 +62,8 @@ def check_target(schedule: Schedule) -> None:
     if schedule.is_http:
         from .handlers.http import check_path
 
+        if not schedule.queue:
+            raise InvalidOption("a schedule calls a task (task_name) or an HTTP queue (queue): name one.")
         check_path(schedule.http_path)
         if not Queue.objects.using(_alias()).filter(name=schedule.queue).exclude(http_url="").exists():
             raise InvalidOption(
@@ -198,14 +200,21 @@ def _fire_tick(cur: Any, schedule: Schedule, at: datetime, *, manual: bool = Fal
     try:
         with transaction.atomic(using=_alias()):
             tick.job = _enqueue(schedule)
-    except EnqueueError as exc:  # the task went away, the queue lost its URL...: the tick is spent
+    except (EnqueueError, DatabaseError) as exc:  # the task went away, the queue lost its URL...: spent
         tick.error = f"{type(exc).__name__}: {exc}"
         logger.error("schedule %s could not enqueue its job: %s", schedule.name, tick.error)
     ScheduleTick.objects.using(_alias()).filter(pk=tick.pk).update(job=tick.job, error=tick.error)
     return tick
 
 
-def _advance(schedule: Schedule, *, last_run_at, next_run_at, error: str, job_id: int | None = None) -> None:
+def _advance(
+    schedule: Schedule,
+    *,
+    last_run_at: datetime | None,
+    next_run_at: datetime | None,
+    error: str,
+    job_id: int | None = None,
+) -> None:
     Schedule.objects.using(_alias()).filter(pk=schedule.pk).update(
         last_run_at=last_run_at, next_run_at=next_run_at, last_error=error, last_job_id=job_id
     )
@@ -315,7 +324,7 @@ def sync_declared() -> dict[str, list[str]]:
     """
     alias = _alias()
     declared = declared_schedules()
-    report: dict[str, list[str]] = {"created": [], "updated": [], "disabled": [], "clashes": []}
+    report: dict[str, list[str]] = {"created": [], "updated": [], "disabled": [], "admin_owned": []}
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", [_SYNC_LOCK])
         existing = {s.name: s for s in Schedule.objects.using(alias).all()}
@@ -325,7 +334,7 @@ def sync_declared() -> dict[str, list[str]]:
                 logger.warning(
                     "schedule %s is declared in code but was created in the admin: left alone", name
                 )
-                report["clashes"].append(name)
+                report["admin_owned"].append(name)
                 continue
             if row is not None and all(getattr(row, k) == v for k, v in fields.items()):
                 continue

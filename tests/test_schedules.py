@@ -3,6 +3,8 @@
 The clock is passed in (``fire_due(now=...)``): no test waits for a real minute.
 """
 
+import io
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -366,7 +368,7 @@ def test_a_schedule_gone_from_code_is_disabled_and_admin_rows_are_never_touched(
     admin_row = Schedule.objects.create(name="weekly", task_name=NOOP, cron="5 5 * * *")
     with override_settings(SUPAQUEUE=supaqueue_settings(SCHEDULES=SETTINGS_SCHEDULES)):
         report = scheduling.sync_declared()
-    assert report["clashes"] == ["weekly"]
+    assert report["admin_owned"] == ["weekly"]
     with override_settings(SUPAQUEUE=supaqueue_settings(SCHEDULES={})):
         report = scheduling.sync_declared()
     assert report["disabled"] == ["hourly-add"]
@@ -515,3 +517,25 @@ def test_code_rows_show_their_definition_read_only(admin_client):
         "adminform"
     ]
     assert set(form.form.fields) == {"enabled"}
+
+
+def test_recent_outcomes_survive_the_retention_of_their_jobs():
+    schedule = make_schedule(utc(2026, 1, 1), cron="0 * * * *")
+    (tick,) = scheduling.fire_due(now=utc(2026, 1, 1, 1, 0, 1))
+    Job.objects.filter(pk=tick.job_id).delete()
+    (recent,) = scheduling.recent_ticks(schedule)
+    assert recent.pk == tick.pk and recent.job is None
+
+
+def test_supaqueue_schedules_lists_next_runs():
+    make_schedule(
+        utc(2026, 1, 4, 12), name="weekly", schedule_info={"hour": [2], "minute": [0], "dayOfWeek": [1]}
+    )
+    out = io.StringIO()
+    call_command("supaqueue_schedules", "--json", stdout=out)
+    (row,) = json.loads(out.getvalue())
+    assert (row["name"], row["cron"], row["next_run_at"]) == (
+        "weekly",
+        "0 2 * * 1",
+        "2026-01-05T02:00:00+00:00",
+    )

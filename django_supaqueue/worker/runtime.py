@@ -3,8 +3,8 @@
 One thread owns the worker's database connection. It sleeps until something
 happens (a notification, a finished job, a timer) and then, in a single
 transaction, records every finished attempt and claims as many jobs as it has
-free slots. An idle worker therefore sends nothing but its heartbeat and the
-fallback poll.
+free slots. An idle worker therefore sends nothing but its heartbeat, the
+fallback poll and its look for due schedules (every SCHEDULE_INTERVAL seconds).
 """
 
 from __future__ import annotations

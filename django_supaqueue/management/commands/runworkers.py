@@ -89,6 +89,12 @@ class Command(BaseCommand):
             report = sync_declared()
         except InvalidSchedule as exc:
             raise CommandError(str(exc)) from None
+        labels = {
+            "created": "schedules created",
+            "updated": "schedules updated",
+            "disabled": "schedules no longer in code, disabled",
+            "admin_owned": "schedules declared in code but created in the admin, left alone",
+        }
         for what, names in report.items():
             if names and verbosity >= 1:
-                self.stdout.write(f"schedules {what}: {', '.join(names)}")
+                self.stdout.write(f"{labels[what]}: {', '.join(names)}")
