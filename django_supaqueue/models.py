@@ -511,6 +511,8 @@ class Schedule(models.Model):
             raise InvalidSchedule(f"schedule {self.name!r} needs a task or an HTTP queue to call.")
         if self._state.adding or getattr(self, "_saved_timing", None) != self._timing_key():
             self.next_run_at = timing.next_after(tz.now()) if self.enabled else None
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "next_run_at"}
         super().save(*args, **kwargs)
         self._saved_timing = self._timing_key()
 

@@ -539,3 +539,22 @@ def test_supaqueue_schedules_lists_next_runs():
         "0 2 * * 1",
         "2026-01-05T02:00:00+00:00",
     )
+
+
+def test_manage_py_check_reports_declared_schedules_that_cannot_fire():
+    from django_supaqueue.checks import check_schedules
+
+    bad = {
+        "typo": {"task": "tests.testapp.tasks.nope", "cron": "0 2 * * *"},
+        "no-fit": {"task": "tests.testapp.tasks.add", "cron": "0 2 * * *", "payload": {"c": 1}},
+        "bad-zone": {"task": NOOP, "cron": "0 2 * * *", "timezone": "Atlantis"},
+    }
+    with override_settings(SUPAQUEUE=supaqueue_settings(SCHEDULES=bad)):
+        found = {e.msg.split(":")[0]: e.id for e in check_schedules()}
+    assert found == {
+        "Schedule 'typo'": "supaqueue.E031",
+        "Schedule 'no-fit'": "supaqueue.E031",
+        "Schedule 'bad-zone'": "supaqueue.E031",
+    }
+    with override_settings(SUPAQUEUE=supaqueue_settings(SCHEDULES={"x": {"cron": "* * * * *"}})):
+        assert [e.id for e in check_schedules()] == ["supaqueue.E030"]

@@ -420,6 +420,9 @@ class Worker:
             logger.warning("worker %s could not fire schedules (%s); trying again", self.name, exc)
             connections[conf.get("DATABASE")].close()
             return
+        except Exception:  # noqa: BLE001  a schedule must never stop the worker running jobs
+            logger.exception("worker %s could not fire schedules", self.name)
+            return
         if fired:
             self._wanted = True  # the NOTIFY will come too; no need to wait for it
 
