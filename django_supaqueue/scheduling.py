@@ -28,6 +28,7 @@ from django.db import DatabaseError, connections, transaction
 
 from . import api, conf
 from . import queue as q
+from .cron import Timing
 from .exceptions import EnqueueError, InvalidOption, InvalidPayload, InvalidSchedule
 from .models import Job, Queue, Schedule, ScheduleTick, default_timezone
 from .tasks import get_task, registered_tasks
@@ -50,9 +51,13 @@ _SYNC_LOCK = 0x5C4ED
 # --------------------------------------------------------------------------
 
 
-def check_target(schedule: Schedule) -> None:
+def check_target(schedule: Schedule, *, http_queue_exists: bool = True) -> None:
     """Refuse a target that could never be enqueued: an unknown task, a payload it cannot take,
-    a queue that is not an HTTP queue. Raises EnqueueError (UnknownTask, InvalidPayload, InvalidOption)."""
+    a queue that is not an HTTP queue. Raises EnqueueError (UnknownTask, InvalidPayload, InvalidOption).
+
+    ``http_queue_exists=False`` skips the look-up of the HTTP queue's row, which a deployment
+    may create after the code that names it (a tick fired before then records the error).
+    """
     if schedule.queue:
         q.check_queue_name(schedule.queue)
     if schedule.priority is not None:
@@ -65,7 +70,10 @@ def check_target(schedule: Schedule) -> None:
         if not schedule.queue:
             raise InvalidOption("a schedule calls a task (task_name) or an HTTP queue (queue): name one.")
         check_path(schedule.http_path)
-        if not Queue.objects.using(_alias()).filter(name=schedule.queue).exclude(http_url="").exists():
+        if (
+            http_queue_exists
+            and not Queue.objects.using(_alias()).filter(name=schedule.queue).exclude(http_url="").exists()
+        ):
             raise InvalidOption(
                 f"queue {schedule.queue!r} is not an HTTP queue: name a task, or give the queue an HTTP URL."
             )
@@ -159,7 +167,13 @@ def _fire(cur: Any, schedule: Schedule, now: datetime) -> list[ScheduleTick]:
         timing = schedule.timing()
     except InvalidSchedule as exc:  # a row written around save(), or a time zone gone from the system
         logger.error("schedule %s cannot fire: %s", schedule.name, exc)
-        _advance(schedule, last_run_at=schedule.last_run_at, next_run_at=None, error=str(exc))
+        _advance(
+            schedule,
+            last_run_at=schedule.last_run_at,
+            next_run_at=None,
+            error=str(exc),
+            job_id=schedule.last_job_id,
+        )
         return []
     ticks = _missed_ticks(schedule, timing, now)
     fired = [tick for tick in (_fire_tick(cur, schedule, at) for at in ticks) if tick is not None]
@@ -176,7 +190,7 @@ def _fire(cur: Any, schedule: Schedule, now: datetime) -> list[ScheduleTick]:
     return fired
 
 
-def _missed_ticks(schedule: Schedule, timing: Any, now: datetime) -> list[datetime]:
+def _missed_ticks(schedule: Schedule, timing: Timing, now: datetime) -> list[datetime]:
     """The ticks owed at ``now``, oldest first, as the schedule's missed-tick policy says."""
     owed_from = schedule.next_run_at
     if schedule.missed == Schedule.Missed.CATCH_UP:
@@ -213,7 +227,7 @@ def _advance(
     last_run_at: datetime | None,
     next_run_at: datetime | None,
     error: str,
-    job_id: int | None = None,
+    job_id: int | None,
 ) -> None:
     Schedule.objects.using(_alias()).filter(pk=schedule.pk).update(
         last_run_at=last_run_at, next_run_at=next_run_at, last_error=error, last_job_id=job_id
@@ -342,7 +356,7 @@ def sync_declared() -> dict[str, list[str]]:
             for key, value in fields.items():
                 setattr(row, key, value)
             try:
-                check_target(row)
+                check_target(row, http_queue_exists=False)
                 row.save(using=alias)
             except (InvalidSchedule, EnqueueError) as exc:
                 raise InvalidSchedule(f"schedule {name!r} declared in code: {exc}") from None

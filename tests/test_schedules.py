@@ -558,3 +558,20 @@ def test_manage_py_check_reports_declared_schedules_that_cannot_fire():
     }
     with override_settings(SUPAQUEUE=supaqueue_settings(SCHEDULES={"x": {"cron": "* * * * *"}})):
         assert [e.id for e in check_schedules()] == ["supaqueue.E030"]
+
+
+def test_a_row_with_a_broken_timing_stops_firing_and_says_why():
+    schedule = make_schedule(utc(2026, 1, 1), cron="0 * * * *")
+    Schedule.objects.filter(pk=schedule.pk).update(cron="0 99 * * *")  # written around save()
+    assert scheduling.fire_due(now=utc(2026, 1, 1, 1, 0, 1)) == []
+    schedule.refresh_from_db()
+    assert schedule.next_run_at is None and "invalid cron expression" in schedule.last_error
+    assert not Job.objects.exists()
+
+
+def test_a_declared_http_schedule_may_name_a_queue_created_later():
+    declared = {"ping": {"http_queue": "edge", "http_path": "ping", "cron": "*/5 * * * *"}}
+    with override_settings(SUPAQUEUE=supaqueue_settings(SCHEDULES=declared)):
+        assert scheduling.sync_declared()["created"] == ["ping"]
+    ping = Schedule.objects.get(name="ping")
+    assert ping.is_http and (ping.queue, ping.http_path) == ("edge", "ping")
