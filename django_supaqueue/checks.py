@@ -304,3 +304,29 @@ def check_http_secrets(
         for name, alias in queues
         if alias not in secrets
     ]
+
+
+@checks.register("supaqueue")
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Schedules declared in code (@task(cron=), SUPAQUEUE['SCHEDULES']) that could never fire."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .exceptions import EnqueueError, InvalidSchedule
+    from .models import Schedule
+    from .scheduling import declared_schedules
+    from .tasks import get_task
+
+    try:
+        declared = declared_schedules()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="supaqueue.E030")]
+    errors: list[checks.CheckMessage] = []
+    for name, fields in declared.items():
+        schedule = Schedule(name=name, **fields)
+        try:
+            schedule.timing()
+            if not schedule.is_http:
+                get_task(schedule.task_name).check_arguments((), schedule.payload)
+        except (InvalidSchedule, EnqueueError) as exc:
+            errors.append(checks.Error(f"Schedule {name!r}: {exc}", id="supaqueue.E031"))
+    return errors

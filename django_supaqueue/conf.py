@@ -79,6 +79,13 @@ DEFAULTS: dict[str, Any] = {
     # Queues created with these settings the first time they are needed
     # (name -> dict of Queue fields); later changes belong to the admin.
     "QUEUES": {},
+    # Recurring jobs declared in settings (name -> dict): "task" (or "http_queue" and
+    # "http_path"), "cron" (or "schedule_info"), and optionally "timezone", "payload",
+    # "queue", "priority", "max_attempts", "enabled", "missed", "catch_up_limit".
+    # runworkers syncs them to Schedule rows at start-up (see scheduling.py).
+    "SCHEDULES": {},
+    # Seconds between a worker's looks for due schedules; None: this process fires none.
+    "SCHEDULE_INTERVAL": 1.0,
 }
 
 

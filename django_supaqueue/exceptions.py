@@ -61,3 +61,7 @@ class JobCancelled(SupaqueueError):
 
 class TriggerConfigError(SupaqueueError, ValueError):
     """A job trigger or model-change job is configured with something that cannot work."""
+
+
+class InvalidSchedule(SupaqueueError, ValueError):
+    """A schedule's cron expression, schedule_info rule, time zone or target cannot work."""

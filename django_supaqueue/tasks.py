@@ -38,6 +38,8 @@ class TaskOptions:
     retry_backoff: float | None = None
     retry_backoff_max: float | None = None
     timeout: float | None = None
+    cron: str | None = None  # a schedule declared in code: synced to a Schedule row by runworkers
+    cron_timezone: str | None = None
 
 
 class Task:
@@ -227,8 +229,15 @@ def task(
     retry_backoff: float | None = None,
     retry_backoff_max: float | None = None,
     timeout: float | None = None,
+    cron: str | None = None,
+    cron_timezone: str | None = None,
 ) -> Any:
-    """Register a function as a task: ``@task`` or ``@task(queue="emails", max_attempts=5)``."""
+    """Register a function as a task: ``@task`` or ``@task(queue="emails", max_attempts=5)``.
+
+    ``cron="0 2 * * *"`` (read in ``cron_timezone``, default settings.TIME_ZONE)
+    also declares a schedule named after the task, which calls it with no arguments.
+    """
+    from .cron import check_cron, zone
     from .queue import check_max_attempts, check_priority, check_queue_name
 
     if queue is not None:
@@ -237,6 +246,10 @@ def task(
         check_priority(priority)
     if max_attempts is not None:
         check_max_attempts(max_attempts)
+    if cron is not None:
+        cron = check_cron(cron)
+    if cron_timezone is not None:
+        zone(cron_timezone)
     options = TaskOptions(
         queue=queue,
         priority=priority,
@@ -244,6 +257,8 @@ def task(
         retry_backoff=retry_backoff,
         retry_backoff_max=retry_backoff_max,
         timeout=timeout,
+        cron=cron,
+        cron_timezone=cron_timezone,
     )
 
     def register(f: Callable[..., Any]) -> Task:
@@ -255,6 +270,8 @@ def task(
                 "Rename them."
             )
         task_name = name or f"{f.__module__}.{f.__qualname__}"
+        if cron is not None:
+            _check_callable_without_arguments(f, task_name)
         t = Task(f, task_name, options)
         _registry[task_name] = t
         return t
@@ -262,6 +279,19 @@ def task(
     if func is not None:
         return register(func)
     return register
+
+
+def _check_callable_without_arguments(f: Callable[..., Any], task_name: str) -> None:
+    from .exceptions import InvalidSchedule
+
+    try:
+        inspect.signature(f).bind()
+    except TypeError:
+        raise InvalidSchedule(
+            f"task {task_name} has cron= but needs arguments: a schedule declared on @task calls it with "
+            "none. Give its parameters defaults, or declare the schedule in SUPAQUEUE['SCHEDULES'] "
+            "with a payload."
+        ) from None
 
 
 def get_task(name: str) -> Task:

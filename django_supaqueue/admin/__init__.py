@@ -1,4 +1,4 @@
-"""Admin screens for the queue: jobs, queues, workers, leases and a live dashboard.
+"""Admin screens for the queue: jobs, queues, schedules, workers, leases and a live dashboard.
 
 One module per screen. Jobs change state only through ``queue.py``'s
 operations (the actions); queues are edited with a form; workers and leases
@@ -6,6 +6,6 @@ are read-only; every figure is bounded or estimated, so the screens stay fast
 with millions of jobs (see ``changelist`` and ``..stats``).
 """
 
-from . import dashboard, jobs, queues, workers
+from . import dashboard, jobs, queues, schedules, workers
 
-__all__ = ["dashboard", "jobs", "queues", "workers"]
+__all__ = ["dashboard", "jobs", "queues", "schedules", "workers"]

@@ -3,8 +3,8 @@
 One thread owns the worker's database connection. It sleeps until something
 happens (a notification, a finished job, a timer) and then, in a single
 transaction, records every finished attempt and claims as many jobs as it has
-free slots. An idle worker therefore sends nothing but its heartbeat and the
-fallback poll.
+free slots. An idle worker therefore sends nothing but its heartbeat, the
+fallback poll and its look for due schedules (every SCHEDULE_INTERVAL seconds).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
+from django.db import DatabaseError, connections
 
-from .. import conf, lifecycle
+from .. import conf, lifecycle, scheduling
 from .. import queue as q
 from ..handlers import http as _http  # noqa: F401  imported up front: a first HTTP call pays no import
 from ..queue import ClaimedJob, Failure, Success
@@ -71,6 +72,8 @@ class Worker:
         self.claim_batch = int(conf.get("CLAIM_BATCH"))
         self.prefetch_wait = float(conf.get("PREFETCH_WAIT") or 0)
         self._typical_duration: float | None = None  # moving average of recent attempts, seconds
+        interval = conf.get("SCHEDULE_INTERVAL")
+        self.schedule_interval = float(interval) if interval else None
         self.host = socket.gethostname()
         self.name = name or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.parent_pid = parent_pid
@@ -215,6 +218,7 @@ class Worker:
         next_poll = now + self.poll_interval
         next_beat = now + self.heartbeat_interval
         self._next_prune = now + float(conf.get("PRUNE_INTERVAL"))
+        self._next_fire = now if self.schedule_interval else math.inf
         seen_seq = -1
         while True:
             self._wake.clear()
@@ -223,6 +227,9 @@ class Worker:
             if self.stopping and (not self._running or time.monotonic() >= self._grace_deadline):
                 self._release_running(executor)
                 return
+            if not self.stopping and time.monotonic() >= self._next_fire:
+                self._fire_schedules()
+                self._next_fire = time.monotonic() + self.schedule_interval
             seq = self._take_wake_reasons()
             if seq != seen_seq:
                 seen_seq = seq
@@ -256,7 +263,7 @@ class Worker:
 
     def _sleep_time(self, next_poll: float, next_beat: float) -> float:
         now = time.monotonic()
-        wake_at = min(next_poll, next_beat)
+        wake_at = min(next_poll, next_beat, self._next_fire)
         with self._notify_lock:
             next_due = self._next_due
         if next_due != math.inf:
@@ -429,6 +436,20 @@ class Worker:
                 error_message=f.error_message,
                 retry_at=r.run_at if r.status == q.PENDING else None,
             )
+
+    def _fire_schedules(self) -> None:
+        """Enqueue the jobs of due schedules, on Django's connection (a tick commits with its job)."""
+        try:
+            fired = scheduling.fire_due()
+        except DatabaseError as exc:
+            logger.warning("worker %s could not fire schedules (%s); trying again", self.name, exc)
+            connections[conf.get("DATABASE")].close()
+            return
+        except Exception:  # noqa: BLE001  a schedule must never stop the worker running jobs
+            logger.exception("worker %s could not fire schedules", self.name)
+            return
+        if fired:
+            self._wanted = True  # the NOTIFY will come too; no need to wait for it
 
     def _heartbeat(self) -> None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:

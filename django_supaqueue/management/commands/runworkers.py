@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import conf
+from ...exceptions import InvalidSchedule
 from ...worker.supervisor import run_workers
 
 
@@ -67,6 +68,7 @@ class Command(BaseCommand):
                 )
         if options["name"] and processes > 1:
             raise CommandError("--name names one process; leave it out with --processes > 1.")
+        self.sync_schedules(options["verbosity"])
         status = run_workers(
             processes=processes,
             queues=options["queues"],
@@ -78,3 +80,21 @@ class Command(BaseCommand):
         )
         if status:
             raise SystemExit(status)
+
+    def sync_schedules(self, verbosity: int) -> None:
+        """Bring the schedules declared in code into the database before any worker fires one."""
+        from ...scheduling import sync_declared
+
+        try:
+            report = sync_declared()
+        except InvalidSchedule as exc:
+            raise CommandError(str(exc)) from None
+        labels = {
+            "created": "schedules created",
+            "updated": "schedules updated",
+            "disabled": "schedules no longer in code, disabled",
+            "admin_owned": "schedules declared in code but created in the admin, left alone",
+        }
+        for what, names in report.items():
+            if names and verbosity >= 1:
+                self.stdout.write(f"{labels[what]}: {', '.join(names)}")
