@@ -279,9 +279,8 @@ def print_instructions(port: int) -> None:
     python = Path(sys.executable)
     shown = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
     print(
-        f"\nadmin: http://127.0.0.1:{port}/admin/   the schedule, with its runs and a Run now action: "
-        f"http://127.0.0.1:{port}/admin/supaqueue/schedule/\n"
-        "enqueue more from another terminal with\n"
+        f"\nadmin: http://127.0.0.1:{port}/admin/   (schedules, with their runs and Run now: "
+        f"/admin/supaqueue/schedule/)\nenqueue more from another terminal with\n"
         f"  DATABASE_URL='{os.environ['DATABASE_URL']}' {shown} manage.py shell -c "
         '"from example_project.example_app.tasks import add; add.enqueue(1, 2)"\n'
         "Ctrl-C stops the web server, the workers and the database.\n",
