@@ -154,7 +154,7 @@ def fulfilment_keys(order_number: str) -> dict[str, str]:
     return {step: f"demo:fulfil:{order_number}:{step}" for step in FULFILMENT_STEPS}
 
 
-def enqueue_fulfilment(order: str) -> list[str]:
+def enqueue_fulfilment(order_number: str) -> list[str]:
     """An order's fulfilment pipeline: stock and payment in parallel, then ship, book the carrier, mail::
 
         reserve --+
@@ -167,6 +167,7 @@ def enqueue_fulfilment(order: str) -> list[str]:
     earlier run's pipeline is unfinished the pipeline is not enqueued again: its
     keys find that run's jobs. Returns the keys of the steps, in the order above.
     """
+    order = order_number
     keys = fulfilment_keys(order)
     if Job.objects.filter(key__in=keys.values()).exclude(status__in=FINISHED).exists():
         return list(keys.values())
@@ -200,6 +201,7 @@ def run_report_now() -> ScheduleTick | None:
 
 
 def report_schedule() -> Schedule:
+    """The schedule row, as the sync made it from the settings (the workers keep its runs on it)."""
     return Schedule.objects.get(name=REPORT_SCHEDULE)
 
 
