@@ -3,9 +3,10 @@
 The web server comes first in both modes, since the demo's HTTP queue calls
 the example project itself (``/demo/webhook/``): workers start only once it
 answers. Interactive, the server and the workers then run side by side, printing
-jobs done per queue until Ctrl-C. With ``--once`` burst workers run until the
-workload has finished, the run reports whether every job succeeded, and the
-server is stopped.
+jobs done per queue until Ctrl-C, and the demo's cron schedule fires every
+minute. With ``--once`` burst workers run until the workload (the schedule's
+job, which the workload fires by hand, included) has finished, the run reports
+whether every job succeeded, and the server is stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 from django.contrib.auth import get_user_model
@@ -31,14 +33,19 @@ from django_supaqueue.models import Job, Queue
 from django_supaqueue.worker.connection import connection_params
 from example_project.example_app.workload import (
     FINISHED,
+    FULFILMENT_ORDER,
+    FULFILMENT_STEPS,
     WEBHOOK_PATH,
     WEBHOOK_QUEUE,
     enqueue_workload,
+    fulfilment_keys,
     http_answers,
     is_finished,
-    newest_jobs,
+    last_report_tick,
     next_run_at,
     queue_progress,
+    report_schedule,
+    workload_jobs,
 )
 from example_project.processes import (
     ROOT,
@@ -67,7 +74,11 @@ def run(*, once: bool, timeout: float, port: int) -> int:
     site = site_url(port)
     since = timezone.now()
     keys = enqueue_workload(site)
-    print(f"enqueued the demo workload ({len(keys)} jobs)", flush=True)
+    print(
+        f"enqueued the demo workload ({len(keys)} jobs, {len(FULFILMENT_STEPS)} of them a pipeline)",
+        flush=True,
+    )
+    print(describe_schedule(), flush=True)
     print_http_queue()
     try:
         with web_server(port) as server:
@@ -154,7 +165,7 @@ def run_once(keys: list[str], since: datetime, timeout: float, server: subproces
     started = time.monotonic()
     deadline = started + timeout
     progress = ProgressPrinter(since)
-    while not is_finished(jobs := newest_jobs(keys)):
+    while not is_finished(jobs := workload_jobs(keys)):
         if time.monotonic() > deadline:
             return report_timeout(jobs, timeout)
         if server.poll() is not None:
@@ -197,7 +208,39 @@ def report(jobs: list[Job], elapsed: float) -> int:
     )
     answers = ", ".join(f"{n} x HTTP {status}" for status, n in sorted(http_answers(jobs).items()))
     print(f"HTTP calls answered: {answers or 'none'}", flush=True)
+    print(describe_pipeline(jobs), flush=True)
+    print(describe_schedule(), flush=True)
     return 0
+
+
+def describe_pipeline(jobs: list[Job]) -> str:
+    """The fulfilment pipeline's shape and what its last step returned."""
+    mail = {job.key: job for job in jobs}.get(fulfilment_keys(FULFILMENT_ORDER)["mail"])
+    outcome = f"the last step returned {mail.result!r}" if mail else "not enqueued"
+    return (
+        f"pipeline for order {FULFILMENT_ORDER}: reserve stock + charge payment -> ship -> "
+        f"book the carrier (HTTP) -> shipping mail; {outcome}"
+    )
+
+
+def describe_schedule() -> str:
+    """``schedule 'orders-report' (* * * * *, UTC): last run 12:00:03 by hand, job 31 successful; next
+    run 12:01:00``: the latest firing, on the cadence or by hand, and the next tick."""
+    schedule = report_schedule()
+    zone = ZoneInfo(schedule.timezone)
+    tick = last_report_tick()
+    last = "not run yet"
+    if tick is not None:
+        how = "by hand" if tick.manual else "on its cron tick"
+        if tick.job is not None:
+            outcome = f"job {tick.job.pk} {tick.job.status}"
+        else:
+            outcome = tick.error or "its job was deleted since"
+        last = f"last run {tick.fired_at.astimezone(zone):%H:%M:%S} {how}, {outcome}"
+    upcoming = "no next run (disabled)"
+    if schedule.next_run_at is not None:
+        upcoming = f"next run {schedule.next_run_at.astimezone(zone):%H:%M:%S}"
+    return f"schedule {schedule.name!r} ({schedule.cron}, {schedule.timezone}): {last}; {upcoming}"
 
 
 def report_timeout(jobs: list[Job], timeout: float) -> int:
@@ -219,7 +262,7 @@ def serve(keys: list[str], since: datetime, port: int, server: subprocess.Popen)
     def tick() -> None:
         nonlocal announced
         progress.print_if_changed()
-        if not announced and is_finished(newest_jobs(keys)):
+        if not announced and is_finished(workload_jobs(keys)):
             announced = True
             print("demo workload complete; the workers keep running (Ctrl-C to stop)", flush=True)
 
@@ -236,7 +279,8 @@ def print_instructions(port: int) -> None:
     python = Path(sys.executable)
     shown = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
     print(
-        f"\nadmin: http://127.0.0.1:{port}/admin/   enqueue more from another terminal with\n"
+        f"\nadmin: http://127.0.0.1:{port}/admin/   (schedules, with their runs and Run now: "
+        f"/admin/supaqueue/schedule/)\nenqueue more from another terminal with\n"
         f"  DATABASE_URL='{os.environ['DATABASE_URL']}' {shown} manage.py shell -c "
         '"from example_project.example_app.tasks import add; add.enqueue(1, 2)"\n'
         "Ctrl-C stops the web server, the workers and the database.\n",
@@ -248,18 +292,21 @@ def print_instructions(port: int) -> None:
 
 
 class ProgressPrinter:
-    """Prints jobs done per queue, when the numbers changed since the last line."""
+    """Prints jobs done per queue, and the schedule's last and next run, each when it changed."""
 
     def __init__(self, since: datetime) -> None:
         self.since = since
         self.started = time.monotonic()
-        self.last = ""
+        self.last: dict[str, str] = {}
 
     def print_if_changed(self) -> None:
-        line = format_progress(queue_progress(self.since))
-        if line != self.last:
-            self.last = line
-            print(f"[{time.monotonic() - self.started:5.1f}s] {line}", flush=True)
+        for topic, line in (
+            ("queues", format_progress(queue_progress(self.since))),
+            ("schedule", describe_schedule()),
+        ):
+            if line != self.last.get(topic):
+                self.last[topic] = line
+                print(f"[{time.monotonic() - self.started:5.1f}s] {line}", flush=True)
 
 
 def format_progress(progress: dict[str, Counter[str]]) -> str:
@@ -270,6 +317,7 @@ def format_progress(progress: dict[str, Counter[str]]) -> str:
         for status, label in (
             (Job.Status.IN_PROGRESS, "running"),
             (Job.Status.PENDING, "waiting"),
+            (Job.Status.WAITING, "waiting for dependencies"),
             (Job.Status.FAILED, "failed"),
         ):
             if counts[status]:

@@ -70,6 +70,11 @@ SUPAQUEUE = {
     # Secrets of HTTP queues, by alias: the "webhooks" queue row names "demo-webhook"
     # (example_app.views.SECRET_ALIAS), and the view it calls checks the same value.
     "HTTP_SECRETS": {"demo-webhook": env("DEMO_WEBHOOK_SECRET", default="example-only-webhook-secret")},
+    # Recurring jobs: runworkers syncs these rows at start and its workers fire them on time.
+    # A real report would run nightly ("0 2 * * *"); the demo's runs every minute, so it shows.
+    "SCHEDULES": {
+        "orders-report": {"task": "example_project.example_app.tasks.report_orders", "cron": "* * * * *"},
+    },
 }
 
 LOGGING = {

@@ -1,19 +1,23 @@
 """The example project's app: orders enqueue in their own transaction, its webhook wants the shared
-secret, and the demo workload (the HTTP queue calling that webhook included) finishes."""
+secret, its cron schedule fires, its pipeline runs in order, and the demo workload (the HTTP queue
+calling that webhook included) finishes."""
 
 import http.server
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from django_supaqueue.models import Job, JobEvent, Queue
+from django_supaqueue import scheduling
+from django_supaqueue.models import Job, JobDependency, JobEvent, Queue
 from django_supaqueue.testing import assert_enqueued
+from example_project import settings as example_settings
 from example_project.example_app import tasks, views, workload
 from example_project.example_app.models import Order, WarehouseSync
 from example_project.processes import ChildFailed, free_port, wait_until_answering
@@ -23,6 +27,23 @@ from tests.factories import OrderFactory
 SITE = "http://127.0.0.1:8000"
 WEBHOOK = "/demo/webhook/"
 SECRET = "test-webhook-secret"
+#: Successful jobs per queue once the workload has run: its 27 keyed jobs and the report schedule's job.
+WORKLOAD_QUEUES = {"default": 7, "emails": 8, "orders": 6, "webhooks": 7}
+REPORT_TASK = "example_project.example_app.tasks.report_orders"
+
+
+@pytest.fixture(autouse=True)
+def example_schedules(settings):
+    """The schedules the example's settings declare; only ever fired by hand or by ``fire_due(now=...)``.
+
+    Workers here fire nothing by the clock (SCHEDULE_INTERVAL None): a test that
+    crossed a minute would otherwise see a second report job.
+    """
+    settings.SUPAQUEUE = {
+        **settings.SUPAQUEUE,
+        "SCHEDULES": example_settings.SUPAQUEUE["SCHEDULES"],
+        "SCHEDULE_INTERVAL": None,
+    }
 
 
 @pytest.fixture
@@ -113,12 +134,16 @@ def test_inventory_sync_fails_until_the_warehouse_answers():
     assert sync.synced_at is not None
 
 
+def unfinished_jobs() -> int:
+    return Job.objects.exclude(status__in=workload.FINISHED).count()
+
+
 @pytest.mark.django_db
-def test_enqueueing_the_workload_again_adds_no_pending_duplicates():
+def test_enqueueing_the_workload_again_adds_no_duplicates_of_unfinished_jobs():
     keys = workload.enqueue_workload(SITE)
-    pending = Job.objects.filter(status=Job.Status.PENDING).count()
+    unfinished = unfinished_jobs()
     assert workload.enqueue_workload(SITE) == keys
-    assert Job.objects.filter(status=Job.Status.PENDING).count() == pending == len(keys) == len(set(keys))
+    assert unfinished_jobs() == unfinished == len(keys) + 1 == len(set(keys)) + 1  # + the report's job
 
 
 @pytest.mark.django_db
@@ -135,7 +160,7 @@ def test_the_workload_creates_a_rate_limited_http_queue_calling_the_site_it_is_g
     assert queue.http_url == f"{SITE}/demo/" and queue.http_method == "POST"
     assert (queue.http_secret, queue.http_secret_header) == (views.SECRET_ALIAS, views.SECRET_HEADER)
     assert (queue.rate_limit, queue.rate_period) == (2, 1.0)
-    calls = Job.objects.filter(queue=queue)
+    calls = Job.objects.filter(queue=queue, key__startswith="demo:parcel:")
     assert calls.count() == len(workload.PARCELS) == 6
     assert {job.http_path for job in calls} == {workload.WEBHOOK_PATH}
     assert {(job.payload["order"], job.payload["parcel"]) for job in calls} == set(workload.PARCELS)
@@ -155,20 +180,23 @@ def test_a_later_run_moves_the_http_queue_to_its_port_and_keeps_the_admins_setti
 def test_the_demo_workload_runs_to_completion(drain, live_server, webhook_secret):
     since = timezone.now()
     keys = workload.enqueue_workload(live_server.url)
+    jobs = drain_until_finished(drain, lambda: workload.workload_jobs(keys))
+    assert {job.status for job in jobs} == {Job.Status.SUCCESSFUL}
+    assert {job.key: job.attempts for job in jobs}["demo:inventory-sync"] == tasks.WAREHOUSE_FAILURES + 1
+    assert REPORT_TASK in {job.task_name for job in jobs}
+    progress = workload.queue_progress(since)
+    assert {queue: counts["successful"] for queue, counts in progress.items()} == WORKLOAD_QUEUES
+
+
+def drain_until_finished(drain, read_jobs: Callable[[], list[Job]]) -> list[Job]:
+    """Burst workers until every job ``read_jobs`` returns has finished (retries, delays and rate limits
+    take several bursts); those jobs."""
     deadline = time.monotonic() + 30
-    while not workload.is_finished(jobs := workload.newest_jobs(keys)):
+    while not workload.is_finished(jobs := read_jobs()):
         assert time.monotonic() < deadline, [(job.key, job.status) for job in jobs]
         drain()
         time.sleep(0.2)
-    assert {job.status for job in jobs} == {Job.Status.SUCCESSFUL}
-    assert {job.key: job.attempts for job in jobs}["demo:inventory-sync"] == tasks.WAREHOUSE_FAILURES + 1
-    progress = workload.queue_progress(since)
-    assert {queue: counts["successful"] for queue, counts in progress.items()} == {
-        "default": 6,
-        "emails": 7,
-        "orders": 3,
-        "webhooks": 6,
-    }
+    return jobs
 
 
 @pytest.mark.django_db(transaction=True)
@@ -202,9 +230,9 @@ def test_the_once_report_names_each_job_that_did_not_succeed(capsys):
         status=Job.Status.FAILED, attempts=5, last_error="ConnectionError: warehouse API unavailable"
     )
     Job.objects.exclude(key="demo:inventory-sync").update(status=Job.Status.SUCCESSFUL)
-    assert demo.report(workload.newest_jobs(keys), elapsed=1.0) == 1
+    assert demo.report(workload.workload_jobs(keys), elapsed=1.0) == 1
     out = capsys.readouterr().out
-    assert "demo workload FAILED: 1 of 22 jobs did not succeed" in out
+    assert "demo workload FAILED: 1 of 28 jobs did not succeed" in out
     assert "demo:inventory-sync: failed after 5 attempts: ConnectionError: warehouse API unavailable" in out
 
 
@@ -216,10 +244,160 @@ def test_a_finished_run_reports_the_http_statuses_its_calls_got(capsys):
     Job.objects.update(status=Job.Status.SUCCESSFUL, attempts=1)
     for job in Job.objects.filter(queue__name=workload.WEBHOOK_QUEUE):
         JobEvent.objects.create(job=job, kind=JobEvent.Kind.SUCCEEDED, attempt=1, http_status=200)
-    assert demo.report(workload.newest_jobs(keys), elapsed=1.0) == 0
+    assert demo.report(workload.workload_jobs(keys), elapsed=1.0) == 0
     out = capsys.readouterr().out
-    assert "all 22 jobs successful (default 6, emails 7, orders 3, webhooks 6)" in out
-    assert "HTTP calls answered: 6 x HTTP 200" in out
+    assert "all 28 jobs successful (default 7, emails 8, orders 6, webhooks 7)" in out
+    assert "HTTP calls answered: 7 x HTTP 200" in out
+
+
+@pytest.mark.django_db
+def test_the_once_report_says_what_the_pipeline_returned_and_when_the_schedule_runs(capsys):
+    from example_project import demo
+
+    keys = workload.enqueue_workload(SITE)
+    mail_key = workload.fulfilment_keys(workload.FULFILMENT_ORDER)["mail"]
+    Job.objects.update(status=Job.Status.SUCCESSFUL, attempts=1)
+    Job.objects.filter(key=mail_key).update(result="shipping mail for order DEMO-1 sent")
+    schedule = workload.report_schedule()
+    assert demo.report(workload.workload_jobs(keys), elapsed=1.0) == 0
+    out = capsys.readouterr().out
+    assert "pipeline for order DEMO-1: reserve stock + charge payment -> ship" in out
+    assert "the last step returned 'shipping mail for order DEMO-1 sent'" in out
+    fired = workload.last_report_tick().fired_at
+    assert (
+        f"schedule 'orders-report' (* * * * *, UTC): last run {fired:%H:%M:%S} by hand, "
+        f"job {schedule.last_job_id} successful; next run {schedule.next_run_at:%H:%M:%S}"
+    ) in out
+
+
+# -- the cron schedule ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_example_declares_a_report_schedule_that_runs_every_minute():
+    scheduling.sync_declared()
+    schedule = workload.report_schedule()
+    assert (schedule.task_name, schedule.cron, schedule.origin) == (REPORT_TASK, "* * * * *", "code")
+    assert schedule.enabled and schedule.next_run_at - timezone.now() <= timedelta(minutes=1)
+
+
+@pytest.mark.django_db
+def test_the_workload_runs_the_report_now_and_leaves_its_cadence_alone():
+    scheduling.sync_declared()
+    next_run_at = workload.report_schedule().next_run_at
+    workload.enqueue_workload(SITE)
+    schedule = workload.report_schedule()
+    (tick,) = schedule.ticks.all()
+    assert tick.manual and tick.job_id == schedule.last_job_id
+    assert Job.objects.get(pk=tick.job_id).task_name == REPORT_TASK
+    assert schedule.next_run_at == next_run_at
+
+
+@pytest.mark.django_db
+def test_a_rerun_runs_the_report_again_only_once_its_last_job_finished():
+    workload.enqueue_workload(SITE)
+    workload.enqueue_workload(SITE)
+    schedule = workload.report_schedule()
+    assert schedule.ticks.count() == 1
+    Job.objects.filter(pk=schedule.last_job_id).update(status=Job.Status.SUCCESSFUL)
+    workload.enqueue_workload(SITE)
+    assert schedule.ticks.count() == 2
+    assert Job.objects.filter(task_name=REPORT_TASK, status=Job.Status.PENDING).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_report_schedule_fires_at_each_minute_by_the_clock():
+    scheduling.sync_declared()
+    first = workload.report_schedule().next_run_at
+    assert scheduling.fire_due(now=first - timedelta(seconds=1)) == []
+    (tick,) = scheduling.fire_due(now=first + timedelta(seconds=1))
+    assert not tick.manual and tick.tick_at == first
+    assert Job.objects.get(pk=tick.job_id).task_name == REPORT_TASK
+    schedule = workload.report_schedule()
+    assert schedule.last_run_at == first and schedule.next_run_at == first + timedelta(minutes=1)
+    assert [t.tick_at for t in scheduling.fire_due(now=first + timedelta(minutes=1))] == [
+        first + timedelta(minutes=1)
+    ]
+
+
+def test_the_report_counts_orders_by_status(supaqueue):
+    OrderFactory.create_batch(2)
+    confirmed = OrderFactory()
+    tasks.confirm_order(confirmed.pk)
+    assert tasks.report_orders() == {"new": 2, "confirmed": 1}
+
+
+# -- the fulfilment pipeline ---------------------------------------------------------------------
+
+
+def fulfilment_jobs() -> dict[str, Job]:
+    keys = workload.fulfilment_keys(workload.FULFILMENT_ORDER)
+    return {step: Job.objects.get(key=key) for step, key in keys.items()}
+
+
+def parents(job: Job) -> list[int]:
+    links = JobDependency.objects.filter(job=job).order_by("position")
+    return list(links.values_list("depends_on_id", flat=True))
+
+
+@pytest.mark.django_db
+def test_the_pipeline_fans_in_to_ship_then_chains_booking_and_mail():
+    workload.enqueue_workload(SITE)
+    steps = fulfilment_jobs()
+    assert {s: job.status for s, job in steps.items()} == {
+        "reserve": Job.Status.PENDING,
+        "charge": Job.Status.PENDING,
+        "ship": Job.Status.WAITING,
+        "book": Job.Status.WAITING,
+        "mail": Job.Status.WAITING,
+    }
+    assert parents(steps["ship"]) == [steps["reserve"].pk, steps["charge"].pk]
+    assert parents(steps["book"]) == [steps["ship"].pk]
+    assert parents(steps["mail"]) == [steps["book"].pk]
+    assert steps["book"].queue.name == workload.WEBHOOK_QUEUE
+    assert steps["book"].payload == {"order": "DEMO-1", "parcel": workload.FULFILMENT_PARCEL}
+
+
+@pytest.mark.django_db
+def test_a_rerun_while_the_pipeline_is_part_done_enqueues_none_of_its_steps():
+    keys = workload.enqueue_workload(SITE)
+    done = fulfilment_jobs()
+    Job.objects.filter(pk__in=[done["reserve"].pk, done["charge"].pk]).update(status=Job.Status.SUCCESSFUL)
+    assert workload.enqueue_workload(SITE) == keys
+    assert fulfilment_jobs() == done  # get() would raise had any step a second job
+
+
+@pytest.mark.django_db
+def test_a_rerun_after_the_pipeline_finished_enqueues_it_afresh():
+    workload.enqueue_workload(SITE)
+    first = fulfilment_jobs()
+    Job.objects.filter(pk__in=[job.pk for job in first.values()]).update(status=Job.Status.SUCCESSFUL)
+    workload.enqueue_workload(SITE)
+    keys = list(workload.fulfilment_keys(workload.FULFILMENT_ORDER).values())
+    newest = {job.key: job for job in workload.newest_jobs(keys)}
+    assert {job.status for job in newest.values()} == {Job.Status.PENDING, Job.Status.WAITING}
+    assert not {job.pk for job in newest.values()} & {job.pk for job in first.values()}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.urls("example_project.urls")
+def test_the_ship_step_runs_after_both_parents_and_reads_their_results(drain, live_server, webhook_secret):
+    workload.point_webhook_queue(live_server.url)
+    keys = workload.enqueue_fulfilment(workload.FULFILMENT_ORDER)
+    jobs = {
+        job.key.rsplit(":", 1)[1]: job
+        for job in drain_until_finished(drain, lambda: workload.newest_jobs(keys))
+    }
+    assert {job.status for job in jobs.values()} == {Job.Status.SUCCESSFUL}
+    reserve, charge, ship, book, mail = (jobs[step] for step in workload.FULFILMENT_STEPS)
+    assert ship.started_at >= max(reserve.finished_at, charge.finished_at)
+    assert ship.result == {"order": "DEMO-1", "items": 3, "charge": "CH-DEMO-1"}
+    assert book.started_at >= ship.finished_at and mail.started_at >= book.finished_at
+    assert book.result["body"]["tracking"] == f"TRK-DEMO-1-{workload.FULFILMENT_PARCEL}"
+    assert (
+        mail.result
+        == f"shipping mail for order DEMO-1 sent, tracking TRK-DEMO-1-{workload.FULFILMENT_PARCEL}"
+    )
 
 
 # -- the webhook the HTTP queue calls -----------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,13 @@ NOT_INHERITED = (
     "SUPAQUEUE_TEST_DB",
     "SUPAQUEUE_VENV",
     "VIRTUAL_ENV",
+)
+#: The summary's lines for the pipeline and the schedule, which fired at least once (by hand or on its tick).
+PIPELINE_DONE = "the last step returned 'shipping mail for order DEMO-1 sent, tracking TRK-DEMO-1-3'"
+SCHEDULE_FIRED = re.compile(
+    r"^schedule 'orders-report' \(\* \* \* \* \*, UTC\): last run \d\d:\d\d:\d\d (by hand|on its cron tick), "
+    r"job \d+ successful; next run \d\d:\d\d:\d\d$",
+    re.MULTILINE,
 )
 
 
@@ -157,8 +165,10 @@ def test_the_first_run_completes_the_demo_workload_on_an_embedded_server(first_r
     assert "embedded PostgreSQL running" in first_run.output
     assert "created the demo admin login" in first_run.output
     assert "web server answering on http://127.0.0.1:" in first_run.output
-    assert "demo workload complete: all 22 jobs successful" in first_run.output
-    assert "webhooks 6" in first_run.output and "HTTP calls answered: 6 x HTTP 200" in first_run.output
+    assert "demo workload complete: all 28 jobs successful" in first_run.output
+    assert "webhooks 7" in first_run.output and "HTTP calls answered: 7 x HTTP 200" in first_run.output
+    assert PIPELINE_DONE in first_run.output
+    assert SCHEDULE_FIRED.search(first_run.output), first_run.output
     assert "embedded PostgreSQL stopped" in first_run.output
     assert not (clone / ".run" / "pgdata" / "postmaster.pid").exists()
     assert not processes_under(clone)
@@ -168,7 +178,7 @@ def test_the_http_queue_called_the_example_projects_own_web_server(first_run: Ru
     assert first_run.status == 0, first_run.output
     assert 'POST /demo/webhook/ HTTP/1.1" 200' in first_run.output  # runserver's log of each call
     jobs = http_jobs(clone)
-    assert len(jobs) == 6
+    assert len(jobs) == 7  # six parcel bookings and the pipeline's call to the carrier
     assert {key: status for key, (status, _statuses) in jobs.items()} == dict.fromkeys(jobs, "successful")
     assert {key: set(statuses) for key, (_status, statuses) in jobs.items()} == dict.fromkeys(jobs, {200})
     assert not processes_under(clone)
@@ -180,6 +190,8 @@ def test_a_second_run_reuses_the_venv_the_data_and_the_admin_login(first_run: Ru
     assert again.status == 0, again.output
     assert "installing" not in again.output
     assert "created the demo admin login" not in again.output
-    assert "demo workload complete: all 22 jobs successful" in again.output
-    assert "HTTP calls answered: 6 x HTTP 200" in again.output
+    assert "demo workload complete: all 28 jobs successful" in again.output
+    assert "HTTP calls answered: 7 x HTTP 200" in again.output
+    assert PIPELINE_DONE in again.output
+    assert SCHEDULE_FIRED.search(again.output), again.output
     assert not processes_under(clone)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
-from django_supaqueue import task
+from django_supaqueue import dependency_results, task
 
 from .models import Order, WarehouseSync
 
@@ -57,3 +58,41 @@ def sync_inventory(sync_id: int) -> str:
     sync.synced_at = timezone.now()
     sync.save(update_fields=["synced_at"])
     return f"stock synced after {sync.calls} calls"
+
+
+@task
+def report_orders() -> dict[str, int]:
+    """The demo's cron job (``SUPAQUEUE["SCHEDULES"]["orders-report"]``): orders counted by status.
+
+    Its result is the report: the admin shows it on the job, linked from the schedule's runs.
+    """
+    counts = dict(Order.objects.values_list("status").annotate(n=Count("id")).order_by())
+    return {status: counts.get(status, 0) for status in Order.Status.values}
+
+
+# -- the order-fulfilment pipeline (workload.enqueue_fulfilment wires these into a graph) --
+
+
+@task(queue="orders")
+def reserve_stock(order_number: str, items: dict[str, int]) -> dict[str, Any]:
+    """Runs in parallel with charge_payment: neither needs the other."""
+    return {"order": order_number, "reserved": sum(items.values())}
+
+
+@task(queue="orders")
+def charge_payment(order_number: str, amount: str) -> dict[str, Any]:
+    return {"order": order_number, "charge": f"CH-{order_number}", "amount": amount}
+
+
+@task(queue="orders")
+def ship_order(order_number: str) -> dict[str, Any]:
+    """The fan-in: runs once the stock is reserved *and* the payment charged, and reads both results."""
+    reservation, payment = dependency_results()
+    return {"order": order_number, "items": reservation["reserved"], "charge": payment["charge"]}
+
+
+@task(queue="emails")
+def send_shipping_mail(order_number: str) -> str:
+    """Runs after the carrier's HTTP call: its result (the webhook's JSON answer) has the tracking code."""
+    (booking,) = dependency_results()
+    return f"shipping mail for order {order_number} sent, tracking {booking['body']['tracking']}"

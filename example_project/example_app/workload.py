@@ -1,9 +1,10 @@
-"""The demo workload: a few jobs for each capability the queue has today, and how far they got.
+"""The demo workload: a few jobs for each capability the queue has, and how far they got.
 
 Every demo job has a key. A key is unique among pending jobs, so enqueueing the
 workload again while an earlier run's jobs still wait adds nothing; once those
-finished, a new run enqueues fresh ones. The workload's state is the newest job
-of each key.
+finished, a new run enqueues fresh ones. The one exception is the cron schedule's
+job: a schedule's jobs have no key, so the schedule row says which is its latest.
+The workload's state is the newest job of each key, plus that one.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.db.models import Count, Q
 
-from django_supaqueue import enqueue_http
-from django_supaqueue.models import Job, JobEvent, Queue
+from django_supaqueue import Pipeline, enqueue_http, scheduling
+from django_supaqueue.models import Job, JobEvent, Queue, Schedule, ScheduleTick
 
 from .models import Order, WarehouseSync
-from .tasks import add, send_reminder, send_welcome, sync_inventory
+from .tasks import (
+    add,
+    charge_payment,
+    reserve_stock,
+    send_reminder,
+    send_shipping_mail,
+    send_welcome,
+    ship_order,
+    sync_inventory,
+)
 from .views import SECRET_ALIAS, SECRET_HEADER
 
 ORDER_NUMBERS = ("DEMO-1", "DEMO-2", "DEMO-3")
@@ -38,24 +48,37 @@ PARCELS = tuple((order, parcel) for order in ORDER_NUMBERS for parcel in (1, 2))
 WELCOME_USERS = range(1, 7)
 REMINDER_DELAY = timedelta(seconds=3)
 FINISHED = (Job.Status.SUCCESSFUL, Job.Status.FAILED, Job.Status.CANCELLED)
+#: The order the fulfilment pipeline ships, what it holds and what it costs.
+FULFILMENT_ORDER = ORDER_NUMBERS[0]
+FULFILMENT_ITEMS = {"mug": 2, "poster": 1}
+FULFILMENT_AMOUNT = "42.00"
+#: The parcel the pipeline books with the carrier (the webhook): the bookings above took 1 and 2.
+FULFILMENT_PARCEL = 3
+#: The pipeline's steps in the order they are added; step ``s`` has the key ``demo:fulfil:<order>:<s>``.
+FULFILMENT_STEPS = ("reserve", "charge", "ship", "book", "mail")
+#: The cron schedule that the example's settings declare (SUPAQUEUE["SCHEDULES"]).
+REPORT_SCHEDULE = "orders-report"
 
 
 def enqueue_workload(site_url: str) -> list[str]:
-    """Enqueue the demo's jobs in one transaction (workers wake at commit); returns their keys.
+    """Enqueue the demo's jobs and fire its schedule, in one transaction (workers wake at commit).
 
-    ``site_url`` is where this run serves the example project (``http://127.0.0.1:8000``):
-    the HTTP queue's calls go there.
+    Returns the keys of the jobs. ``site_url`` is where this run serves the example
+    project (``http://127.0.0.1:8000``): the HTTP queue's calls go there.
     """
     with transaction.atomic():
         point_webhook_queue(site_url)
-        return [
+        keys = [
             *_sums(),
             *_welcome_mails(),
             *_orders(),
             _inventory_sync(),
             _reminder(),
             *_parcel_bookings(),
+            *enqueue_fulfilment(FULFILMENT_ORDER),
         ]
+        run_report_now()
+        return keys
 
 
 def webhook_url(site_url: str) -> str:
@@ -126,6 +149,73 @@ def _parcel_bookings() -> list[str]:
     ]
 
 
+def fulfilment_keys(order_number: str) -> dict[str, str]:
+    """The key of each step of the pipeline that fulfils ``order_number``, by step."""
+    return {step: f"demo:fulfil:{order_number}:{step}" for step in FULFILMENT_STEPS}
+
+
+def enqueue_fulfilment(order_number: str) -> list[str]:
+    """An order's fulfilment pipeline: stock and payment in parallel, then ship, book the carrier, mail::
+
+        reserve --+
+                  +--> ship --> book (HTTP: the webhook) --> mail
+        charge ---+
+
+    Every step is keyed, and a step that meets its key on a job not started yet
+    *is* that job. A step that already ran would be enqueued afresh, though, apart
+    from the later steps of its pipeline still waiting, so while any step of an
+    earlier run's pipeline is unfinished the pipeline is not enqueued again: its
+    keys find that run's jobs. Returns the keys of the steps, in the order above.
+    """
+    order = order_number
+    keys = fulfilment_keys(order)
+    if Job.objects.filter(key__in=keys.values()).exclude(status__in=FINISHED).exists():
+        return list(keys.values())
+    p = Pipeline()
+    reserve = p.add(reserve_stock, order_number=order, items=FULFILMENT_ITEMS, key=keys["reserve"])
+    charge = p.add(charge_payment, order_number=order, amount=FULFILMENT_AMOUNT, key=keys["charge"])
+    p.chain(
+        p.add(ship_order, order_number=order, depends_on=[reserve, charge], key=keys["ship"]),
+        p.add_http(
+            WEBHOOK_QUEUE, {"order": order, "parcel": FULFILMENT_PARCEL}, WEBHOOK_PATH, key=keys["book"]
+        ),
+        p.add(send_shipping_mail, order_number=order, key=keys["mail"]),
+    )
+    return [job.key for job in p.enqueue()]
+
+
+def run_report_now() -> ScheduleTick | None:
+    """Fire the cron schedule once now, as the admin's "Run now" does, unless its latest job is unfinished.
+
+    Its cadence is a minute: firing it by hand shows it at once (``--once`` need
+    not wait for a tick) and leaves the cadence as it was. The row comes from the
+    settings through the sync that ``runworkers`` also runs when it starts. The
+    job has no key (schedules' jobs have none): ``workload_jobs`` finds it.
+    Returns the tick fired, or None when the latest job was still to finish.
+    """
+    scheduling.sync_declared()
+    schedule = report_schedule()
+    if Job.objects.filter(pk=schedule.last_job_id).exclude(status__in=FINISHED).exists():
+        return None
+    return scheduling.run_now(schedule)
+
+
+def report_schedule() -> Schedule:
+    """The schedule row, as the sync made it from the settings (the workers keep its runs on it)."""
+    return Schedule.objects.get(name=REPORT_SCHEDULE)
+
+
+def last_report_tick() -> ScheduleTick | None:
+    """The report schedule's latest firing, on its cadence or by hand, with its job."""
+    return next(iter(scheduling.recent_ticks(report_schedule(), limit=1)), None)
+
+
+def workload_jobs(keys: list[str]) -> list[Job]:
+    """The newest job of each key, and the report schedule's latest job."""
+    latest = Job.objects.filter(pk=report_schedule().last_job_id).select_related("queue")
+    return newest_jobs(keys) + list(latest)
+
+
 def newest_jobs(keys: list[str]) -> list[Job]:
     """The newest job of each key: older ones belong to earlier runs."""
     return list(
@@ -152,10 +242,11 @@ def http_answers(jobs: list[Job]) -> Counter[int]:
 
 
 def queue_progress(since: datetime) -> dict[str, Counter[str]]:
-    """Per queue: jobs finished since ``since`` by outcome, plus every job still pending or running."""
+    """Per queue: jobs finished since ``since`` by outcome, plus every job still to run or running."""
     rows = (
         Job.objects.filter(
-            Q(finished_at__gte=since) | Q(status__in=[Job.Status.PENDING, Job.Status.IN_PROGRESS])
+            Q(finished_at__gte=since)
+            | Q(status__in=[Job.Status.WAITING, Job.Status.PENDING, Job.Status.IN_PROGRESS])
         )
         .values_list("queue__name", "status")
         .annotate(n=Count("id"))
