@@ -26,6 +26,7 @@ def enqueue(
     run_at: datetime | timedelta | None = None,
     key: str | None = None,
     max_attempts: int | None = None,
+    serial_group: str | None = None,
 ) -> Job:
     """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``."""
     return get_task(task_name).enqueue(
@@ -35,6 +36,7 @@ def enqueue(
         run_at=run_at,
         key=key,
         max_attempts=max_attempts,
+        serial_group=serial_group,
         **dict(payload or {}),
     )
 
@@ -47,10 +49,16 @@ def enqueue_many(
     priority: int | None = None,
     run_at: datetime | timedelta | None = None,
     max_attempts: int | None = None,
+    serial_group: str | None = None,
 ) -> list[Job]:
     """Enqueue one job per payload in a constant number of statements; all or nothing."""
     return get_task(task_name).enqueue_many(
-        payloads, queue=queue, priority=priority, run_at=run_at, max_attempts=max_attempts
+        payloads,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        serial_group=serial_group,
     )
 
 

@@ -77,6 +77,14 @@ def check_queue_name(name: str) -> str:
     return name
 
 
+def check_serial_group(group: str | None) -> str | None:
+    if group is not None and (not isinstance(group, str) or not group or len(group) > 255):
+        raise InvalidOption(
+            f"serial_group must be a non-empty string of at most 255 characters, not {group!r}."
+        )
+    return group
+
+
 def check_run_at(run_at: datetime | timedelta | None) -> datetime | None:
     if run_at is None:
         return None
@@ -113,6 +121,7 @@ class JobSpec:
     http_path: str = ""
     owner_id: int | None = None
     tenant_id: str | None = None
+    serial_group: str | None = None
 
     def validated(self) -> _Row:
         if not isinstance(self.payload, dict):
@@ -126,6 +135,7 @@ class JobSpec:
             raise InvalidOption(
                 f"key must be a non-empty string of at most 255 characters, not {self.key!r}."
             )
+        check_serial_group(self.serial_group)
         payload = encode_json(self.payload, "payload")
         args = encode_json(list(self.args), "args")
         limit = conf.get("MAX_PAYLOAD_BYTES")
@@ -169,12 +179,13 @@ class _Row:
 _INSERT_ONE = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                    max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
-                   trace_context)
+                   trace_context, serial_group)
 SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
        COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
        COALESCE(%(run_at)s::timestamptz, now()), 0,
        COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
-       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb
+       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb,
+       %(serial_group)s
 FROM {QUEUE} q WHERE q.name = %(queue)s
 ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
@@ -182,15 +193,17 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at
 
 _INSERT_MANY = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                   max_attempts, key, enabled, last_error, created_at, trace_context)
+                   max_attempts, key, enabled, last_error, created_at, trace_context, serial_group)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now(), %(trace)s::jsonb
+       u.key, true, '', now(), %(trace)s::jsonb, u.serial_group
 FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
-            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[])
-     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, n)
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
+            %(serial_group)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key,
+                          serial_group, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status = '{PENDING}' AND key IS NOT NULL DO NOTHING
@@ -200,7 +213,7 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 _PENDING_BY_KEY = f"""
 SELECT id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
        max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
-       http_path, owner_id, tenant_id, trace_context::text
+       http_path, owner_id, tenant_id, trace_context::text, serial_group
 FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
 """
 
@@ -294,6 +307,7 @@ def _job_from_row(
             spec.owner_id,
             spec.tenant_id,
             json.loads(row.trace) if row.trace else None,
+            spec.serial_group,
         ),
     )
 
@@ -325,6 +339,7 @@ def enqueue_job(spec: JobSpec) -> Job:
         "http_path": spec.http_path,
         "owner_id": spec.owner_id,
         "tenant_id": spec.tenant_id,
+        "serial_group": spec.serial_group,
         **_defaults(),
     }
     job = _insert_one(alias, row, params)
@@ -381,6 +396,7 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
         "run_at": [r.run_at for r in rows],
         "max_attempts": [r.max_attempts for r in rows],
         "key": [r.key for r in rows],
+        "serial_group": [r.spec.serial_group for r in rows],
         **_defaults(),
     }
     with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
@@ -590,6 +606,7 @@ class ClaimedJob:
     http: dict[str, Any] | None = None  # an HTTP queue's call: url, method, headers, secret alias, path
     wait: float = 0.0  # seconds from run_at to the claim
     trace_context: dict[str, str] | None = None  # the enqueuer's, for the attempt's span
+    serial_group: str | None = None  # its serial group: workers of the group's queues wake when it ends
     received: float = 0.0  # time.monotonic() when the claim came back
 
 
@@ -667,9 +684,20 @@ WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
 ORDER BY id FOR NO KEY UPDATE
 """
 
+# Serial queues and groups: a serial queue's jobs, and a serial group's jobs
+# (across queues), run one at a time, in claim order. The guarantee is the
+# lease table's: its serial_queue and serial_group columns each have a partial
+# unique index, so two leases can never hold the same queue or group. Each
+# idle queue or group offers only its head (a job waiting for its retry stays
+# the head while its queue keeps head_of_line); the head is locked by id
+# (skipped, never replaced, when another transaction holds it), its lease is
+# inserted ON CONFLICT DO NOTHING (a concurrent claim of the same queue or group
+# makes it wait, then skip), and only the jobs whose lease went in are marked
+# in progress. Jobs of other queues take the first path (``picked``) as before:
+# its plan only gains the filter on serial_group.
 _CLAIM = f"""
 WITH q AS (
-  SELECT id, name, concurrency_limit, timeout, execution_mode, rate_limit,
+  SELECT id, name, concurrency_limit, timeout, execution_mode, rate_limit, serial, head_of_line,
          (rate_period + %(rate_margin)s) * interval '1 second' AS rate_window,
          CASE WHEN http_url <> '' THEN jsonb_build_object(
            'url', http_url, 'method', http_method, 'headers', http_headers, 'secret', http_secret,
@@ -678,7 +706,7 @@ WITH q AS (
   FROM {QUEUE}
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
 ), room AS (
-  SELECT q.id, LEAST(%(limit)s::int,
+  SELECT q.id, q.serial, LEAST(%(limit)s::int,
     CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.concurrency_limit - (
       SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}')) END,
     CASE WHEN q.rate_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.rate_limit - (
@@ -686,21 +714,83 @@ WITH q AS (
     END) AS n
   FROM q
 ), picked AS (
-  SELECT c.id FROM room, LATERAL (
-    SELECT j.id, j.priority, j.run_at FROM {JOB} j
+  SELECT c.id, c.queue_id, c.priority, c.run_at FROM room, LATERAL (
+    SELECT j.id, j.queue_id, j.priority, j.run_at FROM {JOB} j
     WHERE j.queue_id = room.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+      AND j.serial_group IS NULL
       AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT room.n
     FOR UPDATE SKIP LOCKED
   ) c
+  WHERE NOT room.serial
   ORDER BY c.priority DESC, c.run_at, c.id
   LIMIT %(limit)s::int
-), claimed AS (
+), queue_heads AS (
+  SELECT h.id FROM q, LATERAL (
+    SELECT u.id, u.run_at FROM (
+      (SELECT 0 AS rank, j.id, j.run_at FROM {JOB} j
+       WHERE q.head_of_line AND j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled
+         AND j.attempts > 0
+       ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+      UNION ALL
+      (SELECT 1, j.id, j.run_at FROM {JOB} j
+       WHERE j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+       ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+    ) u ORDER BY u.rank LIMIT 1
+  ) h
+  WHERE q.serial AND h.run_at <= now()
+    AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.serial_queue = q.id)
+), group_heads AS (
+  SELECT DISTINCT ON (j.serial_group) j.id, j.run_at
+  FROM {JOB} j JOIN {QUEUE} x ON x.id = j.queue_id
+  WHERE j.status = '{PENDING}' AND j.enabled AND j.serial_group IS NOT NULL AND NOT x.paused
+    AND (j.run_at <= now() OR (x.head_of_line AND j.attempts > 0))
+  ORDER BY j.serial_group, (x.head_of_line AND j.attempts > 0) DESC, j.priority DESC, j.run_at, j.id
+), heads AS (
+  SELECT j.id, j.queue_id, j.priority, j.run_at, j.attempts, j.serial_group,
+         CASE WHEN q.serial THEN q.id END AS serial_queue
+  FROM (SELECT id FROM queue_heads UNION SELECT id FROM group_heads WHERE run_at <= now()) h
+  JOIN {JOB} j ON j.id = h.id JOIN q ON q.id = j.queue_id
+  WHERE j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+    AND (NOT q.serial OR j.id IN (SELECT id FROM queue_heads))
+    AND (j.serial_group IS NULL OR j.id IN (SELECT id FROM group_heads))
+    AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.serial_group = j.serial_group)
+    AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
+  FOR UPDATE OF j SKIP LOCKED
+), serial_picked AS (
+  SELECT h.* FROM (
+    SELECT h.*, row_number() OVER (PARTITION BY h.queue_id ORDER BY h.priority DESC, h.run_at, h.id) AS rn
+    FROM heads h
+  ) h JOIN room ON room.id = h.queue_id
+  WHERE h.rn <= room.n - (SELECT count(*) FROM picked p WHERE p.queue_id = h.queue_id)
+), chosen AS (
+  SELECT id, priority, run_at, false AS serial FROM picked
+  UNION ALL
+  SELECT id, priority, run_at, true FROM serial_picked
+  ORDER BY priority DESC, run_at, id
+  LIMIT %(limit)s::int
+), serial_lease AS (
+  INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at, serial_queue,
+                         serial_group)
+  SELECT s.id, %(worker_id)s, s.attempts + 1, now(), now() + %(lease)s * interval '1 second',
+         s.serial_queue, s.serial_group
+  FROM serial_picked s JOIN chosen c ON c.id = s.id
+  ORDER BY s.serial_queue, s.serial_group
+  ON CONFLICT DO NOTHING
+  RETURNING job_id
+), claimed_fast AS (
   UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
-  FROM picked WHERE j.id = picked.id
+  FROM chosen WHERE j.id = chosen.id AND NOT chosen.serial
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at, j.http_path, j.trace_context
+            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
+), claimed_serial AS (
+  UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
+  FROM serial_lease WHERE j.id = serial_lease.job_id
+  RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
+            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
+), claimed AS (
+  SELECT * FROM claimed_fast UNION ALL SELECT * FROM claimed_serial
 ), calls AS (
   INSERT INTO {CALL} (queue_id, at)
   SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
@@ -710,15 +800,15 @@ WITH q AS (
   WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
 ), lease AS (
   INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at)
-  SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed
+  SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed_fast
 ), started AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
   SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL, q.execution_mode,
+       q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path),
-       extract(epoch FROM now() - c.run_at)::float8, c.trace_context
+       extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
 FROM claimed c JOIN q ON q.id = c.queue_id
 ORDER BY c.priority DESC, c.run_at, c.id
 """
@@ -898,7 +988,8 @@ WITH d AS (
   WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
   RETURNING c.job_id, c.attempt, c.started_at
 ), upd AS (
-  UPDATE {JOB} j SET status = '{PENDING}', run_at = now(), attempts = GREATEST(j.attempts - 1, 0),
+  UPDATE {JOB} j SET status = '{PENDING}', run_at = LEAST(j.run_at, now()),
+    attempts = GREATEST(j.attempts - 1, 0),
     key = CASE WHEN j.key IS NOT NULL AND EXISTS (
             SELECT 1 FROM {JOB} p WHERE p.key = j.key AND p.status = '{PENDING}' AND p.id <> j.id)
           THEN NULL ELSE j.key END
@@ -917,7 +1008,10 @@ SELECT id FROM upd
 
 
 def release(conn: Any, *, worker_id: int, worker_name: str, held: Sequence[tuple[int, int]]) -> list[int]:
-    """Give back attempts a stopping worker will not finish: pending again now, the attempt not counted."""
+    """Give back attempts a stopping worker will not finish: pending again now, the attempt not counted.
+
+    The job keeps its run_at, so it keeps its place in line (a serial queue runs it next).
+    """
     if not held:
         return []
     params = {
@@ -931,6 +1025,14 @@ def release(conn: Any, *, worker_id: int, worker_name: str, held: Sequence[tuple
 
 _NOTIFY_QUEUES = f"""
 SELECT pg_notify('{CHANNEL}', name || ' 0') FROM unnest(%(names)s::text[]) AS name
+"""
+
+
+_NOTIFY_GROUPS = f"""
+SELECT pg_notify('{CHANNEL}', q.name || ' 0') FROM {QUEUE} q
+WHERE NOT q.paused AND q.id IN (
+  SELECT j.queue_id FROM {JOB} j
+  WHERE j.serial_group = ANY(%(groups)s::text[]) AND j.status = '{PENDING}' AND j.enabled)
 """
 
 
@@ -1130,17 +1232,21 @@ def finish_and_claim(
     queues: Sequence[str] | None,
     limit: int,
     lease_seconds: float,
+    freed_groups: Iterable[str] = (),
 ) -> tuple[list[Retry], list[ClaimedJob], float | None]:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
     One transaction, sent as one pipeline: the statements of complete(),
     fail(), notify_queues() and claim() go to the server together, so a cycle
-    of the claim loop costs one network round trip and one commit. The third
+    of the claim loop costs one network round trip and one commit. Serial
+    groups whose job ended wake the workers of every queue holding their
+    next jobs (a group spans queues). The third
     value is when a rate-limited queue with due jobs has room again (epoch
     seconds), or None.
     """
     failed = claimed = wake = None
     freed = sorted(set(freed_queues))
+    groups = sorted(set(freed_groups))
     with conn.pipeline(), conn.transaction():
         if successes:
             conn.execute(_COMPLETE, _complete_params(worker_id, worker_name, successes))
@@ -1148,6 +1254,8 @@ def finish_and_claim(
             failed = conn.execute(_FAIL, _fail_params(worker_id, worker_name, failures))
         if freed:
             conn.execute(_NOTIFY_QUEUES, {"names": freed})
+        if groups:
+            conn.execute(_NOTIFY_GROUPS, {"groups": groups})
         if limit > 0:
             params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds)
             conn.execute(_LOCK_CAPPED_QUEUES, params)

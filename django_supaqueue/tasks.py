@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from .models import Job
 
 #: Keyword names enqueue() keeps for its own options; a task may not use them.
-RESERVED_OPTIONS = frozenset({"queue", "priority", "run_at", "key", "max_attempts", "key_mode", "depends_on"})
+RESERVED_OPTIONS = frozenset(
+    {"queue", "priority", "run_at", "key", "max_attempts", "key_mode", "depends_on", "serial_group"}
+)
 
 _registry: dict[str, Task] = {}
 
@@ -74,10 +76,19 @@ class Task:
         run_at: datetime | timedelta | None = None,
         key: str | None = None,
         max_attempts: int | None = None,
+        serial_group: str | None = None,
     ) -> BoundTask:
         """Options for the next enqueue, Django-Tasks style: ``task.using(priority=5).enqueue(...)``."""
         return BoundTask(
-            self, dict(queue=queue, priority=priority, run_at=run_at, key=key, max_attempts=max_attempts)
+            self,
+            dict(
+                queue=queue,
+                priority=priority,
+                run_at=run_at,
+                key=key,
+                max_attempts=max_attempts,
+                serial_group=serial_group,
+            ),
         )
 
     def enqueue(
@@ -88,15 +99,26 @@ class Task:
         run_at: datetime | timedelta | None = None,
         key: str | None = None,
         max_attempts: int | None = None,
+        serial_group: str | None = None,
         **kwargs: Any,
     ) -> Job:
-        """Write one job for this task in the caller's transaction and return it."""
+        """Write one job for this task in the caller's transaction and return it.
+
+        ``serial_group``: jobs sharing the name run one at a time, across queues.
+        """
         from . import api
         from . import queue as q
 
         self.check_arguments(args, kwargs)
         spec = self.job_spec(
-            args, kwargs, queue=queue, priority=priority, run_at=run_at, key=key, max_attempts=max_attempts
+            args,
+            kwargs,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            key=key,
+            max_attempts=max_attempts,
+            serial_group=serial_group,
         )
         job = q.enqueue_job(spec)
         api.enqueued([job])
@@ -110,8 +132,12 @@ class Task:
         priority: int | None = None,
         run_at: datetime | timedelta | None = None,
         max_attempts: int | None = None,
+        serial_group: str | None = None,
     ) -> list[Job]:
-        """Write one job per mapping of keyword arguments, in a constant number of statements."""
+        """Write one job per mapping of keyword arguments, in a constant number of statements.
+
+        ``serial_group`` puts every job of the call in that group (run one at a time, in order).
+        """
         from . import api
         from . import queue as q
 
@@ -128,6 +154,7 @@ class Task:
                     run_at=run_at,
                     key=None,
                     max_attempts=max_attempts,
+                    serial_group=serial_group,
                 )
             )
         jobs = q.enqueue_jobs(specs)
@@ -154,6 +181,7 @@ class Task:
             run_at=options["run_at"],
             key=options["key"],
             max_attempts=(options["max_attempts"] if options["max_attempts"] is not None else o.max_attempts),
+            serial_group=options.get("serial_group"),
         )
 
 

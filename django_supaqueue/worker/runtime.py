@@ -86,6 +86,7 @@ class Worker:
         self._unflushed: list[Outcome] = []
         self._outcome_jobs: dict[tuple[int, int], ClaimedJob] = {}  # for the life-cycle signals
         self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
+        self._freed_groups: set[str] = set()  # serial groups whose job ended: wake their queues' workers
         self._running: dict[tuple[int, int], _Running] = {}
         self._wanted = True  # claim on the next turn of the loop
         # Written by the listener thread: a notification counter (so one that
@@ -272,6 +273,8 @@ class Worker:
             if job.capped:
                 self._freed_capped.add(job.queue)
                 self._wanted = True
+            if job.serial_group is not None:
+                self._freed_groups.add(job.serial_group)
             self._unflushed.append(outcome)
             self._outcome_jobs[(job.id, job.attempt)] = job
             self.processed += 1
@@ -358,6 +361,7 @@ class Worker:
                     successes=successes,
                     failures=failures,
                     freed_queues=self._freed_capped,
+                    freed_groups=self._freed_groups,
                     queues=self.queues,
                     limit=limit if claim else 0,
                     lease_seconds=self.lease,
@@ -369,6 +373,7 @@ class Worker:
                 self._reconnect(exc)
         self._unflushed.clear()
         self._freed_capped.clear()
+        self._freed_groups.clear()
         for r in retries:
             if r.status == q.PENDING:
                 self._due(r.run_at.timestamp())
