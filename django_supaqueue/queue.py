@@ -684,19 +684,9 @@ WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
 ORDER BY id FOR NO KEY UPDATE
 """
 
-# Serial queues and groups: a serial queue's jobs, and a serial group's jobs
-# (across queues), run one at a time, in claim order. The guarantee is the
-# lease table's: its serial_queue and serial_group columns each have a partial
-# unique index, so two leases can never hold the same queue or group. Each
-# idle queue or group offers only its head (a job waiting for its retry stays
-# the head while its queue keeps head_of_line); the head is locked by id
-# (skipped, never replaced, when another transaction holds it), its lease is
-# inserted ON CONFLICT DO NOTHING (a concurrent claim of the same queue or group
-# makes it wait, then skip), and only the jobs whose lease went in are marked
-# in progress. Jobs of other queues take the first path (``picked``) as before:
-# its plan only gains the filter on serial_group.
-_CLAIM = f"""
-WITH q AS (
+# The queues a claim may take from, with what the claimed jobs need to know.
+_CLAIM_QUEUES = f"""
+q AS (
   SELECT id, name, concurrency_limit, timeout, execution_mode, rate_limit, serial, head_of_line,
          (rate_period + %(rate_margin)s) * interval '1 second' AS rate_window,
          CASE WHEN http_url <> '' THEN jsonb_build_object(
@@ -705,27 +695,72 @@ WITH q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM {QUEUE}
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
-), room AS (
-  SELECT q.id, q.serial, LEAST(%(limit)s::int,
-    CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.concurrency_limit - (
+)"""
+
+# Room per queue: the claim's limit, less what a concurrency cap or rate limit leaves.
+# ``%(want)s`` is how many jobs the statement may still take.
+_CLAIM_ROOM = f"""
+  SELECT q.id, LEAST(%(want)s,
+    CASE WHEN q.concurrency_limit IS NULL THEN %(want)s ELSE GREATEST(0, q.concurrency_limit - (
       SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}')) END,
-    CASE WHEN q.rate_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.rate_limit - (
+    CASE WHEN q.rate_limit IS NULL THEN %(want)s ELSE GREATEST(0, q.rate_limit - (
       SELECT count(*) FROM {CALL} x WHERE x.queue_id = q.id AND x.at > clock_timestamp() - q.rate_window))
     END) AS n
-  FROM q
-), picked AS (
-  SELECT c.id, c.queue_id, c.priority, c.run_at FROM room, LATERAL (
-    SELECT j.id, j.queue_id, j.priority, j.run_at FROM {JOB} j
-    WHERE j.queue_id = room.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
-      AND j.serial_group IS NULL
-      AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
-    ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT room.n
-    FOR UPDATE SKIP LOCKED
-  ) c
-  WHERE NOT room.serial
-  ORDER BY c.priority DESC, c.run_at, c.id
-  LIMIT %(limit)s::int
+  FROM q"""
+
+# The shared end of both claim statements: given ``claimed`` (the jobs just
+# marked in progress, leases written), log rate-limited starts, write the
+# "started" events and return what the worker needs. ``{where}`` is the
+# serial claim's note of how many it took.
+_CLAIM_TAIL = f"""
+, calls AS (
+  INSERT INTO {CALL} (queue_id, at)
+  SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
+  WHERE q.rate_limit IS NOT NULL
+), started AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+)
+SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
+       q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
+       q.http || jsonb_build_object('path', c.http_path),
+       extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
+FROM claimed c JOIN q ON q.id = c.queue_id {{where}}
+ORDER BY c.priority DESC, c.run_at, c.id
+"""
+
+# Some pending job's group, or NULL: min() reads one entry of the group index.
+_ANY_GROUP = f"""
+SELECT min(g.serial_group) FROM {JOB} g
+WHERE g.status = '{PENDING}' AND g.enabled AND g.serial_group IS NOT NULL"""
+
+#: A transaction-local setting: how many jobs _CLAIM_SERIAL took, which _CLAIM
+#: leaves out of its limit (both run in one transaction, sent as one pipeline).
+_SERIAL_CLAIMED = "supaqueue.serial_claimed"
+
+# Serial queues and groups: a serial queue's jobs, and a serial group's jobs
+# (across queues), run one at a time, in claim order. The guarantee is the
+# lease table's: its serial_queue and serial_group columns each have a partial
+# unique index, so two leases can never hold the same queue or group.
+#
+# This statement runs first in a claim and takes only such jobs. Each idle
+# queue or group offers its head (a job waiting for its retry stays the head
+# while its queue keeps head_of_line); the head is locked by id (skipped, never
+# replaced, when another transaction holds it); its lease is inserted ON
+# CONFLICT DO NOTHING (a concurrent claim of the same queue or group makes it
+# wait, then skip), and only the jobs whose lease went in are marked in
+# progress. When no served queue is serial and no pending job has a group, the
+# one-time ``serial_work`` test stops it after two index probes.
+_CLAIM_SERIAL = (
+    "WITH"
+    + _CLAIM_QUEUES
+    + f"""
+, serial_work AS (
+  SELECT EXISTS (SELECT 1 FROM q WHERE q.serial) OR ({_ANY_GROUP}) IS NOT NULL AS yes
+), room AS ("""
+    + _CLAIM_ROOM.replace("%(want)s", "%(limit)s::int")
+    + f"""
+  WHERE (SELECT yes FROM serial_work)
 ), queue_heads AS (
   SELECT h.id FROM q, LATERAL (
     SELECT u.id, u.run_at FROM (
@@ -744,7 +779,8 @@ WITH q AS (
 ), group_heads AS (
   SELECT DISTINCT ON (j.serial_group) j.id, j.run_at
   FROM {JOB} j JOIN {QUEUE} x ON x.id = j.queue_id
-  WHERE j.status = '{PENDING}' AND j.enabled AND j.serial_group IS NOT NULL AND NOT x.paused
+  WHERE (SELECT yes FROM serial_work)
+    AND j.status = '{PENDING}' AND j.enabled AND j.serial_group IS NOT NULL AND NOT x.paused
     AND (j.run_at <= now() OR (x.head_of_line AND j.attempts > 0))
   ORDER BY j.serial_group, (x.head_of_line AND j.attempts > 0) DESC, j.priority DESC, j.run_at, j.id
 ), heads AS (
@@ -758,65 +794,87 @@ WITH q AS (
     AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.serial_group = j.serial_group)
     AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
   FOR UPDATE OF j SKIP LOCKED
-), serial_picked AS (
+), picked AS (
   SELECT h.* FROM (
     SELECT h.*, row_number() OVER (PARTITION BY h.queue_id ORDER BY h.priority DESC, h.run_at, h.id) AS rn
     FROM heads h
   ) h JOIN room ON room.id = h.queue_id
-  WHERE h.rn <= room.n - (SELECT count(*) FROM picked p WHERE p.queue_id = h.queue_id)
-), chosen AS (
-  SELECT id, priority, run_at, false AS serial FROM picked
-  UNION ALL
-  SELECT id, priority, run_at, true FROM serial_picked
-  ORDER BY priority DESC, run_at, id
+  WHERE h.rn <= room.n
+  ORDER BY h.priority DESC, h.run_at, h.id
   LIMIT %(limit)s::int
-), serial_lease AS (
+), lease AS (
   INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at, serial_queue,
                          serial_group)
-  SELECT s.id, %(worker_id)s, s.attempts + 1, now(), now() + %(lease)s * interval '1 second',
-         s.serial_queue, s.serial_group
-  FROM serial_picked s JOIN chosen c ON c.id = s.id
-  ORDER BY s.serial_queue, s.serial_group
+  SELECT id, %(worker_id)s, attempts + 1, now(), now() + %(lease)s * interval '1 second',
+         serial_queue, serial_group
+  FROM picked ORDER BY serial_queue, serial_group
   ON CONFLICT DO NOTHING
   RETURNING job_id
-), claimed_fast AS (
-  UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
-  FROM chosen WHERE j.id = chosen.id AND NOT chosen.serial
-  RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
-), claimed_serial AS (
-  UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
-  FROM serial_lease WHERE j.id = serial_lease.job_id
-  RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
 ), claimed AS (
-  SELECT * FROM claimed_fast UNION ALL SELECT * FROM claimed_serial
-), calls AS (
-  INSERT INTO {CALL} (queue_id, at)
-  SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
-  WHERE q.rate_limit IS NOT NULL
+  UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
+  FROM lease WHERE j.id = lease.job_id
+  RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
+            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
+)"""
+    + _CLAIM_TAIL.format(
+        where=f"WHERE set_config('{_SERIAL_CLAIMED}', (SELECT count(*) FROM claimed)::text, true) <> ''"
+    )
+)
+
+# The claim of every other job: runnable jobs of each queue through the claim
+# index, within each queue's room, SKIP LOCKED. It runs after _CLAIM_SERIAL in
+# the same transaction and takes what is left of the limit (no setting: nothing
+# was taken; a setting outlives its transaction as ''). The cut comes last, so
+# that the planner sizes every step by the constant limit.
+_CLAIM = (
+    "WITH"
+    + _CLAIM_QUEUES
+    + f"""
+, want AS (
+  SELECT GREATEST(0, %(limit)s::int
+    - COALESCE(NULLIF(current_setting('{_SERIAL_CLAIMED}', true), '')::int, 0)) AS n
+), room AS ("""
+    + _CLAIM_ROOM.replace("%(want)s", "%(limit)s::int")
+    + f"""
+  WHERE NOT q.serial
+), picked AS (
+  SELECT c.id FROM room, LATERAL (
+    SELECT j.id, j.priority, j.run_at FROM {JOB} j
+    WHERE j.queue_id = room.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+      AND j.serial_group IS NULL
+      AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT room.n
+    FOR UPDATE SKIP LOCKED
+  ) c
+  ORDER BY c.priority DESC, c.run_at, c.id
+  LIMIT %(limit)s::int
+), claimed AS (
+  UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
+  FROM (SELECT id FROM picked LIMIT (SELECT n FROM want)) p WHERE j.id = p.id
+  RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
+            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
 ), pruned AS (
   DELETE FROM {CALL} x USING q
   WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
 ), lease AS (
   INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at)
-  SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed_fast
-), started AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+  SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed
+)"""
+    + _CLAIM_TAIL.format(where="")
 )
-SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
-       q.http || jsonb_build_object('path', c.http_path),
-       extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
-FROM claimed c JOIN q ON q.id = c.queue_id
-ORDER BY c.priority DESC, c.run_at, c.id
-"""
 
 # When a rate-limited queue with due jobs will have room again (epoch seconds,
 # only if in the future): a worker sleeps until then rather than until its poll.
+# Second column: whether the next claim needs _CLAIM_SERIAL (a served queue is
+# serial, or a pending job has a group); two index probes, so that workers of
+# deployments without serial work never send it.
 _RATE_WAKE = f"""
-SELECT extract(epoch FROM min(w.next))::float8 FROM (
+SELECT extract(epoch FROM min(w.next))::float8,
+       EXISTS (SELECT 1 FROM {QUEUE} s WHERE s.serial AND NOT s.paused
+               AND (%(queues)s::text[] IS NULL OR s.name = ANY(%(queues)s::text[])))
+       OR ({_ANY_GROUP}) IS NOT NULL
+FROM (
   SELECT (SELECT x.at FROM {CALL} x WHERE x.queue_id = q.id ORDER BY x.at DESC
           OFFSET q.rate_limit - 1 LIMIT 1) + (q.rate_period + %(rate_margin)s) * interval '1 second' AS next
   FROM {QUEUE} q
@@ -1186,14 +1244,17 @@ def claim(
     """Take up to ``limit`` runnable jobs, highest priority first, and lease them.
 
     Skips held jobs, paused queues, future run_at and queues at their
-    concurrency cap or rate limit; ``job_ids`` restricts the claim to those
-    jobs. Runs inside the caller's transaction.
+    concurrency cap or rate limit; a serial queue or group that is idle gives
+    its head only. ``job_ids`` restricts the claim to those jobs. Runs inside
+    the caller's transaction (or its own, on an autocommit connection).
     """
     if limit <= 0:
         return []
     params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, job_ids)
-    conn.execute(_LOCK_CAPPED_QUEUES, params)
-    rows = conn.execute(_CLAIM, params).fetchall()
+    with conn.transaction():  # its own on an autocommit connection: _CLAIM reads what _CLAIM_SERIAL took
+        conn.execute(_LOCK_CAPPED_QUEUES, params)
+        rows = conn.execute(_CLAIM_SERIAL, params).fetchall()
+        rows += conn.execute(_CLAIM, params).fetchall()
     received = time.monotonic()
     return [ClaimedJob(*r, received=received) for r in rows]
 
@@ -1233,7 +1294,8 @@ def finish_and_claim(
     limit: int,
     lease_seconds: float,
     freed_groups: Iterable[str] = (),
-) -> tuple[list[Retry], list[ClaimedJob], float | None]:
+    serial: bool = True,
+) -> tuple[list[Retry], list[ClaimedJob], float | None, bool]:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
     One transaction, sent as one pipeline: the statements of complete(),
@@ -1242,9 +1304,11 @@ def finish_and_claim(
     groups whose job ended wake the workers of every queue holding their
     next jobs (a group spans queues). The third
     value is when a rate-limited queue with due jobs has room again (epoch
-    seconds), or None.
+    seconds), or None; the fourth whether the next call needs ``serial``
+    (serial queues or groups have work; True when nothing was claimed, to be safe).
+    ``serial=False`` leaves out the claim of serial queues and groups.
     """
-    failed = claimed = wake = None
+    failed = claimed = claimed_serial = wake = None
     freed = sorted(set(freed_queues))
     groups = sorted(set(freed_groups))
     with conn.pipeline(), conn.transaction():
@@ -1259,13 +1323,17 @@ def finish_and_claim(
         if limit > 0:
             params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds)
             conn.execute(_LOCK_CAPPED_QUEUES, params)
+            if serial:
+                claimed_serial = conn.execute(_CLAIM_SERIAL, params)
             claimed = conn.execute(_CLAIM, params)
             wake = conn.execute(_RATE_WAKE, params)
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
-    rows = claimed.fetchall() if claimed is not None else []
+    rows = claimed_serial.fetchall() if claimed_serial is not None else []
+    rows += claimed.fetchall() if claimed is not None else []
     received = time.monotonic()
     jobs = [ClaimedJob(*r, received=received) for r in rows]
-    return retries, jobs, wake.fetchone()[0] if wake is not None else None
+    rate_wake, serial_work = wake.fetchone() if wake is not None else (None, True)
+    return retries, jobs, rate_wake, serial_work
 
 
 _RETRY_FAILED = f"""

@@ -94,6 +94,14 @@ def test_jobs_without_a_serial_queue_or_group_run_side_by_side(conn, worker):
     assert not CurrentJob.objects.exclude(serial_queue=None, serial_group=None).exists()
 
 
+def test_serial_heads_are_claimed_first_and_count_against_the_limit(conn, worker):
+    QueueFactory(name="serial", serial=True)
+    plain = JobFactory.create_batch(3, priority=50)
+    head = JobFactory(queue=QueueFactory(name="serial"), priority=-50)
+    ids = claim(conn, worker, limit=2)
+    assert len(ids) == 2 and ids[0] == head.pk and ids[1] in {j.pk for j in plain}
+
+
 def test_the_database_refuses_two_leases_on_one_serial_queue_or_group():
     CurrentJobFactory(serial_queue=7, serial_group="g")
     with pytest.raises(IntegrityError):
@@ -328,8 +336,9 @@ def test_the_claim_never_scans_the_job_table_with_serial_queues_and_groups(conn,
     with connection.cursor() as cur:
         cur.execute("ANALYZE supaqueue_job")
     params = q._claim_params(worker.pk, worker.name, None, 10, 30.0)
-    plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + q._CLAIM, params).fetchall())
-    assert "Seq Scan on supaqueue_job" not in plan, plan
+    for sql in (q._CLAIM_SERIAL, q._CLAIM):
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
+        assert "Seq Scan on supaqueue_job" not in plan, plan
 
 
 # ---------------------------------------------------------------- several worker processes
@@ -384,6 +393,15 @@ def test_a_serial_group_runs_one_job_at_a_time_across_queues_and_processes(worke
     assert started_order([j.pk for j in grouped]) == [j.pk for j in grouped]
     assert len(intervals("free")) == 6
     assert len(set(Execution.objects.filter(label="g").values_list("pid", flat=True))) == 2
+
+
+def test_an_idle_worker_without_serial_work_claims_a_new_grouped_job_at_once(worker_processes):
+    worker_processes.start("--poll-interval", "30")
+    worker_processes.wait_ready(1)
+    first = tasks.noop.enqueue()  # its claim finds no serial work: the next claims leave it out
+    wait_for(lambda: Job.objects.filter(pk=first.pk, status=Job.Status.SUCCESSFUL).exists(), 10)
+    grouped = tasks.noop.enqueue(serial_group="g")
+    wait_for(lambda: Job.objects.filter(pk=grouped.pk, status=Job.Status.SUCCESSFUL).exists(), 10)
 
 
 def test_a_failing_head_holds_its_serial_queue_until_its_retry_succeeds(worker_processes):
