@@ -1246,15 +1246,15 @@ def claim(
     Skips held jobs, paused queues, future run_at and queues at their
     concurrency cap or rate limit; a serial queue or group that is idle gives
     its head only. ``job_ids`` restricts the claim to those jobs. Runs inside
-    the caller's transaction (or its own, on an autocommit connection).
+    the caller's transaction, which it needs: the cap's lock, and the count
+    of serial jobs taken, last until its end.
     """
     if limit <= 0:
         return []
     params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, job_ids)
-    with conn.transaction():  # its own on an autocommit connection: _CLAIM reads what _CLAIM_SERIAL took
-        conn.execute(_LOCK_CAPPED_QUEUES, params)
-        rows = conn.execute(_CLAIM_SERIAL, params).fetchall()
-        rows += conn.execute(_CLAIM, params).fetchall()
+    conn.execute(_LOCK_CAPPED_QUEUES, params)
+    rows = conn.execute(_CLAIM_SERIAL, params).fetchall()
+    rows += conn.execute(_CLAIM, params).fetchall()
     received = time.monotonic()
     return [ClaimedJob(*r, received=received) for r in rows]
 

@@ -35,9 +35,10 @@ def worker(conn):
 
 
 def claim(conn, worker, limit=10, queues=None):
-    jobs = q.claim(
-        conn, worker_id=worker.pk, worker_name=worker.name, queues=queues, limit=limit, lease_seconds=30.0
-    )
+    with conn.transaction():
+        jobs = q.claim(
+            conn, worker_id=worker.pk, worker_name=worker.name, queues=queues, limit=limit, lease_seconds=30.0
+        )
     return [j.id for j in jobs]
 
 
