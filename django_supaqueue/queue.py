@@ -219,11 +219,12 @@ FROM {JOB} WHERE key = ANY(%(keys)s::text[]) AND status = '{PENDING}'
 
 _ENSURE_QUEUES = f"""
 INSERT INTO {QUEUE} (name, max_attempts, priority, retry_backoff, retry_backoff_max, timeout,
-                     paused, concurrency_limit, created_at, updated_at)
+                     paused, concurrency_limit, serial, head_of_line, created_at, updated_at)
 SELECT u.*, now(), now()
 FROM unnest(%(name)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
             %(retry_backoff)s::float8[], %(retry_backoff_max)s::float8[],
-            %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[]) AS u
+            %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[],
+            %(serial)s::bool[], %(head_of_line)s::bool[]) AS u
 ON CONFLICT (name) DO NOTHING
 """
 
@@ -235,6 +236,8 @@ _QUEUE_DEFAULT_FIELDS = (
     "timeout",
     "paused",
     "concurrency_limit",
+    "serial",
+    "head_of_line",
 )
 
 
@@ -257,6 +260,8 @@ def ensure_queues(names: Iterable[str], cursor: Any = None) -> None:
     for field in _QUEUE_DEFAULT_FIELDS:
         columns[field] = [(configured.get(n) or {}).get(field) for n in names]
     columns["paused"] = [bool(p) for p in columns["paused"]]
+    columns["serial"] = [bool(s) for s in columns["serial"]]
+    columns["head_of_line"] = [h is None or bool(h) for h in columns["head_of_line"]]
     if cursor is not None:
         cursor.execute(_ENSURE_QUEUES, columns)
         return

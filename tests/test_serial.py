@@ -10,7 +10,7 @@ from django.utils import timezone
 from django_supaqueue import api
 from django_supaqueue import queue as q
 from django_supaqueue.exceptions import InvalidOption, ReservedParameter
-from django_supaqueue.models import CurrentJob, Job, JobEvent
+from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue
 from django_supaqueue.tasks import task
 from django_supaqueue.worker.connection import connect
 from tests.conftest import wait_for
@@ -294,6 +294,16 @@ def test_every_outcome_frees_the_queue_or_group(conn, worker, outcome, grouped):
 # ---------------------------------------------------------------- enqueue
 
 
+def test_configured_queues_are_created_serial(settings):
+    settings.SUPAQUEUE = {"QUEUES": {"ledger": {"serial": True, "head_of_line": False}}}
+    tasks.noop.using(queue="ledger").enqueue()
+    tasks.noop.using(queue="plain").enqueue()
+    assert list(Queue.objects.order_by("name").values_list("name", "serial", "head_of_line")) == [
+        ("ledger", True, False),
+        ("plain", False, True),
+    ]
+
+
 def test_every_enqueue_door_takes_a_serial_group():
     jobs = [
         tasks.noop.enqueue(serial_group="g1"),
@@ -403,6 +413,18 @@ def test_an_idle_worker_without_serial_work_claims_a_new_grouped_job_at_once(wor
     wait_for(lambda: Job.objects.filter(pk=first.pk, status=Job.Status.SUCCESSFUL).exists(), 10)
     grouped = tasks.noop.enqueue(serial_group="g")
     wait_for(lambda: Job.objects.filter(pk=grouped.pk, status=Job.Status.SUCCESSFUL).exists(), 10)
+
+
+def test_cancelling_a_running_serial_job_starts_the_next_at_once(worker_processes):
+    QueueFactory(name="serial", serial=True)
+    worker_processes.start("-q", "serial", "-c", "2", "--poll-interval", "30")
+    worker_processes.wait_ready(1)
+    with transaction.atomic():
+        running = tasks.hold.using(queue="serial").enqueue(n=1, seconds=3, label="cancelled")
+        behind = tasks.hold.using(queue="serial").enqueue(n=2, seconds=0.05, label="behind")
+    wait_for(lambda: Job.objects.filter(pk=running.pk, status=Job.Status.IN_PROGRESS).exists(), 10)
+    api.cancel([running.pk])
+    wait_for(lambda: Job.objects.filter(pk=behind.pk, status=Job.Status.SUCCESSFUL).exists(), 10)
 
 
 def test_a_failing_head_holds_its_serial_queue_until_its_retry_succeeds(worker_processes):

@@ -288,6 +288,11 @@ class Worker:
             if r is not None:
                 executor.abandon(r.job)
                 logger.info("job %s (%s) attempt %s cancelled", r.job.id, r.job.task_name, r.job.attempt)
+                if r.job.capped:  # its cap, serial queue or group has room: wake their workers
+                    self._freed_capped.add(r.job.queue)
+                    self._wanted = True
+                if r.job.serial_group is not None:
+                    self._freed_groups.add(r.job.serial_group)
 
     def _release_running(self, executor: Executor) -> None:
         """Record what finished, give back what did not, and stop the attempts given back."""
