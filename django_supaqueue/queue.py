@@ -606,7 +606,7 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     timeout: float | None
-    capped: bool
+    capped: bool  # its end frees room others wait for (a concurrency cap, a serial queue or group)
     execution_mode: str = "threads"
     http: dict[str, Any] | None = None  # an HTTP queue's call: url, method, headers, secret alias, path
     wait: float = 0.0  # seconds from run_at to the claim
@@ -703,12 +703,11 @@ q AS (
 )"""
 
 # Room per queue: the claim's limit, less what a concurrency cap or rate limit leaves.
-# ``%(want)s`` is how many jobs the statement may still take.
 _CLAIM_ROOM = f"""
-  SELECT q.id, LEAST(%(want)s,
-    CASE WHEN q.concurrency_limit IS NULL THEN %(want)s ELSE GREATEST(0, q.concurrency_limit - (
+  SELECT q.id, LEAST(%(limit)s::int,
+    CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.concurrency_limit - (
       SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}')) END,
-    CASE WHEN q.rate_limit IS NULL THEN %(want)s ELSE GREATEST(0, q.rate_limit - (
+    CASE WHEN q.rate_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.rate_limit - (
       SELECT count(*) FROM {CALL} x WHERE x.queue_id = q.id AND x.at > clock_timestamp() - q.rate_window))
     END) AS n
   FROM q"""
@@ -763,7 +762,7 @@ _CLAIM_SERIAL = (
 , serial_work AS (
   SELECT EXISTS (SELECT 1 FROM q WHERE q.serial) OR ({_ANY_GROUP}) IS NOT NULL AS yes
 ), room AS ("""
-    + _CLAIM_ROOM.replace("%(want)s", "%(limit)s::int")
+    + _CLAIM_ROOM
     + f"""
   WHERE (SELECT yes FROM serial_work)
 ), queue_heads AS (
@@ -839,7 +838,7 @@ _CLAIM = (
   SELECT GREATEST(0, %(limit)s::int
     - COALESCE(NULLIF(current_setting('{_SERIAL_CLAIMED}', true), '')::int, 0)) AS n
 ), room AS ("""
-    + _CLAIM_ROOM.replace("%(want)s", "%(limit)s::int")
+    + _CLAIM_ROOM
     + f"""
   WHERE NOT q.serial
 ), picked AS (
