@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from django_supaqueue import api
@@ -435,3 +436,27 @@ def test_a_failing_head_holds_its_serial_queue_until_its_retry_succeeds(worker_p
         worker_processes.start("-q", "serial", "-c", "2", "--poll-interval", "0.2")
     wait_for(lambda: Job.objects.filter(status=Job.Status.SUCCESSFUL).count() == 4, 60)
     assert started_order([head.pk, *(j.pk for j in behind)]) == [head.pk] * 3 + [j.pk for j in behind]
+
+
+# ---------------------------------------------------------------- admin
+
+
+def test_the_queue_screen_edits_serial_and_head_of_line(admin_client):
+    ledger = QueueFactory(name="ledger")
+    url = reverse("admin:supaqueue_queue_change", args=[ledger.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k not in ("serial", "head_of_line")}
+    data["http_headers"] = "{}"
+    response = admin_client.post(url, {**data, "serial": "on"})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    ledger.refresh_from_db()
+    assert ledger.serial and not ledger.head_of_line
+
+
+def test_the_job_screens_show_and_find_a_serial_group(admin_client):
+    grouped = JobFactory(serial_group="account:42")
+    JobFactory()
+    page = admin_client.get(reverse("admin:supaqueue_job_change", args=[grouped.pk])).content.decode()
+    assert "account:42" in page
+    found = admin_client.get(reverse("admin:supaqueue_job_changelist"), {"q": "account:42"})
+    assert [j.pk for j in found.context["cl"].result_list] == [grouped.pk]
