@@ -29,6 +29,7 @@ def enqueue(
     key_mode: str | None = None,
     depends_on: Sequence[Job | int] | None = None,
     on_dependency_failure: str | None = None,
+    serial_group: str | None = None,
 ) -> Job:
     """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``."""
     return get_task(task_name).enqueue(
@@ -41,6 +42,7 @@ def enqueue(
         key_mode=key_mode,
         depends_on=depends_on,
         on_dependency_failure=on_dependency_failure,
+        serial_group=serial_group,
         **dict(payload or {}),
     )
 
@@ -56,6 +58,7 @@ def enqueue_many(
     key_mode: str | None = None,
     depends_on: Sequence[Job | int] | None = None,
     on_dependency_failure: str | None = None,
+    serial_group: str | None = None,
 ) -> list[Job]:
     """Enqueue one job per payload in a constant number of statements; all or nothing.
 
@@ -70,6 +73,7 @@ def enqueue_many(
         key_mode=key_mode,
         depends_on=depends_on,
         on_dependency_failure=on_dependency_failure,
+        serial_group=serial_group,
     )
 
 

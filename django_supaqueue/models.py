@@ -88,6 +88,20 @@ class Queue(models.Model):
         validators=[MinValueValidator(1)],
         help_text=_("Most attempts started per rate period across all workers (blank: unlimited)."),
     )
+    serial = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text=_("Run at most one job of this queue at a time across all workers, in claim order."),
+    )
+    head_of_line = models.BooleanField(
+        "head of line",
+        default=True,
+        db_default=True,
+        help_text=_(
+            "In a serial queue or group, a job waiting for its retry keeps its place: nothing behind it "
+            "starts until it has run. Off: later jobs pass it."
+        ),
+    )
     rate_period = models.FloatField(
         default=1.0,
         db_default=1.0,
@@ -261,6 +275,12 @@ class Job(models.Model):
         editable=False,
         help_text=_("W3C trace context of the code that enqueued the job (OpenTelemetry)."),
     )
+    serial_group = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text=_("At most one job of a serial group runs at a time across all queues and workers."),
+    )
 
     class OnDependencyFailure(models.TextChoices):
         CANCEL = "cancel", _("Cancel this job")
@@ -314,6 +334,24 @@ class Job(models.Model):
             models.Index(fields=["owner"], condition=Q(owner__isnull=False), name="supaqueue_job_owner"),
             models.Index(
                 fields=["tenant_id"], condition=Q(tenant_id__isnull=False), name="supaqueue_job_tenant"
+            ),
+            # The claim finds each serial group's head here; jobs without a group are not in it.
+            models.Index(
+                "serial_group",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                condition=Q(status="pending", enabled=True, serial_group__isnull=False),
+                name="supaqueue_job_group",
+            ),
+            # A serial queue's job waiting for its retry stays at the head (head of line): found here.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                condition=Q(status="pending", enabled=True, attempts__gt=0),
+                name="supaqueue_job_retrying",
             ),
         ]
         constraints = [
@@ -371,7 +409,10 @@ class CurrentJob(models.Model):
     """A running attempt: the lease a worker holds on a job.
 
     The unique job column is what guarantees a job runs at most once at a time;
-    (job, attempt, worker) is the fence every completion must match.
+    (job, attempt, worker) is the fence every completion must match. The
+    serial columns are locks: the lease of a serial queue's job holds its queue,
+    the lease of a grouped job its group, and their unique indexes let only one
+    lease hold each. Every outcome deletes the lease, so the lock goes with it.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -380,9 +421,23 @@ class CurrentJob(models.Model):
     attempt = models.PositiveIntegerField()
     started_at = models.DateTimeField(db_default=Now())
     lease_expires_at = models.DateTimeField()
+    serial_queue = models.BigIntegerField(null=True, blank=True, help_text=_("Id of the serial queue held."))
+    serial_group = models.CharField(max_length=255, null=True, blank=True)
 
     class Meta:
         verbose_name = _("current job")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["serial_queue"],
+                condition=Q(serial_queue__isnull=False),
+                name="supaqueue_current_queue",
+            ),
+            models.UniqueConstraint(
+                fields=["serial_group"],
+                condition=Q(serial_group__isnull=False),
+                name="supaqueue_current_group",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"job {self.job_id} attempt {self.attempt} on {self.worker_id}"

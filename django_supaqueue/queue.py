@@ -92,6 +92,14 @@ def check_queue_name(name: str) -> str:
     return name
 
 
+def check_serial_group(group: str | None) -> str | None:
+    if group is not None and (not isinstance(group, str) or not group or len(group) > 255):
+        raise InvalidOption(
+            f"serial_group must be a non-empty string of at most 255 characters, not {group!r}."
+        )
+    return group
+
+
 def check_run_at(run_at: datetime | timedelta | None) -> datetime | None:
     if run_at is None:
         return None
@@ -132,6 +140,7 @@ class JobSpec:
     #: Existing jobs (ids) or earlier specs of the same enqueue_jobs() call.
     depends_on: Sequence[int | JobSpec] = ()
     on_dependency_failure: str | None = None
+    serial_group: str | None = None
 
     def validated(self) -> _Row:
         if not isinstance(self.payload, dict):
@@ -156,6 +165,7 @@ class JobSpec:
                 f"on_dependency_failure must be one of {', '.join(DEPENDENCY_POLICIES)}, "
                 f"not {self.on_dependency_failure!r}."
             )
+        check_serial_group(self.serial_group)
         payload = encode_json(self.payload, "payload")
         args = encode_json(list(self.args), "args")
         limit = conf.get("MAX_PAYLOAD_BYTES")
@@ -206,12 +216,13 @@ DEPENDENCY_POLICIES = tuple(Job.OnDependencyFailure.values)
 _INSERT_ONE = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                    max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
-                   trace_context)
+                   trace_context, serial_group)
 SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
        COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
        COALESCE(%(run_at)s::timestamptz, now()), 0,
        COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
-       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb
+       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb,
+       %(serial_group)s
 FROM {QUEUE} q WHERE q.name = %(queue)s
 ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
@@ -219,7 +230,7 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at
 
 _JOB_COLUMNS = """id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
        max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
-       http_path, owner_id, tenant_id, trace_context::text, waiting_for, has_dependents,
+       http_path, owner_id, tenant_id, trace_context::text, serial_group, waiting_for, has_dependents,
        on_dependency_failure"""
 
 # The key modes other than "dedupe": the pending job holding the key takes the
@@ -228,17 +239,17 @@ _JOB_COLUMNS = """id, queue_id, task_name, payload::text, args::text, status, pr
 _UPSERT_ONE = f"""
 INSERT INTO {JOB} AS j (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                    max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
-                   trace_context)
+                   trace_context, serial_group)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb
+       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group
 FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
             %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
-            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[])
+            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
-                          owner_id, tenant_id, n)
+                          owner_id, tenant_id, serial_group, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO UPDATE SET
@@ -246,21 +257,23 @@ ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL
   args = EXCLUDED.args, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
   run_at = CASE WHEN %(key_mode)s = 'replace' THEN EXCLUDED.run_at ELSE j.run_at END,
   http_path = EXCLUDED.http_path, owner_id = EXCLUDED.owner_id, tenant_id = EXCLUDED.tenant_id,
-  trace_context = EXCLUDED.trace_context
+  trace_context = EXCLUDED.trace_context, serial_group = EXCLUDED.serial_group
 RETURNING {_JOB_COLUMNS}
 """
 
 _INSERT_MANY = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                   max_attempts, key, enabled, last_error, created_at, trace_context)
+                   max_attempts, key, enabled, last_error, created_at, trace_context, serial_group)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now(), %(trace)s::jsonb
+       u.key, true, '', now(), %(trace)s::jsonb, u.serial_group
 FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
-            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[])
-     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, n)
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
+            %(serial_group)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key,
+                          serial_group, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
@@ -272,20 +285,20 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 _INSERT_GRAPH = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                    max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
-                   trace_context, waiting_for, has_dependents, on_dependency_failure)
+                   trace_context, serial_group, waiting_for, has_dependents, on_dependency_failure)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb,
        CASE WHEN u.waiting_for > 0 THEN '{WAITING}' ELSE '{PENDING}' END,
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb,
+       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group,
        u.waiting_for, u.has_dependents, u.on_failure
 FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
             %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
-            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(waiting_for)s::int[],
-            %(has_dependents)s::bool[], %(on_failure)s::text[])
+            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[],
+            %(waiting_for)s::int[], %(has_dependents)s::bool[], %(on_failure)s::text[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
-                          owner_id, tenant_id, waiting_for, has_dependents, on_failure, n)
+                          owner_id, tenant_id, serial_group, waiting_for, has_dependents, on_failure, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
@@ -328,11 +341,12 @@ WHERE key = ANY(%(keys)s::text[]) AND status IN ('{WAITING}', '{PENDING}')
 
 _ENSURE_QUEUES = f"""
 INSERT INTO {QUEUE} (name, max_attempts, priority, retry_backoff, retry_backoff_max, timeout,
-                     paused, concurrency_limit, created_at, updated_at)
+                     paused, concurrency_limit, serial, head_of_line, created_at, updated_at)
 SELECT u.*, now(), now()
 FROM unnest(%(name)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
             %(retry_backoff)s::float8[], %(retry_backoff_max)s::float8[],
-            %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[]) AS u
+            %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[],
+            %(serial)s::bool[], %(head_of_line)s::bool[]) AS u
 ON CONFLICT (name) DO NOTHING
 """
 
@@ -344,6 +358,8 @@ _QUEUE_DEFAULT_FIELDS = (
     "timeout",
     "paused",
     "concurrency_limit",
+    "serial",
+    "head_of_line",
 )
 
 
@@ -366,6 +382,8 @@ def ensure_queues(names: Iterable[str], cursor: Any = None) -> None:
     for field in _QUEUE_DEFAULT_FIELDS:
         columns[field] = [(configured.get(n) or {}).get(field) for n in names]
     columns["paused"] = [bool(p) for p in columns["paused"]]
+    columns["serial"] = [bool(s) for s in columns["serial"]]
+    columns["head_of_line"] = [h is None or bool(h) for h in columns["head_of_line"]]
     if cursor is not None:
         cursor.execute(_ENSURE_QUEUES, columns)
         return
@@ -416,6 +434,7 @@ def _job_from_row(
             spec.owner_id,
             spec.tenant_id,
             json.loads(row.trace) if row.trace else None,
+            spec.serial_group,
             0,
             False,
             Job.OnDependencyFailure.CANCEL,
@@ -452,6 +471,7 @@ def enqueue_job(spec: JobSpec) -> Job:
         "http_path": spec.http_path,
         "owner_id": spec.owner_id,
         "tenant_id": spec.tenant_id,
+        "serial_group": spec.serial_group,
         **_defaults(),
     }
     job = _insert_one(alias, row, params)
@@ -540,6 +560,7 @@ def _columns(rows: Sequence[_Row], *, extended: bool = False) -> dict[str, list[
         "run_at": [r.run_at for r in rows],
         "max_attempts": [r.max_attempts for r in rows],
         "key": [r.key for r in rows],
+        "serial_group": [r.spec.serial_group for r in rows],
     }
     if extended:
         columns["http_path"] = [r.spec.http_path for r in rows]
@@ -884,11 +905,12 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     timeout: float | None
-    capped: bool
+    capped: bool  # its end frees room others wait for (a concurrency cap, a serial queue or group)
     execution_mode: str = "threads"
     http: dict[str, Any] | None = None  # an HTTP queue's call: url, method, headers, secret alias, path
     wait: float = 0.0  # seconds from run_at to the claim
     trace_context: dict[str, str] | None = None  # the enqueuer's, for the attempt's span
+    serial_group: str | None = None  # its serial group: workers of the group's queues wake when it ends
     received: float = 0.0  # time.monotonic() when the claim came back
 
 
@@ -966,9 +988,10 @@ WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
 ORDER BY id FOR NO KEY UPDATE
 """
 
-_CLAIM = f"""
-WITH q AS (
-  SELECT id, name, concurrency_limit, timeout, execution_mode, rate_limit,
+# The queues a claim may take from, with what the claimed jobs need to know.
+_CLAIM_QUEUES = f"""
+q AS (
+  SELECT id, name, concurrency_limit, timeout, execution_mode, rate_limit, serial, head_of_line,
          (rate_period + %(rate_margin)s) * interval '1 second' AS rate_window,
          CASE WHEN http_url <> '' THEN jsonb_build_object(
            'url', http_url, 'method', http_method, 'headers', http_headers, 'secret', http_secret,
@@ -976,19 +999,157 @@ WITH q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM {QUEUE}
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
-), room AS (
+)"""
+
+# Room per queue: the claim's limit, less what a concurrency cap or rate limit
+# leaves. Jobs claimed beyond a worker's idle slots (``free``) wait for one, so
+# queues whose limits count claims (a cap, a rate limit, serial order) only get
+# idle slots: a claim there must be followed by a start.
+_CLAIM_ROOM = f"""
   SELECT q.id, LEAST(
-    CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL THEN %(limit)s::int ELSE %(free)s::int END,
+    CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL AND NOT q.serial THEN %(limit)s::int
+         ELSE %(free)s::int END,
     CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.concurrency_limit - (
       SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}')) END,
     CASE WHEN q.rate_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.rate_limit - (
       SELECT count(*) FROM {CALL} x WHERE x.queue_id = q.id AND x.at > clock_timestamp() - q.rate_window))
     END) AS n
-  FROM q
+  FROM q"""
+
+# The shared end of both claim statements: given ``claimed`` (the jobs just
+# marked in progress, leases written), log rate-limited starts, write the
+# "started" events and return what the worker needs. ``{where}`` is the
+# serial claim's note of how many it took.
+_CLAIM_TAIL = f"""
+, calls AS (
+  INSERT INTO {CALL} (queue_id, at)
+  SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
+  WHERE q.rate_limit IS NOT NULL
+), started AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+)
+SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
+       q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
+       q.http || jsonb_build_object('path', c.http_path),
+       extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
+FROM claimed c JOIN q ON q.id = c.queue_id {{where}}
+ORDER BY c.priority DESC, c.run_at, c.id
+"""
+
+# Some pending job's group, or NULL: min() reads one entry of the group index.
+_ANY_GROUP = f"""
+SELECT min(g.serial_group) FROM {JOB} g
+WHERE g.status = '{PENDING}' AND g.enabled AND g.serial_group IS NOT NULL"""
+
+#: A transaction-local setting: how many jobs _CLAIM_SERIAL took, which _CLAIM
+#: leaves out of its limit (both run in one transaction, sent as one pipeline).
+_SERIAL_CLAIMED = "supaqueue.serial_claimed"
+
+# Serial queues and groups: a serial queue's jobs, and a serial group's jobs
+# (across queues), run one at a time, in claim order. The guarantee is the
+# lease table's: its serial_queue and serial_group columns each have a partial
+# unique index, so two leases can never hold the same queue or group.
+#
+# This statement runs first in a claim and takes only such jobs. Each idle
+# queue or group offers its head (a job waiting for its retry stays the head
+# while its queue keeps head_of_line); the head is locked by id (skipped, never
+# replaced, when another transaction holds it); its lease is inserted ON
+# CONFLICT DO NOTHING (a concurrent claim of the same queue or group makes it
+# wait, then skip), and only the jobs whose lease went in are marked in
+# progress. When no served queue is serial and no pending job has a group, the
+# one-time ``serial_work`` test stops it after two index probes.
+_CLAIM_SERIAL = (
+    "WITH"
+    + _CLAIM_QUEUES
+    + f"""
+, serial_work AS (
+  SELECT EXISTS (SELECT 1 FROM q WHERE q.serial) OR ({_ANY_GROUP}) IS NOT NULL AS yes
+), room AS ("""
+    + _CLAIM_ROOM
+    + f"""
+  WHERE (SELECT yes FROM serial_work)
+), queue_heads AS (
+  SELECT h.id FROM q, LATERAL (
+    SELECT u.id, u.run_at FROM (
+      (SELECT 0 AS rank, j.id, j.run_at FROM {JOB} j
+       WHERE q.head_of_line AND j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled
+         AND j.attempts > 0
+       ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+      UNION ALL
+      (SELECT 1, j.id, j.run_at FROM {JOB} j
+       WHERE j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+       ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)
+    ) u ORDER BY u.rank LIMIT 1
+  ) h
+  WHERE q.serial AND h.run_at <= now()
+    AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.serial_queue = q.id)
+), group_heads AS (
+  SELECT DISTINCT ON (j.serial_group) j.id, j.run_at
+  FROM {JOB} j JOIN {QUEUE} x ON x.id = j.queue_id
+  WHERE (SELECT yes FROM serial_work)
+    AND j.status = '{PENDING}' AND j.enabled AND j.serial_group IS NOT NULL AND NOT x.paused
+    AND (j.run_at <= now() OR (x.head_of_line AND j.attempts > 0))
+  ORDER BY j.serial_group, (x.head_of_line AND j.attempts > 0) DESC, j.priority DESC, j.run_at, j.id
+), heads AS (
+  SELECT j.id, j.queue_id, j.priority, j.run_at, j.attempts, j.serial_group,
+         CASE WHEN q.serial THEN q.id END AS serial_queue
+  FROM (SELECT id FROM queue_heads UNION SELECT id FROM group_heads WHERE run_at <= now()) h
+  JOIN {JOB} j ON j.id = h.id JOIN q ON q.id = j.queue_id
+  WHERE j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+    AND (NOT q.serial OR j.id IN (SELECT id FROM queue_heads))
+    AND (j.serial_group IS NULL OR j.id IN (SELECT id FROM group_heads))
+    AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.serial_group = j.serial_group)
+    AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
+  FOR UPDATE OF j SKIP LOCKED
+), picked AS (
+  SELECT h.* FROM (
+    SELECT h.*, row_number() OVER (PARTITION BY h.queue_id ORDER BY h.priority DESC, h.run_at, h.id) AS rn
+    FROM heads h
+  ) h JOIN room ON room.id = h.queue_id
+  WHERE h.rn <= room.n
+  ORDER BY h.priority DESC, h.run_at, h.id
+  LIMIT %(free)s::int
+), lease AS (
+  INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at, serial_queue,
+                         serial_group)
+  SELECT id, %(worker_id)s, attempts + 1, now(), now() + %(lease)s * interval '1 second',
+         serial_queue, serial_group
+  FROM picked ORDER BY serial_queue, serial_group
+  ON CONFLICT DO NOTHING
+  RETURNING job_id
+), claimed AS (
+  UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
+  FROM lease WHERE j.id = lease.job_id
+  RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
+            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
+)"""
+    + _CLAIM_TAIL.format(
+        where=f"WHERE set_config('{_SERIAL_CLAIMED}', (SELECT count(*) FROM claimed)::text, true) <> ''"
+    )
+)
+
+# The claim of every other job: runnable jobs of each queue through the claim
+# index, within each queue's room, SKIP LOCKED. It runs after _CLAIM_SERIAL in
+# the same transaction and takes what is left of the limit (no setting: nothing
+# was taken; a setting outlives its transaction as ''). The cut comes last, so
+# that the planner sizes every step by the constant limit.
+_CLAIM = (
+    "WITH"
+    + _CLAIM_QUEUES
+    + f"""
+, want AS (
+  SELECT GREATEST(0, %(limit)s::int
+    - COALESCE(NULLIF(current_setting('{_SERIAL_CLAIMED}', true), '')::int, 0)) AS n
+), room AS ("""
+    + _CLAIM_ROOM
+    + f"""
+  WHERE NOT q.serial
 ), picked AS (
   SELECT c.id FROM room, LATERAL (
     SELECT j.id, j.priority, j.run_at FROM {JOB} j
     WHERE j.queue_id = room.id AND j.status = '{PENDING}' AND j.enabled AND j.run_at <= now()
+      AND j.serial_group IS NULL
       AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY(%(job_ids)s::bigint[]))
     ORDER BY j.priority DESC, j.run_at, j.id
     LIMIT room.n
@@ -998,37 +1159,32 @@ WITH q AS (
   LIMIT %(limit)s::int
 ), claimed AS (
   UPDATE {JOB} j SET status = '{IN_PROGRESS}', attempts = j.attempts + 1, started_at = now()
-  FROM picked WHERE j.id = picked.id
+  FROM (SELECT id FROM picked LIMIT (SELECT n FROM want)) p WHERE j.id = p.id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at, j.http_path, j.trace_context
-), calls AS (
-  INSERT INTO {CALL} (queue_id, at)
-  SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
-  WHERE q.rate_limit IS NOT NULL
+            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
 ), pruned AS (
   DELETE FROM {CALL} x USING q
   WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
 ), lease AS (
   INSERT INTO {CURRENT} (job_id, worker_id, attempt, started_at, lease_expires_at)
   SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed
-), started AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+)"""
+    + _CLAIM_TAIL.format(where="")
 )
-SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL, q.execution_mode,
-       q.http || jsonb_build_object('path', c.http_path),
-       extract(epoch FROM now() - c.run_at)::float8, c.trace_context
-FROM claimed c JOIN q ON q.id = c.queue_id
-ORDER BY c.priority DESC, c.run_at, c.id
-"""
 
 # When a rate-limited queue with due jobs will have room again (epoch seconds,
 # only if in the future): a worker sleeps until then rather than until its poll.
 # The LATERAL keeps the queues first: an EXISTS here was planned as a scan of
 # every runnable job, on every claim, even with no rate-limited queue at all.
+# Second column: whether the next claim needs _CLAIM_SERIAL (a served queue is
+# serial, or a pending job has a group); two index probes, so that workers of
+# deployments without serial work never send it.
 _RATE_WAKE = f"""
-SELECT extract(epoch FROM min(w.next))::float8 FROM (
+SELECT extract(epoch FROM min(w.next))::float8,
+       EXISTS (SELECT 1 FROM {QUEUE} s WHERE s.serial AND NOT s.paused
+               AND (%(queues)s::text[] IS NULL OR s.name = ANY(%(queues)s::text[])))
+       OR ({_ANY_GROUP}) IS NOT NULL
+FROM (
   SELECT (SELECT x.at FROM {CALL} x WHERE x.queue_id = q.id ORDER BY x.at DESC
           OFFSET q.rate_limit - 1 LIMIT 1) + (q.rate_period + %(rate_margin)s) * interval '1 second' AS next
   FROM {QUEUE} q, LATERAL (
@@ -1230,7 +1386,8 @@ WITH d AS (
   WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
   RETURNING c.job_id, c.attempt, c.started_at
 ), upd AS (
-  UPDATE {JOB} j SET status = '{PENDING}', run_at = now(), attempts = GREATEST(j.attempts - 1, 0),
+  UPDATE {JOB} j SET status = '{PENDING}', run_at = LEAST(j.run_at, now()),
+    attempts = GREATEST(j.attempts - 1, 0),
     key = {_KEY_UNLESS_TAKEN}
   FROM lease WHERE j.id = lease.job_id
   RETURNING j.id
@@ -1247,7 +1404,10 @@ SELECT id FROM upd
 
 
 def release(conn: Any, *, worker_id: int, worker_name: str, held: Sequence[tuple[int, int]]) -> list[int]:
-    """Give back attempts a stopping worker will not finish: pending again now, the attempt not counted."""
+    """Give back attempts a stopping worker will not finish: pending again now, the attempt not counted.
+
+    The job keeps its run_at, so it keeps its place in line (a serial queue runs it next).
+    """
     if not held:
         return []
     params = {
@@ -1261,6 +1421,14 @@ def release(conn: Any, *, worker_id: int, worker_name: str, held: Sequence[tuple
 
 _NOTIFY_QUEUES = f"""
 SELECT pg_notify('{CHANNEL}', name || ' 0') FROM unnest(%(names)s::text[]) AS name
+"""
+
+
+_NOTIFY_GROUPS = f"""
+SELECT pg_notify('{CHANNEL}', q.name || ' 0') FROM {QUEUE} q
+WHERE NOT q.paused AND q.id IN (
+  SELECT j.queue_id FROM {JOB} j
+  WHERE j.serial_group = ANY(%(groups)s::text[]) AND j.status = '{PENDING}' AND j.enabled)
 """
 
 
@@ -1418,14 +1586,17 @@ def claim(
     """Take up to ``limit`` runnable jobs, highest priority first, and lease them.
 
     Skips held jobs, paused queues, future run_at and queues at their
-    concurrency cap or rate limit; ``job_ids`` restricts the claim to those
-    jobs. Runs inside the caller's transaction.
+    concurrency cap or rate limit; a serial queue or group that is idle gives
+    its head only. ``job_ids`` restricts the claim to those jobs. Runs inside
+    the caller's transaction, which it needs: the cap's lock, and the count
+    of serial jobs taken, last until its end.
     """
     if limit <= 0:
         return []
     params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, job_ids)
     conn.execute(_LOCK_CAPPED_QUEUES, params)
-    rows = conn.execute(_CLAIM, params).fetchall()
+    rows = conn.execute(_CLAIM_SERIAL, params).fetchall()
+    rows += conn.execute(_CLAIM, params).fetchall()
     received = time.monotonic()
     return [ClaimedJob(*r, received=received) for r in rows]
 
@@ -1465,19 +1636,25 @@ def finish_and_claim(
     limit: int,
     lease_seconds: float,
     free: int | None = None,
-) -> tuple[list[Retry], list[ClaimedJob], float | None]:
+    freed_groups: Iterable[str] = (),
+    serial: bool = True,
+) -> tuple[list[Retry], list[ClaimedJob], float | None, bool]:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
     One transaction, sent as one pipeline: the statements of complete(),
     fail(), notify_queues() and claim() go to the server together, so a cycle
-    of the claim loop costs one network round trip and one commit. The third
+    of the claim loop costs one network round trip and one commit. Serial
+    groups whose job ended wake the workers of every queue holding their
+    next jobs (a group spans queues). The third
     value is when a rate-limited queue with due jobs has room again (epoch
-    seconds), or None. ``free`` is how many of ``limit`` are idle slots: jobs
-    claimed beyond them wait for a slot, which queues with a concurrency cap or
-    a rate limit never do (their limits count claims, so a start must follow).
+    seconds), or None; the fourth whether the next call needs ``serial``
+    (serial queues or groups have work; True when nothing was claimed, to be safe).
+    ``serial=False`` leaves out the claim of serial queues and groups. ``free`` is
+    how many of ``limit`` are idle slots (see _CLAIM_ROOM).
     """
-    failed = claimed = wake = None
+    failed = claimed = claimed_serial = wake = None
     freed = sorted(set(freed_queues))
+    groups = sorted(set(freed_groups))
     with conn.pipeline(), conn.transaction():
         if successes:
             conn.execute(_COMPLETE, _complete_params(worker_id, worker_name, successes))
@@ -1485,16 +1662,22 @@ def finish_and_claim(
             failed = conn.execute(_FAIL, _fail_params(worker_id, worker_name, failures))
         if freed:
             conn.execute(_NOTIFY_QUEUES, {"names": freed})
+        if groups:
+            conn.execute(_NOTIFY_GROUPS, {"groups": groups})
         if limit > 0:
             params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, free=free)
             conn.execute(_LOCK_CAPPED_QUEUES, params)
+            if serial:
+                claimed_serial = conn.execute(_CLAIM_SERIAL, params)
             claimed = conn.execute(_CLAIM, params)
             wake = conn.execute(_RATE_WAKE, params)
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
-    rows = claimed.fetchall() if claimed is not None else []
+    rows = claimed_serial.fetchall() if claimed_serial is not None else []
+    rows += claimed.fetchall() if claimed is not None else []
     received = time.monotonic()
     jobs = [ClaimedJob(*r, received=received) for r in rows]
-    return retries, jobs, wake.fetchone()[0] if wake is not None else None
+    rate_wake, serial_work = wake.fetchone() if wake is not None else (None, True)
+    return retries, jobs, rate_wake, serial_work
 
 
 _RETRY_FAILED = f"""

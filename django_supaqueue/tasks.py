@@ -22,7 +22,17 @@ if TYPE_CHECKING:
 
 #: Keyword names enqueue() keeps for its own options; a task may not use them.
 RESERVED_OPTIONS = frozenset(
-    {"queue", "priority", "run_at", "key", "max_attempts", "key_mode", "depends_on", "on_dependency_failure"}
+    {
+        "queue",
+        "priority",
+        "run_at",
+        "key",
+        "max_attempts",
+        "key_mode",
+        "depends_on",
+        "on_dependency_failure",
+        "serial_group",
+    }
 )
 
 _registry: dict[str, Task] = {}
@@ -81,6 +91,7 @@ class Task:
         key_mode: str | None = None,
         depends_on: Sequence[Job | int] | None = None,
         on_dependency_failure: str | None = None,
+        serial_group: str | None = None,
     ) -> BoundTask:
         """Options for the next enqueue, Django-Tasks style: ``task.using(priority=5).enqueue(...)``."""
         return BoundTask(
@@ -94,6 +105,7 @@ class Task:
                 key_mode=key_mode,
                 depends_on=depends_on,
                 on_dependency_failure=on_dependency_failure,
+                serial_group=serial_group,
             ),
         )
 
@@ -108,12 +120,14 @@ class Task:
         key_mode: str | None = None,
         depends_on: Sequence[Job | int] | None = None,
         on_dependency_failure: str | None = None,
+        serial_group: str | None = None,
         **kwargs: Any,
     ) -> Job:
         """Write one job for this task in the caller's transaction and return it.
 
         ``depends_on`` makes it wait until those jobs have succeeded; see
         ``Pipeline`` to write a whole graph of new jobs in one call.
+        ``serial_group``: jobs sharing the name run one at a time, across queues.
         """
         from . import api
         from . import queue as q
@@ -130,6 +144,7 @@ class Task:
             key_mode=key_mode,
             depends_on=depends_on,
             on_dependency_failure=on_dependency_failure,
+            serial_group=serial_group,
         )
         job = q.enqueue_job(spec)
         api.enqueued([job])
@@ -146,11 +161,13 @@ class Task:
         key_mode: str | None = None,
         depends_on: Sequence[Job | int] | None = None,
         on_dependency_failure: str | None = None,
+        serial_group: str | None = None,
     ) -> list[Job]:
         """Write one job per mapping of keyword arguments, in a constant number of statements.
 
         A mapping may carry its own ``key`` (the options apply to every job);
-        ``depends_on`` makes every job of the call wait for those jobs.
+        ``depends_on`` makes every job of the call wait for those jobs, and
+        ``serial_group`` puts every job of the call in that group (run one at a time, in order).
         """
         from . import api
         from . import queue as q
@@ -172,6 +189,7 @@ class Task:
                     key_mode=key_mode,
                     depends_on=depends_on,
                     on_dependency_failure=on_dependency_failure,
+                    serial_group=serial_group,
                 )
             )
         jobs = q.enqueue_jobs(specs)
@@ -201,6 +219,7 @@ class Task:
             key_mode=options.get("key_mode") or "dedupe",
             depends_on=list(options.get("depends_on") or ()),
             on_dependency_failure=options.get("on_dependency_failure"),
+            serial_group=options.get("serial_group"),
         )
 
 

@@ -194,7 +194,9 @@ class JobAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER  # facet counts would count the table once per filter choice
     sortable_by = ["id"]
     search_fields = ["task_name"]  # shows the search box; get_search_results says what it matches
-    search_help_text = _("A job id (123 or #123), an exact key, or a task name (full, or its last part).")
+    search_help_text = _(
+        "A job id (123 or #123), an exact key or serial group, or a task name (full, or its last part)."
+    )
     actions = [retry_now, run_now, cancel, hold, release_hold, delete_selected]
     change_list_template = "django_supaqueue/admin/job_change_list.html"
     change_form_template = "django_supaqueue/admin/job_change_form.html"
@@ -209,6 +211,7 @@ class JobAdmin(admin.ModelAdmin):
                     "attempts_of",
                     "priority",
                     "key",
+                    "serial_group",
                     "held",
                     "running_on",
                     "owner",
@@ -227,6 +230,7 @@ class JobAdmin(admin.ModelAdmin):
         "attempts_of",
         "priority",
         "key",
+        "serial_group",
         "held",
         "running_on",
         "owner",
@@ -278,7 +282,7 @@ class JobAdmin(admin.ModelAdmin):
         if number.isdigit() and len(number) <= 18:
             return queryset.filter(pk=int(number)), False
         tasks = [name for name in registered_tasks() if name == term or name.endswith("." + term)]
-        return queryset.filter(Q(key=term) | Q(task_name__in=[term, *tasks])), False
+        return queryset.filter(Q(key=term) | Q(serial_group=term) | Q(task_name__in=[term, *tasks])), False
 
     @admin.display(description=_("status"))
     def status_badge(self, job: Job) -> SafeString:

@@ -89,6 +89,7 @@ class QueueAdmin(admin.ModelAdmin):
         "paused",
         "concurrency_limit",
         "rate",
+        "serial",
     ]
     list_editable = ["paused", "concurrency_limit"]
     search_fields = ["name"]
@@ -96,6 +97,7 @@ class QueueAdmin(admin.ModelAdmin):
     readonly_fields = ["jobs", "waiting", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "paused", "concurrency_limit", "execution_mode"]}),
+        (_("One at a time"), {"fields": ["serial", "head_of_line"]}),
         (
             _("Defaults for its jobs"),
             {"fields": ["max_attempts", "priority", "retry_backoff", "retry_backoff_max", "timeout"]},

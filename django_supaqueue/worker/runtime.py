@@ -89,6 +89,9 @@ class Worker:
         self._unflushed: list[Outcome] = []
         self._outcome_jobs: dict[tuple[int, int], ClaimedJob] = {}  # for the life-cycle signals
         self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
+        self._freed_groups: set[str] = set()  # serial groups whose job ended: wake their queues' workers
+        self._serial = True  # claim serial queues and groups too (False while none has work)
+        self._serial_missed = False  # serial work appeared during a claim that left it out
         self._running: dict[tuple[int, int], _Running] = {}
         self._wanted = True  # claim on the next turn of the loop
         # Written by the listener thread: a notification counter (so one that
@@ -245,7 +248,7 @@ class Worker:
                     next_poll = time.monotonic() + self.poll_interval
                     # A full batch may have left more behind; a notification that
                     # arrived meanwhile is picked up by the counter on the next turn.
-                    self._wanted = len(claimed) == limit
+                    self._wanted = len(claimed) == limit or self._serial_missed
                     self._dispatch(executor, claimed)
                     if self.burst and not claimed and not self._running and not self._done:
                         return
@@ -281,6 +284,8 @@ class Worker:
             if job.capped:
                 self._freed_capped.add(job.queue)
                 self._wanted = True
+            if job.serial_group is not None:
+                self._freed_groups.add(job.serial_group)
             d = self._typical_duration
             self._typical_duration = outcome.duration if d is None else 0.8 * d + 0.2 * outcome.duration
             self._unflushed.append(outcome)
@@ -294,6 +299,11 @@ class Worker:
             if r is not None:
                 executor.abandon(r.job)
                 logger.info("job %s (%s) attempt %s cancelled", r.job.id, r.job.task_name, r.job.attempt)
+                if r.job.capped:  # its cap, serial queue or group has room: wake their workers
+                    self._freed_capped.add(r.job.queue)
+                    self._wanted = True
+                if r.job.serial_group is not None:
+                    self._freed_groups.add(r.job.serial_group)
 
     def _release_running(self, executor: Executor) -> None:
         """Record what finished, give back what did not, and stop the attempts given back."""
@@ -382,13 +392,15 @@ class Worker:
         assert self.worker_id is not None
         while True:
             try:
-                retries, claimed, rate_wake = q.finish_and_claim(
+                retries, claimed, rate_wake, serial_work = q.finish_and_claim(
                     self._conn,
                     worker_id=self.worker_id,
                     worker_name=self.name,
                     successes=successes,
                     failures=failures,
                     freed_queues=self._freed_capped,
+                    freed_groups=self._freed_groups,
+                    serial=self._serial,
                     queues=self.queues,
                     limit=limit if claim else 0,
                     lease_seconds=self.lease,
@@ -401,6 +413,10 @@ class Worker:
                 self._reconnect(exc)
         self._unflushed.clear()
         self._freed_capped.clear()
+        self._freed_groups.clear()
+        if claim:
+            self._serial_missed = serial_work and not self._serial
+            self._serial = serial_work
         for r in retries:
             if r.status == q.PENDING:
                 self._due(r.run_at.timestamp())
