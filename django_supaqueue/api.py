@@ -1,7 +1,7 @@
 """The public calls behind ``from django_supaqueue import enqueue, enqueue_many, cancel``.
 
-A thin door onto queue.py that also sends the life-cycle signals, so that
-queue.py itself stays free of everything but SQL.
+A thin door onto the queue package that also sends the life-cycle signals, so that
+the queue package itself stays free of everything but SQL.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
         }
     }
 
-A door onto ``queue.py``: ``enqueue()`` writes a job in the caller's transaction
+A door onto the ``queue`` package: ``enqueue()`` writes a job in the caller's transaction
 (the job's task name is the task's ``module_path``), ``runworkers`` runs it with
 retries, timeouts and leases, and ``get_result()`` reads the job row. On Django
 5.2, which has no ``django.tasks``, this module still imports, and the backend

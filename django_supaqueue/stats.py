@@ -1,6 +1,6 @@
 """Read-only figures for the admin: counts, latency, throughput and failures, cheap at any size.
 
-Nothing here changes a row (every state change is in ``queue.py``). The
+Nothing here changes a row (every state change is in the ``queue`` package). The
 statements are shaped for tables of millions of jobs: a count is exact only up
 to a bound and estimated by the planner past it, every scan follows an index,
 and the last-hour figures read only the last hour of events (a BRIN index on

@@ -30,6 +30,7 @@ from . import conf
 from . import queue as q
 from .models import Job
 from .queue import ClaimedJob, Failure, Success
+from .queue import enqueue as enqueue_module
 from .tasks import task_name
 
 __all__ = [
@@ -129,7 +130,7 @@ def _attempt(alias: str, job: ClaimedJob) -> Success | Failure:
 class _QueueConnection:
     """Django's own psycopg connection, decoding JSON as the worker's connections do.
 
-    queue.py's worker-side functions only call ``execute()``; Django's adapters
+    the queue package's worker-side functions only call ``execute()``; Django's adapters
     hand jsonb over as text (the ORM decodes it itself), so this registers the
     JSON loader on each cursor it opens, leaving Django's connection unchanged.
     """
@@ -159,12 +160,12 @@ def immediate() -> Iterator[None]:
     then runs in the caller's transaction, before the enqueue call returns.
     Jobs a job trigger inserts in SQL are not seen: call ``run_pending()``.
     """
-    previous = q.after_enqueue
-    q.after_enqueue = _run_after_enqueue
+    previous = enqueue_module.after_enqueue
+    enqueue_module.after_enqueue = _run_after_enqueue
     try:
         yield
     finally:
-        q.after_enqueue = previous
+        enqueue_module.after_enqueue = previous
 
 
 def _run_after_enqueue(jobs: Sequence[Job]) -> None:

@@ -9,6 +9,7 @@ from django_supaqueue import Pipeline, cancel, dependency_results
 from django_supaqueue import queue as q
 from django_supaqueue.exceptions import DependencyCycle, InvalidOption, NotInAJob
 from django_supaqueue.models import Job, JobDependency, JobEvent
+from django_supaqueue.queue import graph
 from django_supaqueue.worker.connection import connect
 from tests.testapp import tasks
 from tests.testapp.models import Execution
@@ -193,7 +194,7 @@ def test_a_keyed_step_that_succeeds_while_the_pipeline_is_written_counts_as_done
     """The race between deduplicating to a pending job and locking it: the job finishes in
     between (injected here on another connection), and its new dependents start pending."""
     root, _end = _daily_pipeline()
-    real_mark = q._mark_dependencies
+    real_mark = graph._mark_dependencies
 
     def finish_root_first(cur, ids):
         if root.pk in ids:
@@ -212,7 +213,7 @@ def test_a_keyed_step_that_succeeds_while_the_pipeline_is_written_counts_as_done
                 conn.commit()
         return real_mark(cur, ids)
 
-    monkeypatch.setattr(q, "_mark_dependencies", finish_root_first)
+    monkeypatch.setattr(graph, "_mark_dependencies", finish_root_first)
     again, second_end = _daily_pipeline()
     assert again.pk == root.pk
     assert second_end.status == status(second_end) == Job.Status.PENDING

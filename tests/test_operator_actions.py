@@ -1,4 +1,4 @@
-"""The operator's actions in queue.py: retry now, run now, hold, release, delete, pause and resume."""
+"""The operator's actions (queue/actions.py): retry now, run now, hold, release, delete, pause, resume."""
 
 from datetime import timedelta
 

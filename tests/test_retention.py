@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from django_supaqueue import queue as q
 from django_supaqueue.models import Job, JobEvent
+from django_supaqueue.queue import actions, leases, outcomes
 from django_supaqueue.worker.connection import connect
 from django_supaqueue.worker.runtime import Worker as WorkerRuntime
 from tests.conftest import wait_for
@@ -101,10 +102,10 @@ def test_claim_complete_and_prune_never_scan_the_job_table():
         cur.execute("ANALYZE supaqueue_job")
     with connect() as conn:
         worker_id = q.register_worker(conn, name="x", host="h", pid=1, queues=None, concurrency=1)
-        claim = q._claim_params(worker_id, "x", None, 10, 30.0)
-        complete = q._complete_params(worker_id, "x", [q.Success(1, 1, None, 0.0)])
+        claim = leases._claim_params(worker_id, "x", None, 10, 30.0)
+        complete = outcomes._complete_params(worker_id, "x", [q.Success(1, 1, None, 0.0)])
         prune = {"successful": 1.0, "failed": 1.0, "cancelled": 1.0, "oldest": 1.0, "batch": 10}
-        for sql, params in ((q._CLAIM, claim), (q._COMPLETE, complete), (q._PRUNE, prune)):
+        for sql, params in ((leases._CLAIM, claim), (outcomes._COMPLETE, complete), (actions._PRUNE, prune)):
             text = plan(conn, sql, params)
             assert "Seq Scan on supaqueue_job" not in text, text
 
@@ -115,8 +116,8 @@ def test_the_rate_limit_wake_up_reads_no_job_without_a_rate_limited_queue():
     with connection.cursor() as cur:
         cur.execute("ANALYZE supaqueue_job")
     with connect() as conn:
-        params = q._claim_params(1, "x", None, 10, 30.0)
-        rows = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + q._RATE_WAKE, params).fetchone()[0]
+        params = leases._claim_params(1, "x", None, 10, 30.0)
+        rows = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + leases._RATE_WAKE, params).fetchone()[0]
 
     def job_rows_read(node):
         own = node.get("Actual Rows", 0) if node.get("Relation Name") == "supaqueue_job" else 0

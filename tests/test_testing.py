@@ -78,7 +78,7 @@ def test_the_immediate_context_manager_ends_with_its_block():
     with immediate():
         ran = tasks.noop.enqueue()
     waiting = tasks.noop.enqueue()
-    assert queue.after_enqueue is None
+    assert queue.enqueue.after_enqueue is None
     assert dict(Job.objects.values_list("pk", "status")) == {
         ran.pk: Job.Status.SUCCESSFUL,
         waiting.pk: Job.Status.PENDING,

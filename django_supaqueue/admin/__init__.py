@@ -1,6 +1,6 @@
 """Admin screens for the queue: jobs, queues, schedules, workers, leases and a live dashboard.
 
-One module per screen. Jobs change state only through ``queue.py``'s
+One module per screen. Jobs change state only through the ``queue`` package's
 operations (the actions); queues are edited with a form; workers and leases
 are read-only; every figure is bounded or estimated, so the screens stay fast
 with millions of jobs (see ``changelist`` and ``..stats``).

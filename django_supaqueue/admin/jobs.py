@@ -93,7 +93,7 @@ def _job_action(
     name: str, description: Any, act: str | Callable[..., list[int]], done: Any, rule: Any
 ) -> Any:
     """An admin action applying ``act`` to the selected jobs: a function over ids, or the name of
-    one in queue.py (looked up at each call, so the queue's functions stay the one source)."""
+    one in the queue package (looked up at each call, so the queue's functions stay the one source)."""
 
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
         func = getattr(queue, act) if isinstance(act, str) else act

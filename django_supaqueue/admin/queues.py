@@ -2,7 +2,7 @@
 
 Queue rows are small and few, so they are edited with a plain form; what the
 form cannot do by itself is wake the workers, which ``save_model`` and the
-resume action do through ``queue.py`` so that an unpaused queue or a raised
+resume action do through the ``queue`` package so that an unpaused queue or a raised
 concurrency cap takes effect at once rather than at the next poll.
 """
 

@@ -1,0 +1,252 @@
+"""The producer side: writing jobs, one at a time or many, with keys (Django's connection)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from django.db import connections, transaction
+
+from .. import conf, tracing
+from ..exceptions import InvalidOption
+from ..models import (
+    Job,
+)
+from .graph import _enqueue_graph
+from .rows import (
+    _JOB_COLUMNS,
+    _PENDING_BY_KEY,
+    _columns,
+    _defaults,
+    _job_from_row,
+    _job_from_text_row,
+    _match_written,
+)
+from .spec import JobSpec, _Row
+from .tables import JOB, PENDING, QUEUE, WAITING, _db_alias
+
+_INSERT_ONE = f"""
+INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
+                   trace_context, serial_group)
+SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
+       COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
+       COALESCE(%(run_at)s::timestamptz, now()), 0,
+       COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
+       %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb,
+       %(serial_group)s
+FROM {QUEUE} q WHERE q.name = %(queue)s
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+RETURNING id, queue_id, priority, run_at, max_attempts, created_at
+"""
+
+# The key modes other than "dedupe": the pending job holding the key takes the
+# new call's values (all of them, or all but run_at) and keeps its id, its
+# history and its place in any dependency graph.
+_UPSERT_ONE = f"""
+INSERT INTO {JOB} AS j (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
+                   trace_context, serial_group)
+SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
+       COALESCE(u.priority, q.priority, %(default_priority)s::int),
+       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
+       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group
+FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
+            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
+                          owner_id, tenant_id, serial_group, n)
+JOIN {QUEUE} q ON q.name = u.queue
+ORDER BY u.n
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO UPDATE SET
+  queue_id = EXCLUDED.queue_id, task_name = EXCLUDED.task_name, payload = EXCLUDED.payload,
+  args = EXCLUDED.args, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
+  run_at = CASE WHEN %(key_mode)s = 'replace' THEN EXCLUDED.run_at ELSE j.run_at END,
+  http_path = EXCLUDED.http_path, owner_id = EXCLUDED.owner_id, tenant_id = EXCLUDED.tenant_id,
+  trace_context = EXCLUDED.trace_context, serial_group = EXCLUDED.serial_group
+RETURNING {_JOB_COLUMNS}
+"""
+
+_INSERT_MANY = f"""
+INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at, trace_context, serial_group)
+SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
+       COALESCE(u.priority, q.priority, %(default_priority)s::int),
+       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
+       u.key, true, '', now(), %(trace)s::jsonb, u.serial_group
+FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
+            %(serial_group)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key,
+                          serial_group, n)
+JOIN {QUEUE} q ON q.name = u.queue
+ORDER BY u.n
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
+"""
+
+_ENSURE_QUEUES = f"""
+INSERT INTO {QUEUE} (name, max_attempts, priority, retry_backoff, retry_backoff_max, timeout,
+                     paused, concurrency_limit, serial, head_of_line, created_at, updated_at)
+SELECT u.*, now(), now()
+FROM unnest(%(name)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
+            %(retry_backoff)s::float8[], %(retry_backoff_max)s::float8[],
+            %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[],
+            %(serial)s::bool[], %(head_of_line)s::bool[]) AS u
+ON CONFLICT (name) DO NOTHING
+"""
+
+_QUEUE_DEFAULT_FIELDS = (
+    "max_attempts",
+    "priority",
+    "retry_backoff",
+    "retry_backoff_max",
+    "timeout",
+    "paused",
+    "concurrency_limit",
+    "serial",
+    "head_of_line",
+)
+
+#: Called with the jobs each enqueue call wrote, after it wrote them. None in production;
+#: django_supaqueue.testing.immediate() sets it to run jobs at once in tests.
+after_enqueue: Callable[[Sequence[Job]], None] | None = None
+
+
+def ensure_queues(names: Iterable[str], cursor: Any = None) -> None:
+    """Create the named queues that do not exist yet, with SUPAQUEUE['QUEUES'] settings."""
+    names = sorted(set(names))
+    if not names:
+        return
+    configured = conf.get("QUEUES") or {}
+    columns: dict[str, list[Any]] = {"name": names}
+    for field in _QUEUE_DEFAULT_FIELDS:
+        columns[field] = [(configured.get(n) or {}).get(field) for n in names]
+    columns["paused"] = [bool(p) for p in columns["paused"]]
+    columns["serial"] = [bool(s) for s in columns["serial"]]
+    columns["head_of_line"] = [h is None or bool(h) for h in columns["head_of_line"]]
+    if cursor is not None:
+        cursor.execute(_ENSURE_QUEUES, columns)
+        return
+    with connections[_db_alias()].cursor() as cur:
+        cur.execute(_ENSURE_QUEUES, columns)
+
+
+def enqueue_job(spec: JobSpec) -> Job:
+    """Write one job: a single INSERT … SELECT in the steady state.
+
+    The statement reads the queue's defaults in the database, so a long-lived
+    web process never enqueues with stale queue settings. When the queue does
+    not exist yet it is created and the insert is tried again; when the key is
+    already pending, the key mode says what becomes of the pending job.
+    """
+    if spec.depends_on or spec.key_mode != "dedupe":
+        return enqueue_jobs([spec])[0]
+    row = spec.validated()
+    row.trace = tracing.current_context_json()
+    alias = _db_alias()
+    params = {
+        "trace": row.trace,
+        "task_name": row.task_name,
+        "payload": row.payload,
+        "args": row.args,
+        "queue": row.queue,
+        "priority": row.priority,
+        "run_at": row.run_at,
+        "max_attempts": row.max_attempts,
+        "key": row.key,
+        "http_path": spec.http_path,
+        "owner_id": spec.owner_id,
+        "tenant_id": spec.tenant_id,
+        "serial_group": spec.serial_group,
+        **_defaults(),
+    }
+    job = _insert_one(alias, row, params)
+    if after_enqueue is not None:
+        after_enqueue([job])
+    return job
+
+
+def _insert_one(alias: str, row: _Row, params: dict[str, Any]) -> Job:
+    with connections[alias].cursor() as cur:
+        for _ in range(5):
+            cur.execute(_INSERT_ONE, params)
+            got = cur.fetchone()
+            if got is not None:
+                return _job_from_row(alias, row, *got)
+            if row.key is not None:
+                cur.execute(_PENDING_BY_KEY, {"keys": [row.key]})
+                existing = cur.fetchone()
+                if existing is not None:
+                    return _job_from_text_row(alias, existing)
+            ensure_queues([row.queue], cur)
+    raise RuntimeError(f"could not enqueue into queue {row.queue!r}: it keeps disappearing")
+
+
+def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
+    """Write many jobs in at most four statements, atomically.
+
+    1. create missing queues; 2. insert every job with one INSERT … SELECT
+    FROM unnest(); 3. (only when keys collided) read the pending jobs that won.
+    Specs with dependencies or a key mode other than "dedupe" take their own
+    paths (_enqueue_graph, _upsert), a few statements more.
+    """
+    rows = [spec.validated() for spec in specs]
+    if not rows:
+        return []
+    modes = {r.spec.key_mode for r in rows}
+    if len(modes) > 1:
+        raise InvalidOption("one enqueue call uses one key_mode for all its jobs.")
+    trace = tracing.current_context_json()  # one call, one context: every job of the batch shares it
+    for r in rows:
+        r.trace = trace
+    alias = _db_alias()
+    with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
+        ensure_queues({r.queue for r in rows}, cur)
+        if any(r.spec.depends_on for r in rows):
+            jobs = _enqueue_graph(cur, alias, rows)
+        elif modes != {"dedupe"}:
+            jobs = _upsert(cur, alias, rows)
+        else:
+            jobs = _insert_many(cur, alias, rows)
+    if after_enqueue is not None:
+        after_enqueue(jobs)
+    return jobs
+
+
+def _insert_many(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
+    if any(r.spec.http_path or r.spec.owner_id is not None or r.spec.tenant_id is not None for r in rows):
+        raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
+    params = _columns(rows)
+    params.update(trace=rows[0].trace, **_defaults())
+    cur.execute(_INSERT_MANY, params)
+    return _match_written(
+        cur,
+        alias,
+        rows,
+        cur.fetchall(),
+        key_of=lambda v: v[6],
+        build=lambda row, v: _job_from_row(alias, row, *v[:6]),
+    )
+
+
+def _upsert(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
+    """The "replace" and "preserve_run_at" key modes: one upsert, the last call per key winning.
+
+    A key that appears twice in one call is written once (an upsert may not
+    touch a row twice); every spec of that key gets the same job back. A
+    pending job claimed while the upsert waited on its lock has left the key's
+    index by then, so the statement inserts a new job instead.
+    """
+    last: dict[str | None, _Row] = {}
+    for r in rows:
+        last.pop(r.key, None)
+        last[r.key] = r
+    unique = list(last.values())
+    params = _columns(unique, extended=True)
+    params.update(trace=rows[0].trace, key_mode=rows[0].spec.key_mode, **_defaults())
+    cur.execute(_UPSERT_ONE, params)
+    by_key = {job.key: job for job in (_job_from_text_row(alias, v) for v in cur.fetchall())}
+    return [by_key[r.key] for r in rows]

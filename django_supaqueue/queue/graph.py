@@ -1,0 +1,174 @@
+"""Jobs with dependencies: writing a job graph so that no dependent is ever left waiting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..exceptions import InvalidOption
+from ..models import (
+    Job,
+)
+from .outcomes import notify_queues
+from .rows import _JOB_COLUMNS, _columns, _defaults, _job_from_text_row, _match_written
+from .spec import JobSpec, _Row
+from .tables import CANCELLED, DEPENDENCY, FAILED, JOB, PENDING, QUEUE, SUCCESSFUL, WAITING
+
+# A job graph: jobs with dependencies start as "waiting" with a count of the
+# dependencies still to finish; jobs other jobs depend on are marked first.
+_INSERT_GRAPH = f"""
+INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
+                   trace_context, serial_group, waiting_for, has_dependents, on_dependency_failure)
+SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb,
+       CASE WHEN u.waiting_for > 0 THEN '{WAITING}' ELSE '{PENDING}' END,
+       COALESCE(u.priority, q.priority, %(default_priority)s::int),
+       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
+       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group,
+       u.waiting_for, u.has_dependents, u.on_failure
+FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
+            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
+            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[],
+            %(waiting_for)s::int[], %(has_dependents)s::bool[], %(on_failure)s::text[])
+     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
+                          owner_id, tenant_id, serial_group, waiting_for, has_dependents, on_failure, n)
+JOIN {QUEUE} q ON q.name = u.queue
+ORDER BY u.n
+ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+RETURNING {_JOB_COLUMNS}
+"""
+
+# Marking the dependencies locks them until the dependents are committed: a
+# dependency finishing meanwhile waits, then sees the mark and settles them.
+# The status read here is the latest committed one, after any such wait.
+_MARK_DEPENDENCIES = f"""
+UPDATE {JOB} j SET has_dependents = true
+FROM (SELECT id FROM {JOB} WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR NO KEY UPDATE) d
+WHERE j.id = d.id
+RETURNING j.id, j.status
+"""
+
+_INSERT_DEPENDENCIES = f"""
+INSERT INTO {DEPENDENCY} (job_id, depends_on_id, position, settled)
+SELECT * FROM unnest(%(job_id)s::bigint[], %(depends_on_id)s::bigint[], %(position)s::int[],
+                     %(settled)s::bool[])
+"""
+
+_SETTLE_NOW = "SELECT supaqueue_settle_dependents(%(ids)s::bigint[], %(outcomes)s::text[])"
+
+# New jobs whose stand-in dependency (see _enqueue_graph) had already succeeded.
+_COUNT_DOWN = f"""
+UPDATE {JOB} j SET waiting_for = j.waiting_for - d.n,
+  status = CASE WHEN j.waiting_for - d.n <= 0 THEN '{PENDING}' ELSE j.status END
+FROM unnest(%(ids)s::bigint[], %(n)s::int[]) AS d(id, n), {QUEUE} q
+WHERE j.id = d.id AND q.id = j.queue_id AND j.status = '{WAITING}'
+RETURNING CASE WHEN j.status = '{PENDING}' THEN q.name END
+"""
+
+_STATUS_OF = f"SELECT id, status, waiting_for, finished_at FROM {JOB} WHERE id = ANY(%(ids)s::bigint[])"
+
+
+def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
+    """Write jobs with dependencies: existing jobs, or specs earlier in the same call.
+
+    Statements: mark (and lock) the existing dependencies, insert the jobs,
+    insert the edges; then, only when needed, mark the not-yet-started jobs
+    that keyed specs were deduplicated to (they stand in for those specs), and
+    settle dependents whose dependency has already finished.
+    """
+    if any(r.spec.key_mode != "dedupe" for r in rows):
+        raise InvalidOption("jobs with dependencies take key_mode='dedupe' only.")
+    index = {id(r.spec): n for n, r in enumerate(rows)}
+    internal: list[list[int]] = []
+    external: list[list[int]] = []
+    for n, r in enumerate(rows):
+        inside, outside = _split_dependencies(r.spec, index, n)
+        internal.append(inside)
+        external.append(outside)
+    depended_on = {d for inside in internal for d in inside}
+    status = _mark_dependencies(cur, sorted({d for outside in external for d in outside}))
+    params = _columns(rows, extended=True)
+    params.update(
+        trace=rows[0].trace,
+        waiting_for=[
+            len(internal[n]) + sum(status[d] != SUCCESSFUL for d in external[n]) for n in range(len(rows))
+        ],
+        has_dependents=[n in depended_on for n in range(len(rows))],
+        on_failure=[r.spec.on_dependency_failure or Job.OnDependencyFailure.CANCEL for r in rows],
+        **_defaults(),
+    )
+    cur.execute(_INSERT_GRAPH, params)
+    written = [_job_from_text_row(alias, v) for v in cur.fetchall()]
+    jobs = _match_written(cur, alias, rows, written)
+    new = {job.pk for job in written}
+    # A keyed spec that met a job not started yet is that job: its dependents wait for it.
+    stand_ins = sorted({jobs[d].pk for d in depended_on if jobs[d].pk not in new})
+    status.update(_mark_dependencies(cur, stand_ins))
+    edges: dict[str, list[Any]] = {"job_id": [], "depends_on_id": [], "position": [], "settled": []}
+    early: dict[int, int] = {}  # new job -> its in-call dependencies that have already succeeded
+    for n, job in enumerate(jobs):
+        if job.pk not in new:
+            continue  # deduplicated: the existing job keeps its own dependencies
+        targets = [(jobs[d].pk, jobs[d].pk in new) for d in internal[n]] + [(d, False) for d in external[n]]
+        for position, (target, fresh) in enumerate(targets, start=1):
+            settled = not fresh and status[target] == SUCCESSFUL
+            if settled and target in stand_ins:
+                early[job.pk] = early.get(job.pk, 0) + 1
+            edges["job_id"].append(job.pk)
+            edges["depends_on_id"].append(target)
+            edges["position"].append(position)
+            edges["settled"].append(settled)
+    cur.execute(_INSERT_DEPENDENCIES, edges)
+    if early:
+        cur.execute(_COUNT_DOWN, {"ids": list(early), "n": list(early.values())})
+        notify_queues(cur, [name for (name,) in cur.fetchall()])
+    finished = sorted(d for d, s in status.items() if s in (FAILED, CANCELLED))
+    if finished:
+        cur.execute(_SETTLE_NOW, {"ids": finished, "outcomes": [status[d] for d in finished]})
+    if early or finished:
+        _refresh_states(cur, jobs)
+    return jobs
+
+
+def _mark_dependencies(cur: Any, ids: list[int]) -> dict[int, str]:
+    """Lock and mark existing jobs that new jobs will depend on; their latest statuses by id."""
+    if not ids:
+        return {}
+    cur.execute(_MARK_DEPENDENCIES, {"ids": ids})
+    status = dict(cur.fetchall())
+    unknown = [d for d in ids if d not in status]
+    if unknown:
+        raise InvalidOption(f"depends_on names jobs that do not exist: {unknown}.")
+    return status
+
+
+def _refresh_states(cur: Any, jobs: list[Job]) -> None:
+    """Re-read the states that settling changed after the jobs were written."""
+    cur.execute(_STATUS_OF, {"ids": [j.pk for j in jobs]})
+    states = {row[0]: row[1:] for row in cur.fetchall()}
+    for job in jobs:
+        job.status, job.waiting_for, job.finished_at = states[job.pk]
+
+
+def _split_dependencies(spec: JobSpec, index: dict[int, int], n: int) -> tuple[list[int], list[int]]:
+    """A spec's dependencies as (positions of earlier specs in the call, ids of existing jobs)."""
+    inside: list[int] = []
+    outside: list[int] = []
+    for dep in spec.depends_on:
+        if isinstance(dep, JobSpec):
+            at = index.get(id(dep))
+            if at is None or at >= n:
+                raise InvalidOption(
+                    "depends_on may name specs of the same call only when they come earlier in it "
+                    "(use django_supaqueue.Pipeline, which orders them)."
+                )
+            if at not in inside:
+                inside.append(at)
+            continue
+        if isinstance(dep, Job):
+            dep = dep.pk
+        if isinstance(dep, bool) or not isinstance(dep, int) or dep is None:
+            raise InvalidOption(f"depends_on takes jobs or job ids, not {dep!r}.")
+        if dep not in outside:
+            outside.append(dep)
+    return inside, outside

@@ -1,0 +1,136 @@
+"""Job rows as the enqueue statements write and return them, and the queue defaults they fill in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .. import conf
+from ..models import (
+    Job,
+)
+from .spec import _Row, check_max_attempts, check_priority
+from .tables import JOB, PENDING, WAITING
+
+_JOB_COLUMNS = """id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
+       max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
+       http_path, owner_id, tenant_id, trace_context::text, serial_group, waiting_for, has_dependents,
+       on_dependency_failure"""
+
+_PENDING_BY_KEY = f"""
+SELECT {_JOB_COLUMNS} FROM {JOB}
+WHERE key = ANY(%(keys)s::text[]) AND status IN ('{WAITING}', '{PENDING}')
+"""
+
+
+def _defaults() -> dict[str, int]:
+    return {
+        "default_priority": check_priority(conf.get("PRIORITY")),
+        "default_max_attempts": check_max_attempts(conf.get("MAX_ATTEMPTS")),
+    }
+
+
+def _job_from_row(
+    alias: str,
+    row: _Row,
+    job_id: int,
+    queue_id: int,
+    priority: int,
+    run_at: datetime,
+    max_attempts: int,
+    created_at: datetime,
+) -> Job:
+    spec = row.spec
+    return Job.from_db(
+        alias,
+        _JOB_FIELDS,
+        (
+            job_id,
+            queue_id,
+            row.task_name,
+            spec.payload,
+            list(spec.args),
+            PENDING,
+            priority,
+            run_at,
+            0,
+            max_attempts,
+            row.key,
+            True,
+            None,
+            "",
+            created_at,
+            None,
+            None,
+            spec.http_path,
+            spec.owner_id,
+            spec.tenant_id,
+            json.loads(row.trace) if row.trace else None,
+            spec.serial_group,
+            0,
+            False,
+            Job.OnDependencyFailure.CANCEL,
+        ),
+    )
+
+
+_JOB_FIELDS = [f.attname for f in Job._meta.concrete_fields]
+
+
+def _job_from_text_row(alias: str, values: Sequence[Any]) -> Job:
+    values = list(values)
+    for i in (3, 4, 12, 20):  # payload, args, result, trace_context come back as JSON text
+        values[i] = None if values[i] is None else json.loads(values[i])
+    return Job.from_db(alias, _JOB_FIELDS, values)
+
+
+def _columns(rows: Sequence[_Row], *, extended: bool = False) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {
+        "queue": [r.queue for r in rows],
+        "task_name": [r.task_name for r in rows],
+        "payload": [r.payload for r in rows],
+        "args": [r.args for r in rows],
+        "priority": [r.priority for r in rows],
+        "run_at": [r.run_at for r in rows],
+        "max_attempts": [r.max_attempts for r in rows],
+        "key": [r.key for r in rows],
+        "serial_group": [r.spec.serial_group for r in rows],
+    }
+    if extended:
+        columns["http_path"] = [r.spec.http_path for r in rows]
+        columns["owner_id"] = [r.spec.owner_id for r in rows]
+        columns["tenant_id"] = [r.spec.tenant_id for r in rows]
+    return columns
+
+
+def _match_written(
+    cur: Any,
+    alias: str,
+    rows: list[_Row],
+    written: Sequence[Any],
+    *,
+    key_of: Callable[[Any], str | None] = lambda job: job.key,
+    build: Callable[[_Row, Any], Job] = lambda row, job: job,
+) -> list[Job]:
+    """Pair each spec with the job written for it, or with the pending job that holds its key.
+
+    ``written`` comes back in the specs' order, less the keyed specs that lost
+    to a pending job (ON CONFLICT DO NOTHING); those are read in one more statement.
+    """
+    jobs: list[Job | None] = []
+    it = iter(written)
+    nxt = next(it, None)
+    for r in rows:
+        if nxt is not None and key_of(nxt) == r.key:
+            jobs.append(build(r, nxt))
+            nxt = next(it, None)
+        else:
+            jobs.append(None)
+    missing = [r.key for r, j in zip(rows, jobs, strict=True) if j is None]
+    if missing:
+        cur.execute(_PENDING_BY_KEY, {"keys": missing})
+        by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
+        jobs = [j if j is not None else by_key[r.key] for r, j in zip(rows, jobs, strict=True)]
+    return jobs  # type: ignore[return-value]

@@ -1,0 +1,165 @@
+"""What an enqueue call asks for, checked before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from .. import conf
+from ..exceptions import InvalidOption, InvalidPayload
+from ..models import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Job,
+)
+from ..models import queue_name_validator as _queue_name_validator
+
+
+def check_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidOption(f"priority must be an integer, not {priority!r}.")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidOption(
+            f"priority {priority} is out of range: use {PRIORITY_MIN}..{PRIORITY_MAX} (higher runs first)."
+        )
+    return priority
+
+
+def check_max_attempts(max_attempts: int) -> int:
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidOption(f"max_attempts must be a whole number of at least 1, not {max_attempts!r}.")
+    return max_attempts
+
+
+def check_queue_name(name: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > 100:
+        raise InvalidOption(f"queue must be a non-empty name of at most 100 characters, not {name!r}.")
+    try:
+        _queue_name_validator(name)
+    except Exception:
+        raise InvalidOption(
+            f"queue name {name!r} is not valid: use letters, digits, '_', '.', ':' and '-'."
+        ) from None
+    return name
+
+
+def check_serial_group(group: str | None) -> str | None:
+    if group is not None and (not isinstance(group, str) or not group or len(group) > 255):
+        raise InvalidOption(
+            f"serial_group must be a non-empty string of at most 255 characters, not {group!r}."
+        )
+    return group
+
+
+def check_run_at(run_at: datetime | timedelta | None) -> datetime | None:
+    if run_at is None:
+        return None
+    if isinstance(run_at, timedelta):
+        return timezone.now() + run_at
+    if not isinstance(run_at, datetime):
+        raise InvalidOption(f"run_at must be a datetime or timedelta, not {run_at!r}.")
+    if timezone.is_naive(run_at):
+        return timezone.make_aware(run_at)
+    return run_at
+
+
+def encode_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(
+            f"{what} must be JSON-serialisable (dicts, lists, strings, numbers, booleans, None): {exc}"
+        ) from None
+
+
+@dataclasses.dataclass
+class JobSpec:
+    """A job to write, as the caller asked for it (None = fall through to defaults)."""
+
+    task_name: str
+    payload: dict[str, Any]
+    args: list[Any] = dataclasses.field(default_factory=list)
+    queue: str | None = None
+    priority: int | None = None
+    run_at: datetime | timedelta | None = None
+    key: str | None = None
+    max_attempts: int | None = None
+    http_path: str = ""
+    owner_id: int | None = None
+    tenant_id: str | None = None
+    key_mode: str = "dedupe"
+    #: Existing jobs (ids) or earlier specs of the same enqueue_jobs() call.
+    depends_on: Sequence[int | JobSpec] = ()
+    on_dependency_failure: str | None = None
+    serial_group: str | None = None
+
+    def validated(self) -> _Row:
+        if not isinstance(self.payload, dict):
+            raise InvalidPayload(
+                f"payload must be a JSON object (a dict of keyword arguments), not "
+                f"{type(self.payload).__name__}."
+            )
+        if any(not isinstance(k, str) for k in self.payload):
+            raise InvalidPayload("payload keys must be strings (they are keyword argument names).")
+        if self.key is not None and (not isinstance(self.key, str) or not self.key or len(self.key) > 255):
+            raise InvalidOption(
+                f"key must be a non-empty string of at most 255 characters, not {self.key!r}."
+            )
+        if self.key_mode not in KEY_MODES:
+            raise InvalidOption(f"key_mode must be one of {', '.join(KEY_MODES)}, not {self.key_mode!r}.")
+        if self.key_mode != "dedupe" and self.key is None:
+            raise InvalidOption(
+                f"key_mode={self.key_mode!r} needs a key: it says what to do when the key exists."
+            )
+        if self.on_dependency_failure is not None and self.on_dependency_failure not in DEPENDENCY_POLICIES:
+            raise InvalidOption(
+                f"on_dependency_failure must be one of {', '.join(DEPENDENCY_POLICIES)}, "
+                f"not {self.on_dependency_failure!r}."
+            )
+        check_serial_group(self.serial_group)
+        payload = encode_json(self.payload, "payload")
+        args = encode_json(list(self.args), "args")
+        limit = conf.get("MAX_PAYLOAD_BYTES")
+        if limit and len(payload) + len(args) > limit:
+            raise InvalidPayload(
+                f"payload is {len(payload) + len(args)} bytes of JSON, over SUPAQUEUE['MAX_PAYLOAD_BYTES'] "
+                f"({limit}): store large data elsewhere (a model, a file) and pass its id."
+            )
+        return _Row(
+            queue=check_queue_name(self.queue or conf.get("DEFAULT_QUEUE")),
+            task_name=self.task_name,
+            payload=payload,
+            args=args,
+            priority=None if self.priority is None else check_priority(self.priority),
+            run_at=check_run_at(self.run_at),
+            max_attempts=None if self.max_attempts is None else check_max_attempts(self.max_attempts),
+            key=self.key,
+            spec=self,
+        )
+
+
+@dataclasses.dataclass
+class _Row:
+    queue: str
+    task_name: str
+    payload: str
+    args: str
+    priority: int | None
+    run_at: datetime | None
+    max_attempts: int | None
+    key: str | None
+    spec: JobSpec
+    trace: str | None = None  # JSON text of the enqueuer's trace context (tracing.py)
+
+
+#: What an enqueue does when a pending job already holds its key: "dedupe" keeps
+#: that job and returns it; "replace" (debounce) gives it the new arguments,
+#: priority, attempts and run_at; "preserve_run_at" (throttle) all but run_at.
+KEY_MODES = ("dedupe", "replace", "preserve_run_at")
+#: What a dependent does when a dependency fails for good or is cancelled.
+DEPENDENCY_POLICIES = tuple(Job.OnDependencyFailure.values)

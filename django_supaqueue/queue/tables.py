@@ -1,0 +1,38 @@
+"""Table names, notification channels and job statuses: the vocabulary of the SQL."""
+
+from __future__ import annotations
+
+from .. import conf
+from ..models import (
+    CurrentJob,
+    Job,
+    JobDependency,
+    JobEvent,
+    Queue,
+    QueueCall,
+    Worker,
+)
+
+QUEUE = Queue._meta.db_table
+JOB = Job._meta.db_table
+CURRENT = CurrentJob._meta.db_table
+EVENT = JobEvent._meta.db_table
+DEPENDENCY = JobDependency._meta.db_table
+WORKER = Worker._meta.db_table
+CALL = QueueCall._meta.db_table
+
+#: The channel the insert trigger (migration 0002) notifies and workers LISTEN on.
+CHANNEL = "supaqueue"
+#: Cancellations of running attempts are announced here as "<job id> <attempt>".
+CANCEL_CHANNEL = "supaqueue_cancel"
+
+PENDING = Job.Status.PENDING.value
+WAITING = Job.Status.WAITING.value
+FAILED = Job.Status.FAILED.value
+SUCCESSFUL = Job.Status.SUCCESSFUL.value
+CANCELLED = Job.Status.CANCELLED.value
+IN_PROGRESS = Job.Status.IN_PROGRESS.value
+
+
+def _db_alias() -> str:
+    return conf.get("DATABASE")
