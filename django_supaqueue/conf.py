@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
     # whose lease is LEASE_DURATION seconds old is recovered by another worker.
     "HEARTBEAT_INTERVAL": 5.0,
     "LEASE_DURATION": 30.0,
+    # Run the single-job enqueue as a server-side prepared statement on Django's
+    # connection (planned once per connection). False for a PgBouncer older than
+    # 1.21 in transaction mode, which cannot keep prepared statements.
+    "PREPARE_STATEMENTS": True,
     # Most jobs one claim statement takes.
     "CLAIM_BATCH": 100,
     # While a worker's recent jobs are short, it claims jobs ahead of its free

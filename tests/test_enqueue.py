@@ -42,6 +42,54 @@ def test_single_enqueue_is_one_statement_once_the_queue_exists():
     assert len(ctx.captured_queries) == 1
 
 
+def prepared_statements():
+    with connection.cursor() as cur:
+        cur.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", ["%INSERT INTO%"])
+        return [r[0] for r in cur.fetchall()]
+
+
+def test_single_enqueue_is_prepared_once_per_connection_and_seen_by_execute_wrappers():
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        first = tasks.add.enqueue(1, 1)
+        second = tasks.add.enqueue(1, 2)
+    assert len(prepared_statements()) == 1
+    assert len([s for s in seen if "INSERT INTO supaqueue_job" in s]) == 2
+    assert Job.objects.filter(pk__in=[first.pk, second.pk]).count() == 2
+
+
+def test_the_prepared_enqueue_rolls_back_with_the_callers_transaction():
+    tasks.add.enqueue(1, 1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.add.enqueue(2, 2)
+        raise RuntimeError("the caller's work failed")
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"SUPAQUEUE": {"PREPARE_STATEMENTS": False}},
+        {"DATABASES": "prepare_threshold=None"},  # a PgBouncer deployment says so explicitly
+    ],
+)
+def test_prepared_statements_can_be_turned_off(config, settings, monkeypatch):
+    if "SUPAQUEUE" in config:
+        settings.SUPAQUEUE = config["SUPAQUEUE"]
+    else:
+        options = {**connection.settings_dict.get("OPTIONS", {}), "prepare_threshold": None}
+        monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    tasks.add.enqueue(1, 1)
+    tasks.add.enqueue(1, 2)
+    assert prepared_statements() == []
+    assert Job.objects.count() == 2
+
+
 def test_queue_is_created_on_demand_with_settings_defaults():
     with override_settings(SUPAQUEUE={"QUEUES": {"reports": {"concurrency_limit": 2, "max_attempts": 9}}}):
         job = tasks.noop.using(queue="reports").enqueue()

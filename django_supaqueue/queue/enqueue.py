@@ -12,6 +12,7 @@ from ..exceptions import InvalidOption
 from ..models import (
     Job,
 )
+from . import prepared
 from .graph import _enqueue_graph
 from .rows import (
     _JOB_COLUMNS,
@@ -170,18 +171,21 @@ def enqueue_job(spec: JobSpec) -> Job:
 
 
 def _insert_one(alias: str, row: _Row, params: dict[str, Any]) -> Job:
+    got = prepared.execute(alias, _INSERT_ONE, params).fetchone()
+    if got is not None:
+        return _job_from_row(alias, row, *got)
     with connections[alias].cursor() as cur:
         for _ in range(5):
-            cur.execute(_INSERT_ONE, params)
-            got = cur.fetchone()
-            if got is not None:
-                return _job_from_row(alias, row, *got)
             if row.key is not None:
                 cur.execute(_PENDING_BY_KEY, {"keys": [row.key]})
                 existing = cur.fetchone()
                 if existing is not None:
                     return _job_from_text_row(alias, existing)
             ensure_queues([row.queue], cur)
+            cur.execute(_INSERT_ONE, params)
+            got = cur.fetchone()
+            if got is not None:
+                return _job_from_row(alias, row, *got)
     raise RuntimeError(f"could not enqueue into queue {row.queue!r}: it keeps disappearing")
 
 

@@ -1,0 +1,67 @@
+"""The hot producer statement, run prepared on Django's own connection.
+
+Django's psycopg cursors bind parameters on the client, so the server parses
+and plans every enqueue again; for a one-row INSERT … SELECT that is most of
+its cost. This runs the statement through a server-binding psycopg cursor on
+the very same connection (so it stays in the caller's transaction), prepared
+once per connection, and still goes through Django's execute wrappers, error
+wrapping and query log, so instrumentation and ``CaptureQueriesContext`` see it.
+``SUPAQUEUE["PREPARE_STATEMENTS"] = False``, or ``"prepare_threshold": None``
+set explicitly in the database's OPTIONS (for a PgBouncer older than 1.21 in
+transaction mode), falls back to a Django cursor.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import psycopg
+from django.db import connections
+
+from .. import conf
+
+#: A prepare threshold that no statement's execution count reaches.
+_NEVER = 2**62
+
+
+def _prepares(db: Any) -> bool:
+    """Prepare unless turned off, or the database's OPTIONS say prepare_threshold=None on purpose."""
+    options = db.settings_dict.get("OPTIONS") or {}
+    return bool(conf.get("PREPARE_STATEMENTS")) and not (
+        "prepare_threshold" in options and options["prepare_threshold"] is None
+    )
+
+
+def execute(alias: str, sql: str, params: dict[str, Any]) -> Any:
+    """Run ``sql`` on the alias's connection; returns a cursor to fetch from (closed with the connection)."""
+    db = connections[alias]
+    if not _prepares(db):
+        cursor = db.cursor()
+        cursor.execute(sql, params)
+        return cursor
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    raw = db.connection
+    if raw.prepare_threshold is None:
+        # None would refuse even an explicit prepare=True; a threshold no count reaches
+        # keeps every other statement unprepared, as Django left them.
+        raw.prepare_threshold = _NEVER
+    cursor = psycopg.Cursor(raw)
+
+    def run(sql: str, params: dict[str, Any], many: bool, context: dict[str, Any]) -> Any:
+        db.validate_no_broken_transaction()
+        with db.wrap_database_errors:
+            return cursor.execute(sql, params, prepare=True)
+
+    executor: Any = run
+    for wrapper in reversed(db.execute_wrappers):
+        executor = functools.partial(wrapper, executor)
+    started = time.monotonic()
+    try:
+        executor(sql, params, False, {"connection": db, "cursor": cursor})
+    finally:
+        if db.queries_logged:
+            db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return cursor
