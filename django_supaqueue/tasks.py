@@ -73,6 +73,7 @@ class Task:
             self.signature = self.signature.replace(parameters=list(self.signature.parameters.values())[1:])
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
+        self._fitting_names: set[frozenset[str]] = set()
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -197,11 +198,21 @@ class Task:
         return jobs
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-        """Refuse arguments that the function could never accept, before anything is written."""
+        """Refuse arguments that the function could never accept, before anything is written.
+
+        Whether keyword arguments alone fit depends on their names only, so a
+        set of names that fitted once is not bound again (enqueue_many's rows
+        share them).
+        """
+        names = None if args else frozenset(kwargs)
+        if names is not None and names in self._fitting_names:
+            return
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidPayload(f"Arguments do not fit task {self.name}{self.signature}: {exc}") from None
+        if names is not None and len(self._fitting_names) < 100:
+            self._fitting_names.add(names)
 
     def job_spec(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], **options: Any) -> Any:
         from .queue import JobSpec

@@ -222,3 +222,22 @@ def test_oversized_payload_is_refused(settings):
     with pytest.raises(InvalidPayload, match="MAX_PAYLOAD_BYTES"):
         tasks.noop.enqueue(i="x" * 1000)
     assert not Job.objects.exists()
+
+
+def test_a_queue_with_jobs_cannot_be_deleted_by_the_orm_or_by_sql():
+    from django.db import IntegrityError
+    from django.db.models import ProtectedError
+
+    job = tasks.noop.using(queue="busy").enqueue()
+    busy = Queue.objects.get(name="busy")
+    with pytest.raises(ProtectedError):
+        busy.delete()
+    with (
+        pytest.raises(IntegrityError, match="queue busy still has jobs"),
+        transaction.atomic(),
+        connection.cursor() as cur,
+    ):
+        cur.execute("DELETE FROM supaqueue_queue WHERE name = 'busy'")
+    Job.objects.filter(pk=job.pk).delete()
+    busy.delete()
+    assert not Queue.objects.filter(name="busy").exists()

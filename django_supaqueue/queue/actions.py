@@ -7,9 +7,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from ..models import (
-    Job,
-)
+from ..models import Job
 from .outcomes import _KEY_UNLESS_TAKEN, _settle, notify_queues
 from .tables import (
     CANCEL_CHANNEL,

@@ -9,9 +9,7 @@ from django.db import connections, transaction
 
 from .. import conf, tracing
 from ..exceptions import InvalidOption
-from ..models import (
-    Job,
-)
+from ..models import Job
 from . import prepared
 from .graph import _enqueue_graph
 from .rows import (
@@ -77,9 +75,9 @@ SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, '{PENDING}',
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
        u.key, true, '', now(), %(trace)s::jsonb, u.serial_group
-FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
-            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
-            %(serial_group)s::text[])
+FROM unnest(%(queue)b::text[], %(task_name)b::text[], %(payload)b::text[], %(args)b::text[],
+            %(priority)b::int[], %(run_at)b::timestamptz[], %(max_attempts)b::int[], %(key)b::text[],
+            %(serial_group)b::text[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key,
                           serial_group, n)
 JOIN {QUEUE} q ON q.name = u.queue
@@ -225,12 +223,12 @@ def _insert_many(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
         raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
     params = _columns(rows)
     params.update(trace=rows[0].trace, **_defaults())
-    cur.execute(_INSERT_MANY, params)
+    written = prepared.execute(alias, _INSERT_MANY, params).fetchall()
     return _match_written(
         cur,
         alias,
         rows,
-        cur.fetchall(),
+        written,
         key_of=lambda v: v[6],
         build=lambda row, v: _job_from_row(alias, row, *v[:6]),
     )

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import InvalidOption
-from ..models import (
-    Job,
-)
+from ..models import Job
 from .outcomes import notify_queues
 from .rows import _JOB_COLUMNS, _columns, _defaults, _job_from_text_row, _match_written
 from .spec import JobSpec, _Row

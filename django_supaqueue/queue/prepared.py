@@ -1,14 +1,16 @@
-"""The hot producer statement, run prepared on Django's own connection.
+"""The hot producer statements, bound on the server, on Django's own connection.
 
-Django's psycopg cursors bind parameters on the client, so the server parses
-and plans every enqueue again; for a one-row INSERT … SELECT that is most of
-its cost. This runs the statement through a server-binding psycopg cursor on
-the very same connection (so it stays in the caller's transaction), prepared
-once per connection, and still goes through Django's execute wrappers, error
-wrapping and query log, so instrumentation and ``CaptureQueriesContext`` see it.
+Django's psycopg cursors bind parameters on the client: the server parses and
+plans every enqueue again (most of a one-row INSERT … SELECT's cost), and
+enqueue_many's arrays travel as quoted text literals. This runs a statement
+through a server-binding psycopg cursor on the very same connection (so it
+stays in the caller's transaction), with its arrays in binary (``%(name)b``)
+and, for the single enqueue, prepared once per connection. It still goes
+through Django's execute wrappers, error wrapping and query log, so
+instrumentation and ``CaptureQueriesContext`` see it.
 ``SUPAQUEUE["PREPARE_STATEMENTS"] = False``, or ``"prepare_threshold": None``
 set explicitly in the database's OPTIONS (for a PgBouncer older than 1.21 in
-transaction mode), falls back to a Django cursor.
+transaction mode), turns preparing off; binding on the server works there too.
 """
 
 from __future__ import annotations
@@ -37,14 +39,11 @@ def _prepares(db: Any) -> bool:
 def execute(alias: str, sql: str, params: dict[str, Any]) -> Any:
     """Run ``sql`` on the alias's connection; returns a cursor to fetch from (closed with the connection)."""
     db = connections[alias]
-    if not _prepares(db):
-        cursor = db.cursor()
-        cursor.execute(sql, params)
-        return cursor
     db.ensure_connection()
     db.validate_thread_sharing()
     raw = db.connection
-    if raw.prepare_threshold is None:
+    prepare = _prepares(db)
+    if prepare and raw.prepare_threshold is None:
         # None would refuse even an explicit prepare=True; a threshold no count reaches
         # keeps every other statement unprepared, as Django left them.
         raw.prepare_threshold = _NEVER
@@ -53,7 +52,7 @@ def execute(alias: str, sql: str, params: dict[str, Any]) -> Any:
     def run(sql: str, params: dict[str, Any], many: bool, context: dict[str, Any]) -> Any:
         db.validate_no_broken_transaction()
         with db.wrap_database_errors:
-            return cursor.execute(sql, params, prepare=True)
+            return cursor.execute(sql, params, prepare=prepare)
 
     executor: Any = run
     for wrapper in reversed(db.execute_wrappers):

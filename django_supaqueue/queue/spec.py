@@ -36,7 +36,13 @@ def check_max_attempts(max_attempts: int) -> int:
     return max_attempts
 
 
+#: Queue names already found valid: enqueue_many checks each row's name once, not 20,000 times.
+_VALID_QUEUE_NAMES: set[str] = set()
+
+
 def check_queue_name(name: str) -> str:
+    if name in _VALID_QUEUE_NAMES:
+        return name
     if not isinstance(name, str) or not name or len(name) > 100:
         raise InvalidOption(f"queue must be a non-empty name of at most 100 characters, not {name!r}.")
     try:
@@ -45,6 +51,8 @@ def check_queue_name(name: str) -> str:
         raise InvalidOption(
             f"queue name {name!r} is not valid: use letters, digits, '_', '.', ':' and '-'."
         ) from None
+    if len(_VALID_QUEUE_NAMES) < 10_000:
+        _VALID_QUEUE_NAMES.add(name)
     return name
 
 
@@ -123,7 +131,7 @@ class JobSpec:
             )
         check_serial_group(self.serial_group)
         payload = encode_json(self.payload, "payload")
-        args = encode_json(list(self.args), "args")
+        args = encode_json(list(self.args), "args") if self.args else "[]"
         limit = conf.get("MAX_PAYLOAD_BYTES")
         if limit and len(payload) + len(args) > limit:
             raise InvalidPayload(
