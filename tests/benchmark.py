@@ -292,6 +292,44 @@ def drain(n: int, *worker_args: str, future: int = 0) -> tuple[float, float]:
     return rate, rss
 
 
+def claim_cost(future: int, rounds: int = 200, batch: int = 50) -> float:
+    """Median milliseconds of one claim of ``batch`` jobs (its own transaction), with ``future``
+    not-yet-due jobs in the table: the statement a worker sends, timed alone."""
+    from django_supaqueue import queue as q
+    from django_supaqueue.worker.connection import connect
+    from tests.testapp.tasks import noop
+
+    with conn() as c:
+        c.execute(
+            "INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, "
+            "attempts, max_attempts, enabled, last_error, created_at) "
+            "SELECT q.id, %s, jsonb_build_object('i', g), '[]', 'pending', 0, now() + interval '1 day', "
+            "0, 5, true, '', now() FROM generate_series(1, %s) g, supaqueue_queue q "
+            "WHERE q.name = 'default'",
+            [TASK, future],
+        )
+    noop.enqueue_many([{"i": i} for i in range(rounds * batch)])
+    with conn() as c:
+        c.execute("VACUUM ANALYZE supaqueue_job")
+        c.execute("CHECKPOINT")
+    timings = []
+    with connect() as worker:
+        wid = q.register_worker(
+            worker, name=f"bench-{future}", host="h", pid=1, queues=None, concurrency=batch
+        )
+        for _ in range(rounds):
+            started = time.perf_counter()
+            with worker.transaction():
+                claimed = q.claim(
+                    worker, worker_id=wid, worker_name="b", queues=None, limit=batch, lease_seconds=30
+                )
+            timings.append(time.perf_counter() - started)
+            done = [q.Success(job_id=j.id, attempt=j.attempt, result=None, duration=0.0) for j in claimed]
+            with worker.transaction():
+                q.complete(worker, worker_id=wid, worker_name="b", successes=done)
+    return percentile(timings, 50) * 1000
+
+
 def latency(n: int) -> tuple[float, float]:
     from django_supaqueue.models import Job, Worker
     from tests.testapp.tasks import started_at
@@ -390,6 +428,12 @@ def main() -> None:
         big, _ = drain(n_drain, "-c", "10", future=1_000_000)
         row("drain c=10 with 10k future jobs", small, None)
         row("drain c=10 with 1M future jobs", big, small, raw_label="(with 10k)")
+        reset()
+        small = claim_cost(10_000)
+        reset()
+        big = claim_cost(1_000_000)
+        row("claim of 50 jobs, 10k future jobs", small, None, unit="ms")
+        row("claim of 50 jobs, 1M future jobs", big, small, unit="ms", raw_label="(with 10k)")
     if want("scaling") and not args.quick:
         base = None
         for procs in (1, 2, 4):
