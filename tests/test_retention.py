@@ -125,3 +125,30 @@ def test_the_rate_limit_wake_up_reads_no_job_without_a_rate_limited_queue():
 
     # 3,000 runnable jobs, none read (the serial-work probe looks at grouped jobs: there are none).
     assert job_rows_read(rows[0]["Plan"]) == 0
+
+
+def test_deleting_jobs_with_sql_takes_their_lease_and_events_and_workers_with_leases_stay(drain):
+    """The lease and event tables have no foreign keys (see CurrentJob); triggers do their deletes."""
+    from django.db import IntegrityError, transaction
+
+    from django_supaqueue.models import CurrentJob, JobEvent, Worker
+
+    done = tasks.noop.enqueue()
+    drain()
+    running = tasks.noop.enqueue()
+    with connect() as conn:
+        wid = q.register_worker(conn, name="holder", host="h", pid=1, queues=None, concurrency=1)
+        q.claim(conn, worker_id=wid, worker_name="holder", queues=None, limit=1, lease_seconds=30)
+        conn.commit()
+    assert JobEvent.objects.filter(job=done).exists() and CurrentJob.objects.filter(job=running).exists()
+    with (
+        pytest.raises(IntegrityError, match="worker holder still holds leases"),
+        transaction.atomic(),
+        connection.cursor() as cur,
+    ):
+        cur.execute("DELETE FROM supaqueue_worker WHERE id = %s", [wid])
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM supaqueue_job WHERE id IN (%s, %s)", [done.pk, running.pk])
+    assert not JobEvent.objects.filter(job_id__in=[done.pk, running.pk]).exists()
+    assert not CurrentJob.objects.filter(job_id=running.pk).exists()
+    Worker.objects.filter(pk=wid).delete()
