@@ -17,6 +17,14 @@ pytestmark = pytest.mark.django_db
 DASHBOARD = reverse("admin:supaqueue_dashboard_changelist")
 DASHBOARD_DATA = reverse("admin:supaqueue_dashboard_data")
 QUEUES = reverse("admin:supaqueue_queue_changelist")
+#: The queue form's required fields, at their defaults.
+FORM_DEFAULTS = {
+    "execution_mode": "threads",
+    "rate_period": "1.0",
+    "http_method": "POST",
+    "http_headers": "{}",
+    "http_secret_header": "Authorization",
+}
 WORKERS = reverse("admin:supaqueue_worker_changelist")
 
 
@@ -80,7 +88,7 @@ def test_saving_a_queue_in_its_form_wakes_its_workers(admin_client, transactiona
     try:
         response = admin_client.post(
             reverse("admin:supaqueue_queue_change", args=[q.pk]),
-            {"execution_mode": "threads", "concurrency_limit": "4"},
+            {**FORM_DEFAULTS, "concurrency_limit": "4"},
         )
         assert response.status_code == 302
         q.refresh_from_db()
@@ -90,10 +98,23 @@ def test_saving_a_queue_in_its_form_wakes_its_workers(admin_client, transactiona
         listener.close()
 
 
+def test_the_queue_form_edits_the_rate_limit_and_makes_an_http_queue(admin_client):
+    q = QueueFactory(name="hooks")
+    response = admin_client.post(
+        reverse("admin:supaqueue_queue_change", args=[q.pk]),
+        {**FORM_DEFAULTS, "rate_limit": "5", "rate_period": "2", "http_url": "https://example.com/hooks/"},
+    )
+    assert response.status_code == 302
+    q.refresh_from_db()
+    assert (q.rate_limit, q.rate_period, q.http_url) == (5, 2.0, "https://example.com/hooks/")
+    page = admin_client.get(reverse("admin:supaqueue_queue_change", args=[q.pk])).content.decode()
+    assert 'name="rate_limit"' in page and 'name="http_url"' in page
+
+
 def test_a_queues_name_cannot_be_changed_once_it_exists(admin_client):
     q = QueueFactory(name="fixed")
     admin_client.post(
-        reverse("admin:supaqueue_queue_change", args=[q.pk]), {"name": "renamed", "execution_mode": "threads"}
+        reverse("admin:supaqueue_queue_change", args=[q.pk]), {**FORM_DEFAULTS, "name": "renamed"}
     )
     assert Queue.objects.filter(name="fixed").exists() and not Queue.objects.filter(name="renamed").exists()
 

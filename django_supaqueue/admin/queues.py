@@ -98,6 +98,21 @@ class QueueAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "paused", "concurrency_limit", "execution_mode"]}),
         (_("One at a time"), {"fields": ["serial", "head_of_line"]}),
+        (_("Rate limit"), {"fields": ["rate_limit", "rate_period"]}),
+        (
+            _("HTTP queue"),
+            {
+                "fields": [
+                    "http_url",
+                    "http_method",
+                    "http_headers",
+                    "http_secret",
+                    "http_secret_header",
+                    "http_retry_client_errors",
+                ],
+                "description": _("Fill in a base URL to make this queue call an endpoint instead of tasks."),
+            },
+        ),
         (
             _("Defaults for its jobs"),
             {"fields": ["max_attempts", "priority", "retry_backoff", "retry_backoff_max", "timeout"]},
