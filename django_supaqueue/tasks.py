@@ -173,27 +173,26 @@ class Task:
         from . import api
         from . import queue as q
 
-        specs = []
+        payloads, keys = [], []
         for kwargs in items:
             kwargs = dict(kwargs)
-            key = kwargs.pop("key", None)
+            keys.append(kwargs.pop("key", None))
             self.check_arguments((), kwargs)
-            specs.append(
-                self.job_spec(
-                    (),
-                    kwargs,
-                    queue=queue,
-                    priority=priority,
-                    run_at=run_at,
-                    key=key,
-                    max_attempts=max_attempts,
-                    key_mode=key_mode,
-                    depends_on=depends_on,
-                    on_dependency_failure=on_dependency_failure,
-                    serial_group=serial_group,
-                )
-            )
-        jobs = q.enqueue_jobs(specs)
+            payloads.append(kwargs)
+        template = self.job_spec(
+            (),
+            {},
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            key=None,
+            max_attempts=max_attempts,
+            key_mode=key_mode,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            serial_group=serial_group,
+        )
+        jobs = q.enqueue_batch(template, payloads, keys)
         api.enqueued(jobs)
         return jobs
 

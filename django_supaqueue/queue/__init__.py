@@ -40,6 +40,7 @@ from .actions import (
     wake_queues,
 )
 from .enqueue import (
+    enqueue_batch,
     enqueue_job,
     enqueue_jobs,
     ensure_queues,
@@ -124,6 +125,7 @@ __all__ = [
     "check_run_at",
     "check_serial_group",
     "encode_json",
+    "enqueue_batch",
     "enqueue_job",
     "enqueue_jobs",
     "ensure_queues",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import connections, transaction
 
 from .. import conf, tracing
-from ..exceptions import InvalidOption
+from ..exceptions import InvalidOption, InvalidPayload
 from ..models import Job
 from . import prepared
 from .graph import _enqueue_graph
@@ -19,9 +20,11 @@ from .rows import (
     _defaults,
     _job_from_row,
     _job_from_text_row,
+    _job_values,
+    _job_with,
     _match_written,
 )
-from .spec import JobSpec, _Row
+from .spec import JobSpec, _Row, encode_json
 from .tables import JOB, PENDING, QUEUE, WAITING, _db_alias
 
 _INSERT_ONE = f"""
@@ -216,6 +219,108 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
     if after_enqueue is not None:
         after_enqueue(jobs)
     return jobs
+
+
+def enqueue_batch(
+    template: JobSpec, payloads: Sequence[dict[str, Any]], keys: Sequence[str | None]
+) -> list[Job]:
+    """Many jobs of one task with one set of options (``Task.enqueue_many``): enqueue_jobs, leaner.
+
+    The options are checked once, not once per job, and rows go to the
+    statement as columns without a JobSpec each: at 20,000 jobs the per-job
+    objects cost as much as writing the rows. Dependencies or a key mode other
+    than "dedupe" take enqueue_jobs' paths.
+    """
+    if template.depends_on or template.key_mode != "dedupe":
+        return enqueue_jobs(
+            [dataclasses.replace(template, payload=p, key=k) for p, k in zip(payloads, keys, strict=True)]
+        )
+    base = template.validated()
+    if not payloads:
+        return []
+    encoded = [_payload_text(p, k) for p, k in zip(payloads, keys, strict=True)]
+    n = len(payloads)
+    params = {
+        "queue": [base.queue] * n,
+        "task_name": [base.task_name] * n,
+        "payload": encoded,
+        "args": [base.args] * n,
+        "priority": [base.priority] * n,
+        "run_at": [base.run_at] * n,
+        "max_attempts": [base.max_attempts] * n,
+        "key": list(keys),
+        "serial_group": [template.serial_group] * n,
+        "trace": tracing.current_context_json(),
+        **_defaults(),
+    }
+    alias = _db_alias()
+    with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
+        ensure_queues([base.queue], cur)
+        written = prepared.execute(alias, _INSERT_MANY, params).fetchall()
+        jobs = _batch_jobs(cur, alias, template, base, payloads, keys, written, params["trace"])
+    if after_enqueue is not None:
+        after_enqueue(jobs)
+    return jobs
+
+
+def _payload_text(payload: dict[str, Any], key: str | None) -> str:
+    """One row's payload as JSON text, checked as JobSpec.validated checks it."""
+    if not isinstance(payload, dict) or any(not isinstance(k, str) for k in payload):
+        raise InvalidPayload("payload must be a JSON object whose keys are strings (keyword argument names).")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
+        raise InvalidOption(f"key must be a non-empty string of at most 255 characters, not {key!r}.")
+    text = encode_json(payload, "payload")
+    limit = conf.get("MAX_PAYLOAD_BYTES")
+    if limit and len(text) + 2 > limit:
+        raise InvalidPayload(
+            f"payload is {len(text)} bytes of JSON, over SUPAQUEUE['MAX_PAYLOAD_BYTES'] ({limit}): store "
+            "large data elsewhere (a model, a file) and pass its id."
+        )
+    return text
+
+
+def _batch_jobs(
+    cur: Any,
+    alias: str,
+    template: JobSpec,
+    base: _Row,
+    payloads: Sequence[dict[str, Any]],
+    keys: Sequence[str | None],
+    written: Sequence[Any],
+    trace: str | None,
+) -> list[Job]:
+    """The Job of each payload: written now, or (a key that was taken) the job holding its key."""
+    base.trace = trace
+    shared = _job_values(alias, base)
+    jobs: list[Job | None] = []
+    it = iter(written)
+    nxt = next(it, None)
+    for payload, key in zip(payloads, keys, strict=True):
+        if nxt is not None and nxt[6] == key:
+            job_id, queue_id, priority, run_at, max_attempts, created_at, _ = nxt
+            jobs.append(
+                _job_with(
+                    alias,
+                    shared,
+                    id=job_id,
+                    queue_id=queue_id,
+                    payload=payload,
+                    priority=priority,
+                    run_at=run_at,
+                    max_attempts=max_attempts,
+                    key=key,
+                    created_at=created_at,
+                )
+            )
+            nxt = next(it, None)
+        else:
+            jobs.append(None)
+    missing = [k for k, j in zip(keys, jobs, strict=True) if j is None]
+    if missing:
+        cur.execute(_PENDING_BY_KEY, {"keys": missing})
+        by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
+        jobs = [j if j is not None else by_key[k] for k, j in zip(keys, jobs, strict=True)]
+    return jobs  # type: ignore[return-value]
 
 
 def _insert_many(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:

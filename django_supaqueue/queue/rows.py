@@ -78,6 +78,23 @@ def _job_from_row(
 _JOB_FIELDS = [f.attname for f in Job._meta.concrete_fields]
 
 
+def _job_values(alias: str, row: _Row) -> dict[str, Any]:
+    """The field values every job of an enqueue_many call shares (a fresh job's state included)."""
+    template = _job_from_row(alias, row, None, None, None, None, None, None)
+    return {field: template.__dict__[field] for field in _JOB_FIELDS}
+
+
+def _job_with(alias: str, shared: dict[str, Any], **fields: Any) -> Job:
+    """A Job from the shared values and this job's own, built as _job builds one (see there)."""
+    job = Job.__new__(Job)
+    job.__dict__.update(shared)
+    job.__dict__.update(fields)
+    job._state = ModelState()
+    job._state.adding = False
+    job._state.db = alias
+    return job
+
+
 def _job(alias: str, values: Sequence[Any]) -> Job:
     """A Job from a full row of values, as Model.from_db would build it, without Model.__init__.
 
