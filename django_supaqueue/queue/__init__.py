@@ -10,6 +10,7 @@ each module imports only modules above it in this list:
 - ``outcomes``: success, failure and retry, release, recovery of expired leases;
 - ``actions``: cancel and the operators' actions, pruning;
 - ``graph``: writing jobs with dependencies (settling them is ``outcomes``' part);
+- ``prepared``: statements bound on the server (and prepared) on Django's connection;
 - ``enqueue``: writing jobs (``enqueue_job``, ``enqueue_jobs``), keys and key modes;
 - ``triggers``: the opt-in database trigger that enqueues row changes.
 
