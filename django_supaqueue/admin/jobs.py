@@ -223,30 +223,8 @@ class JobAdmin(admin.ModelAdmin):
         (_("Dependencies"), {"fields": ["dependencies", "dependents_of", "on_dependency_failure"]}),
         (_("Call and outcome"), {"fields": ["payload_json", "args_json", "result_json", "last_error"]}),
     ]
-    readonly_fields = [
-        "status_badge",
-        "queue",
-        "task_name",
-        "attempts_of",
-        "priority",
-        "key",
-        "serial_group",
-        "held",
-        "running_on",
-        "owner",
-        "tenant_id",
-        "created_at",
-        "run_at",
-        "started_at",
-        "finished_at",
-        "payload_json",
-        "args_json",
-        "result_json",
-        "last_error",
-        "dependencies",
-        "dependents_of",
-        "on_dependency_failure",
-    ]
+    # Jobs are never edited through the form: every field it shows is read-only.
+    readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
 
     # ------------------------------------------------------------------ permissions
 
