@@ -9,7 +9,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from .. import conf, tracing
-from ..exceptions import InvalidOption, InvalidPayload
+from ..exceptions import InvalidOption
 from ..models import Job
 from . import prepared
 from .graph import _enqueue_graph
@@ -24,7 +24,7 @@ from .rows import (
     _job_with,
     _match_written,
 )
-from .spec import JobSpec, _Row, encode_json
+from .spec import JobSpec, _Row, check_key, payload_text
 from .tables import JOB, PENDING, QUEUE, WAITING, _db_alias
 
 _INSERT_ONE = f"""
@@ -238,7 +238,9 @@ def enqueue_batch(
     base = template.validated()
     if not payloads:
         return []
-    encoded = [_payload_text(p, k) for p, k in zip(payloads, keys, strict=True)]
+    encoded = [payload_text(p) for p in payloads]
+    for key in keys:
+        check_key(key)
     n = len(payloads)
     params = {
         "queue": [base.queue] * n,
@@ -257,70 +259,40 @@ def enqueue_batch(
     with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
         ensure_queues([base.queue], cur)
         written = prepared.execute(alias, _INSERT_MANY, params).fetchall()
-        jobs = _batch_jobs(cur, alias, template, base, payloads, keys, written, params["trace"])
+        base.trace = params["trace"]
+        jobs = _batch_jobs(cur, alias, base, payloads, keys, written)
     if after_enqueue is not None:
         after_enqueue(jobs)
     return jobs
 
 
-def _payload_text(payload: dict[str, Any], key: str | None) -> str:
-    """One row's payload as JSON text, checked as JobSpec.validated checks it."""
-    if not isinstance(payload, dict) or any(not isinstance(k, str) for k in payload):
-        raise InvalidPayload("payload must be a JSON object whose keys are strings (keyword argument names).")
-    if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
-        raise InvalidOption(f"key must be a non-empty string of at most 255 characters, not {key!r}.")
-    text = encode_json(payload, "payload")
-    limit = conf.get("MAX_PAYLOAD_BYTES")
-    if limit and len(text) + 2 > limit:
-        raise InvalidPayload(
-            f"payload is {len(text)} bytes of JSON, over SUPAQUEUE['MAX_PAYLOAD_BYTES'] ({limit}): store "
-            "large data elsewhere (a model, a file) and pass its id."
-        )
-    return text
-
-
 def _batch_jobs(
     cur: Any,
     alias: str,
-    template: JobSpec,
     base: _Row,
     payloads: Sequence[dict[str, Any]],
     keys: Sequence[str | None],
     written: Sequence[Any],
-    trace: str | None,
 ) -> list[Job]:
-    """The Job of each payload: written now, or (a key that was taken) the job holding its key."""
-    base.trace = trace
+    """The Job of each payload, built from the values every job of the call shares."""
     shared = _job_values(alias, base)
-    jobs: list[Job | None] = []
-    it = iter(written)
-    nxt = next(it, None)
-    for payload, key in zip(payloads, keys, strict=True):
-        if nxt is not None and nxt[6] == key:
-            job_id, queue_id, priority, run_at, max_attempts, created_at, _ = nxt
-            jobs.append(
-                _job_with(
-                    alias,
-                    shared,
-                    id=job_id,
-                    queue_id=queue_id,
-                    payload=payload,
-                    priority=priority,
-                    run_at=run_at,
-                    max_attempts=max_attempts,
-                    key=key,
-                    created_at=created_at,
-                )
-            )
-            nxt = next(it, None)
-        else:
-            jobs.append(None)
-    missing = [k for k, j in zip(keys, jobs, strict=True) if j is None]
-    if missing:
-        cur.execute(_PENDING_BY_KEY, {"keys": missing})
-        by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
-        jobs = [j if j is not None else by_key[k] for k, j in zip(keys, jobs, strict=True)]
-    return jobs  # type: ignore[return-value]
+
+    def build(n: int, row: Any) -> Job:
+        job_id, queue_id, priority, run_at, max_attempts, created_at, key = row
+        return _job_with(
+            alias,
+            shared,
+            id=job_id,
+            queue_id=queue_id,
+            payload=payloads[n],
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            key=key,
+            created_at=created_at,
+        )
+
+    return _match_written(cur, alias, keys, written, key_of=lambda v: v[6], build=build)
 
 
 def _insert_many(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
@@ -332,10 +304,10 @@ def _insert_many(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
     return _match_written(
         cur,
         alias,
-        rows,
+        [r.key for r in rows],
         written,
         key_of=lambda v: v[6],
-        build=lambda row, v: _job_from_row(alias, row, *v[:6]),
+        build=lambda n, v: _job_from_row(alias, rows[n], *v[:6]),
     )
 
 

@@ -97,7 +97,7 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
     )
     cur.execute(_INSERT_GRAPH, params)
     written = [_job_from_text_row(alias, v) for v in cur.fetchall()]
-    jobs = _match_written(cur, alias, rows, written)
+    jobs = _match_written(cur, alias, [r.key for r in rows], written)
     new = {job.pk for job in written}
     # A keyed spec that met a job not started yet is that job: its dependents wait for it.
     stand_ins = sorted({jobs[d].pk for d in depended_on if jobs[d].pk not in new})

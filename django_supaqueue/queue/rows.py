@@ -139,29 +139,30 @@ def _columns(rows: Sequence[_Row], *, extended: bool = False) -> dict[str, list[
 def _match_written(
     cur: Any,
     alias: str,
-    rows: list[_Row],
+    keys: Sequence[str | None],
     written: Sequence[Any],
     *,
     key_of: Callable[[Any], str | None] = lambda job: job.key,
-    build: Callable[[_Row, Any], Job] = lambda row, job: job,
+    build: Callable[[int, Any], Job] = lambda n, job: job,
 ) -> list[Job]:
-    """Pair each spec with the job written for it, or with the pending job that holds its key.
+    """Pair each spec (given by its key) with the job written for it, or the job that holds its key.
 
     ``written`` comes back in the specs' order, less the keyed specs that lost
-    to a pending job (ON CONFLICT DO NOTHING); those are read in one more statement.
+    to a job not started yet (ON CONFLICT DO NOTHING); those are read in one
+    more statement. ``build(n, value)`` makes the nth spec's Job from its row.
     """
     jobs: list[Job | None] = []
     it = iter(written)
     nxt = next(it, None)
-    for r in rows:
-        if nxt is not None and key_of(nxt) == r.key:
-            jobs.append(build(r, nxt))
+    for n, key in enumerate(keys):
+        if nxt is not None and key_of(nxt) == key:
+            jobs.append(build(n, nxt))
             nxt = next(it, None)
         else:
             jobs.append(None)
-    missing = [r.key for r, j in zip(rows, jobs, strict=True) if j is None]
+    missing = [k for k, j in zip(keys, jobs, strict=True) if j is None]
     if missing:
         cur.execute(_PENDING_BY_KEY, {"keys": missing})
         by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
-        jobs = [j if j is not None else by_key[r.key] for r, j in zip(rows, jobs, strict=True)]
+        jobs = [j if j is not None else by_key[k] for k, j in zip(keys, jobs, strict=True)]
     return jobs  # type: ignore[return-value]

@@ -76,6 +76,30 @@ def check_run_at(run_at: datetime | timedelta | None) -> datetime | None:
     return run_at
 
 
+def check_key(key: str | None) -> str | None:
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
+        raise InvalidOption(f"key must be a non-empty string of at most 255 characters, not {key!r}.")
+    return key
+
+
+def payload_text(payload: Any, args_bytes: int = 2) -> str:
+    """A payload (keyword arguments) as JSON text, refused if it is not an object of them or too big."""
+    if not isinstance(payload, dict):
+        raise InvalidPayload(
+            f"payload must be a JSON object (a dict of keyword arguments), not {type(payload).__name__}."
+        )
+    if any(not isinstance(k, str) for k in payload):
+        raise InvalidPayload("payload keys must be strings (they are keyword argument names).")
+    text = encode_json(payload, "payload")
+    limit = conf.get("MAX_PAYLOAD_BYTES")
+    if limit and len(text) + args_bytes > limit:
+        raise InvalidPayload(
+            f"payload is {len(text) + args_bytes} bytes of JSON, over SUPAQUEUE['MAX_PAYLOAD_BYTES'] "
+            f"({limit}): store large data elsewhere (a model, a file) and pass its id."
+        )
+    return text
+
+
 def encode_json(value: Any, what: str) -> str:
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
@@ -107,17 +131,7 @@ class JobSpec:
     serial_group: str | None = None
 
     def validated(self) -> _Row:
-        if not isinstance(self.payload, dict):
-            raise InvalidPayload(
-                f"payload must be a JSON object (a dict of keyword arguments), not "
-                f"{type(self.payload).__name__}."
-            )
-        if any(not isinstance(k, str) for k in self.payload):
-            raise InvalidPayload("payload keys must be strings (they are keyword argument names).")
-        if self.key is not None and (not isinstance(self.key, str) or not self.key or len(self.key) > 255):
-            raise InvalidOption(
-                f"key must be a non-empty string of at most 255 characters, not {self.key!r}."
-            )
+        check_key(self.key)
         if self.key_mode not in KEY_MODES:
             raise InvalidOption(f"key_mode must be one of {', '.join(KEY_MODES)}, not {self.key_mode!r}.")
         if self.key_mode != "dedupe" and self.key is None:
@@ -130,14 +144,8 @@ class JobSpec:
                 f"not {self.on_dependency_failure!r}."
             )
         check_serial_group(self.serial_group)
-        payload = encode_json(self.payload, "payload")
         args = encode_json(list(self.args), "args") if self.args else "[]"
-        limit = conf.get("MAX_PAYLOAD_BYTES")
-        if limit and len(payload) + len(args) > limit:
-            raise InvalidPayload(
-                f"payload is {len(payload) + len(args)} bytes of JSON, over SUPAQUEUE['MAX_PAYLOAD_BYTES'] "
-                f"({limit}): store large data elsewhere (a model, a file) and pass its id."
-            )
+        payload = payload_text(self.payload, len(args))
         return _Row(
             queue=check_queue_name(self.queue or conf.get("DEFAULT_QUEUE")),
             task_name=self.task_name,
