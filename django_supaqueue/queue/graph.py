@@ -6,7 +6,6 @@ from typing import Any
 
 from ..exceptions import InvalidOption
 from ..models import Job
-from .outcomes import notify_queues
 from .rows import _JOB_COLUMNS, _columns, _defaults, _job_from_text_row, _match_written
 from .spec import JobSpec, _Row
 from .tables import CANCELLED, DEPENDENCY, FAILED, JOB, PENDING, QUEUE, SUCCESSFUL, WAITING
@@ -54,14 +53,6 @@ SELECT * FROM unnest(%(job_id)s::bigint[], %(depends_on_id)s::bigint[], %(positi
 
 _SETTLE_NOW = "SELECT supaqueue_settle_dependents(%(ids)s::bigint[], %(outcomes)s::text[])"
 
-# New jobs whose stand-in dependency (see _enqueue_graph) had already succeeded.
-_COUNT_DOWN = f"""
-UPDATE {JOB} j SET waiting_for = j.waiting_for - d.n,
-  status = CASE WHEN j.waiting_for - d.n <= 0 THEN '{PENDING}' ELSE j.status END
-FROM unnest(%(ids)s::bigint[], %(n)s::int[]) AS d(id, n), {QUEUE} q
-WHERE j.id = d.id AND q.id = j.queue_id AND j.status = '{WAITING}'
-RETURNING CASE WHEN j.status = '{PENDING}' THEN q.name END
-"""
 
 _STATUS_OF = f"SELECT id, status, waiting_for, finished_at FROM {JOB} WHERE id = ANY(%(ids)s::bigint[])"
 
@@ -70,9 +61,9 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
     """Write jobs with dependencies: existing jobs, or specs earlier in the same call.
 
     Statements: mark (and lock) the existing dependencies, insert the jobs,
-    insert the edges; then, only when needed, mark the not-yet-started jobs
-    that keyed specs were deduplicated to (they stand in for those specs), and
-    settle dependents whose dependency has already finished.
+    mark the not-yet-started jobs that keyed specs were deduplicated to (they
+    stand in for those specs; only when there are some), insert the edges,
+    and, only when needed, settle dependents whose dependency had already finished.
     """
     if any(r.spec.key_mode != "dedupe" for r in rows):
         raise InvalidOption("jobs with dependencies take key_mode='dedupe' only.")
@@ -103,27 +94,24 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
     stand_ins = sorted({jobs[d].pk for d in depended_on if jobs[d].pk not in new})
     status.update(_mark_dependencies(cur, stand_ins))
     edges: dict[str, list[Any]] = {"job_id": [], "depends_on_id": [], "position": [], "settled": []}
-    early: dict[int, int] = {}  # new job -> its in-call dependencies that have already succeeded
     for n, job in enumerate(jobs):
         if job.pk not in new:
             continue  # deduplicated: the existing job keeps its own dependencies
-        targets = [(jobs[d].pk, jobs[d].pk in new) for d in internal[n]] + [(d, False) for d in external[n]]
-        for position, (target, fresh) in enumerate(targets, start=1):
-            settled = not fresh and status[target] == SUCCESSFUL
-            if settled and target in stand_ins:
-                early[job.pk] = early.get(job.pk, 0) + 1
+        targets = [jobs[d].pk for d in internal[n]] + external[n]
+        for position, target in enumerate(targets, start=1):
             edges["job_id"].append(job.pk)
             edges["depends_on_id"].append(target)
             edges["position"].append(position)
-            edges["settled"].append(settled)
+            # Counted as unfinished above (so left to settle below): in-call ones and stand-ins.
+            edges["settled"].append(target in external[n] and status[target] == SUCCESSFUL)
     cur.execute(_INSERT_DEPENDENCIES, edges)
-    if early:
-        cur.execute(_COUNT_DOWN, {"ids": list(early), "n": list(early.values())})
-        notify_queues(cur, [name for (name,) in cur.fetchall()])
-    finished = sorted(d for d, s in status.items() if s in (FAILED, CANCELLED))
+    # Dependencies that finished before their dependents existed are settled now, by the same
+    # function as any other finish: a stand-in that succeeded counts its new dependents down.
+    finished = sorted(
+        d for d, s in status.items() if s in (FAILED, CANCELLED) or (s == SUCCESSFUL and d in stand_ins)
+    )
     if finished:
         cur.execute(_SETTLE_NOW, {"ids": finished, "outcomes": [status[d] for d in finished]})
-    if early or finished:
         _refresh_states(cur, jobs)
     return jobs
 
