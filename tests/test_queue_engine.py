@@ -1,7 +1,9 @@
 """The queue's SQL, exercised directly on a worker connection: claim, complete, fail, recover."""
 
+import tempfile
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.utils import timezone
 
@@ -99,6 +101,50 @@ def test_complete_stores_the_result_and_frees_the_lease(conn, worker):
     assert not CurrentJob.objects.exists()
     event = JobEvent.objects.get(kind=JobEvent.Kind.SUCCEEDED)
     assert event.attempt == 1 and event.worker_name == "w1" and event.duration == 0.25
+
+
+def test_finish_and_claim_commits_all_or_nothing_in_one_round_trip(conn, worker):
+    """Without BEGIN/COMMIT the pipeline's Sync is the commit: a failing claim undoes the completion."""
+    job = JobFactory()
+    JobFactory()
+    [claimed] = claim(conn, worker, limit=1)
+    done = [q.Success(claimed.id, claimed.attempt, "null", 0.1)]
+    with pytest.raises(psycopg.errors.DatetimeFieldOverflow):
+        # A lease of 1e300 s is out of interval range: the claim, last in the pipeline, fails.
+        q.finish_and_claim(
+            conn,
+            worker_id=worker.pk,
+            worker_name=worker.name,
+            successes=done,
+            failures=[],
+            freed_queues=[],
+            queues=None,
+            limit=1,
+            lease_seconds=1e300,
+        )
+    job.refresh_from_db()
+    assert job.status == Job.Status.IN_PROGRESS and CurrentJob.objects.count() == 1
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        retries, jobs, _, _ = q.finish_and_claim(
+            conn,
+            worker_id=worker.pk,
+            worker_name=worker.name,
+            successes=done,
+            failures=[],
+            freed_queues=[],
+            queues=None,
+            limit=1,
+            lease_seconds=30,
+        )
+        conn.pgconn.untrace()
+        trace.seek(0)
+        lines = [line.split("\t") for line in trace.read().splitlines()]
+    sent = [parts[3] for parts in lines if len(parts) > 3 and parts[1] == "F"]
+    statements = " ".join(parts[4] for parts in lines if len(parts) > 4 and parts[3] == "Parse")
+    assert sent.count("Sync") == 1 and "BEGIN" not in statements and "COMMIT" not in statements
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCESSFUL and len(jobs) == 1 and not retries
 
 
 def test_a_stale_attempt_cannot_overwrite_newer_state(conn, worker):
