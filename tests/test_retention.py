@@ -116,8 +116,9 @@ def test_the_rate_limit_wake_up_reads_no_job_without_a_rate_limited_queue():
     with connection.cursor() as cur:
         cur.execute("ANALYZE supaqueue_job")
     with connect() as conn:
-        params = leases._claim_params(1, "x", None, 10, 30.0)
-        rows = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + leases._RATE_WAKE, params).fetchone()[0]
+        rows = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + leases.rate_wake_statement(None, 0.1)
+        ).fetchone()[0]
 
     def job_rows_read(node):
         own = node.get("Actual Rows", 0) if node.get("Relation Name") == "supaqueue_job" else 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from psycopg import sql
 
 from .. import conf
 from .tables import CALL, CURRENT, EVENT, IN_PROGRESS, JOB, PENDING, QUEUE, WORKER
@@ -267,18 +270,39 @@ _CLAIM = (
 _RATE_WAKE = f"""
 SELECT extract(epoch FROM min(w.next))::float8,
        EXISTS (SELECT 1 FROM {QUEUE} s WHERE s.serial AND NOT s.paused
-               AND (%(queues)s::text[] IS NULL OR s.name = ANY(%(queues)s::text[])))
+               AND ({{queues}}::text[] IS NULL OR s.name = ANY({{queues}}::text[])))
        OR ({_ANY_GROUP}) IS NOT NULL
 FROM (
   SELECT (SELECT x.at FROM {CALL} x WHERE x.queue_id = q.id ORDER BY x.at DESC
-          OFFSET q.rate_limit - 1 LIMIT 1) + (q.rate_period + %(rate_margin)s) * interval '1 second' AS next
+          OFFSET q.rate_limit - 1 LIMIT 1) + (q.rate_period + {{rate_margin}}) * interval '1 second' AS next
   FROM {QUEUE} q, LATERAL (
     SELECT 1 FROM {JOB} j WHERE j.queue_id = q.id AND j.status = '{PENDING}' AND j.enabled
       AND j.run_at <= now() LIMIT 1) due
   WHERE q.rate_limit IS NOT NULL AND NOT q.paused
-    AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
+    AND ({{queues}}::text[] IS NULL OR q.name = ANY({{queues}}::text[]))
 ) w WHERE w.next > clock_timestamp()
 """
+
+
+@functools.lru_cache(maxsize=32)
+def rate_wake_statement(queues: tuple[str, ...] | None, rate_margin: float) -> str:
+    """_RATE_WAKE for one worker, its constants written in: a statement without parameters.
+
+    With the queue names as a parameter, PostgreSQL judged a custom plan (the
+    name index, one queue) ten times cheaper than the generic one and planned
+    the statement again on every claim of a worker serving named queues
+    (0.27 ms of a 1 ms idle claim). A worker's queues never change, so it
+    prepares this text once and its one plan is made once.
+    """
+    return (
+        sql.SQL(_RATE_WAKE)
+        .format(
+            queues=sql.Literal(list(queues) if queues is not None else None),
+            rate_margin=sql.Literal(float(rate_margin)),
+        )
+        .as_string(None)
+    )
+
 
 _DELETE_STALE_WORKERS = f"""
 DELETE FROM {WORKER} w

@@ -18,9 +18,9 @@ from .leases import (
     _CLAIM_SERIAL,
     _DELETE_STALE_WORKERS,
     _LOCK_CAPPED_QUEUES,
-    _RATE_WAKE,
     ClaimedJob,
     _claim_params,
+    rate_wake_statement,
 )
 from .tables import CHANNEL, CURRENT, EVENT, JOB, PENDING, QUEUE, WAITING, WORKER
 
@@ -366,7 +366,9 @@ def finish_and_claim(
             if serial:
                 claimed_serial = conn.execute(_CLAIM_SERIAL, params)
             claimed = conn.execute(_CLAIM, params)
-            wake = conn.execute(_RATE_WAKE, params)
+            wake = conn.execute(
+                rate_wake_statement(tuple(queues) if queues is not None else None, params["rate_margin"])
+            )
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
     rows = claimed_serial.fetchall() if claimed_serial is not None else []
     rows += claimed.fetchall() if claimed is not None else []
