@@ -50,6 +50,8 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/supaqueue")}
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SUPAQUEUE_TEST_DB", "test_supaqueue")}
+# A second alias for the same database, as a LISTEN_DATABASE that bypasses a pooler would be.
+DATABASES["listen"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 
 SUPAQUEUE = {
     "POLL_INTERVAL": float(os.environ.get("SUPAQUEUE_POLL_INTERVAL", "5")),

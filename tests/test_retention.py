@@ -66,31 +66,6 @@ def test_workers_prune_on_their_own(settings):
         thread.join(10)
 
 
-def listeners() -> int:
-    with connection.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = 'supaqueue listener' AND datname = current_database()"
-        )
-        return cur.fetchone()[0]
-
-
-def test_polling_only_mode_needs_no_listener(settings):
-    settings.SUPAQUEUE = {**settings.SUPAQUEUE, "LISTEN": False}
-    wait_for(lambda: listeners() == 0, 10)  # earlier tests' listeners have hung up
-    worker = WorkerRuntime(concurrency=1, poll_interval=0.2)
-    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
-    thread.start()
-    try:
-        wait_for(lambda: worker.worker_id is not None, 10)
-        job = tasks.add.enqueue(1, 2)
-        wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCESSFUL).exists(), 5)
-        assert listeners() == 0
-    finally:
-        worker.stop()
-        thread.join(10)
-
-
 def plan(conn, sql, params):
     return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
 

@@ -31,7 +31,7 @@ from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task, registered_tasks
 from .connection import connect
 from .executor import Executor, Outcome
-from .listener import Listener
+from .listener import Listener, Notifications, Wakeup, listen, listens_on_claim_connection
 
 logger = logging.getLogger("django_supaqueue.worker")
 
@@ -82,7 +82,11 @@ class Worker:
         self.stopping = False
         self.processed = 0
 
-        self._wake = threading.Event()
+        self._wake = Wakeup()
+        self._notifications = Notifications(
+            set(self.queues) if self.queues else None, self._on_notify, self._on_cancel
+        )
+        self._listens = False  # the claim connection LISTENs itself (no separate LISTEN_DATABASE)
         self._done: collections.deque[tuple[ClaimedJob, Outcome]] = collections.deque()
         self._cancelled: collections.deque[tuple[int, int]] = collections.deque()
         self._grace_deadline = math.inf
@@ -94,7 +98,7 @@ class Worker:
         self._serial_missed = False  # serial work appeared during a claim that left it out
         self._running: dict[tuple[int, int], _Running] = {}
         self._wanted = True  # claim on the next turn of the loop
-        # Written by the listener thread: a notification counter (so one that
+        # Written on notification (by this thread or a Listener's): a counter (so one that
         # arrives during a claim's round trip is not lost) and the earliest
         # known future run_at, both under _notify_lock.
         self._notify_lock = threading.Lock()
@@ -112,16 +116,12 @@ class Worker:
             from .. import metrics
 
             metrics.serve(self.metrics_port)
+        self._listens = listens_on_claim_connection()
         self._conn = self._connect_with_retry()
         q.ensure_queues(self._queues_to_create(), self._conn)
         listener = None
-        if conf.get("LISTEN"):
-            listener = Listener(
-                set(self.queues) if self.queues else None,
-                self._on_notify,
-                self._on_cancel,
-                self._on_listener_reconnect,
-            )
+        if conf.get("LISTEN") and not self._listens:
+            listener = Listener(self._notifications, self._on_listener_reconnect)
             listener.start()
             listener.ready.wait(10)
         self.worker_id = q.register_worker(
@@ -147,6 +147,7 @@ class Worker:
                 listener.stop()
             executor.shutdown(wait=False)
             self._close()
+            self._wake.close()
         logger.info("worker %s stopped after %s jobs", self.name, self.processed)
 
     def stop(self) -> None:
@@ -225,6 +226,7 @@ class Worker:
         seen_seq = -1
         while True:
             self._wake.clear()
+            self._take_notifications()
             self._collect_outcomes()
             self._apply_cancellations(executor)
             if self.stopping and (not self._running or time.monotonic() >= self._grace_deadline):
@@ -262,7 +264,18 @@ class Worker:
                 or (self._wanted and not self.stopping and len(self._running) < self._capacity())
             ):
                 continue
-            self._wake.wait(self._sleep_time(next_poll, next_beat))
+            self._wake.wait(
+                self._sleep_time(next_poll, next_beat), self._conn.fileno() if self._listens else None
+            )
+
+    def _take_notifications(self) -> None:
+        """Route what the claim connection has received: during its last round trip, or while idle."""
+        if not self._listens:
+            return
+        try:
+            self._notifications.drain(self._conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._reconnect(exc)
 
     def _sleep_time(self, next_poll: float, next_beat: float) -> float:
         now = time.monotonic()
@@ -505,7 +518,14 @@ class Worker:
         delay = 0.5
         while True:
             try:
-                return connect()
+                conn = connect()
+                try:
+                    if self._listens:
+                        listen(conn)
+                except psycopg.Error:
+                    conn.close()
+                    raise
+                return conn
             except psycopg.OperationalError as exc:
                 if self.stopping:
                     raise

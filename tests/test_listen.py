@@ -1,0 +1,94 @@
+"""How an idle worker learns of new jobs: LISTEN on its claim connection, on a LISTEN_DATABASE, or polling."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from django_supaqueue.models import Job
+from django_supaqueue.worker.runtime import Worker as WorkerRuntime
+from tests.conftest import wait_for
+from tests.testapp import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def connections_named(name: str) -> int:
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = %s AND datname = current_database()",
+            [name],
+        )
+        return cur.fetchone()[0]
+
+
+@pytest.fixture
+def run_worker():
+    """``run_worker(**options)`` starts a worker thread (30 s poll unless told) and stops it at teardown."""
+    started = []
+
+    def start(**options):
+        options.setdefault("poll_interval", 30)
+        worker = WorkerRuntime(concurrency=1, **options)
+        thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+        thread.start()
+        started.append((worker, thread))
+        wait_for(lambda: worker.worker_id is not None, 10)
+        time.sleep(0.3)  # past its first claim: from now on it sleeps until woken
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(10)
+
+
+def started_within(job, seconds):
+    wait_for(lambda: Job.objects.filter(pk=job.pk, status=Job.Status.SUCCESSFUL).exists(), seconds)
+
+
+def test_the_claim_connection_listens_itself_and_survives_losing_it(run_worker):
+    wait_for(lambda: connections_named("supaqueue listener") == 0, 10)  # earlier tests' have hung up
+    worker = run_worker()
+    assert connections_named("supaqueue listener") == 0  # no second connection: the claim one listens
+    started_within(tasks.add.enqueue(1, 2), 5)  # the poll would take 30 s
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'supaqueue worker' AND datname = current_database()"
+        )
+        assert cur.fetchone()[0] == 1
+    started_within(tasks.add.enqueue(3, 4), 5)  # reconnected, listening again
+    job = tasks.started_at.enqueue()
+    started_within(job, 5)
+    assert worker.processed == 3
+
+
+def test_a_listen_database_gets_a_listener_connection_of_its_own(run_worker, settings):
+    settings.SUPAQUEUE = {**settings.SUPAQUEUE, "LISTEN_DATABASE": "listen"}
+    wait_for(lambda: connections_named("supaqueue listener") == 0, 10)
+    run_worker()
+    assert connections_named("supaqueue listener") == 1
+    started_within(tasks.add.enqueue(1, 2), 5)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'supaqueue listener' AND datname = current_database()"
+        )
+    wait_for(lambda: connections_named("supaqueue listener") == 1, 10)  # it reconnects
+    started_within(tasks.add.enqueue(3, 4), 5)
+
+
+def test_polling_only_mode_listens_to_nothing(run_worker, settings):
+    settings.SUPAQUEUE = {**settings.SUPAQUEUE, "LISTEN": False}
+    wait_for(lambda: connections_named("supaqueue listener") == 0, 10)
+    idle = run_worker()
+    job = tasks.add.enqueue(1, 2)
+    time.sleep(1.0)
+    assert Job.objects.get(pk=job.pk).status == Job.Status.PENDING  # nothing woke it: it polls every 30 s
+    idle.stop()
+    run_worker(poll_interval=0.2)
+    started_within(job, 5)
+    assert connections_named("supaqueue listener") == 0
