@@ -86,6 +86,36 @@ def test_concurrency_limit_counts_running_jobs_cluster_wide(conn, worker):
     assert len(claim(conn, worker)) == 1
 
 
+def round_trip(conn, worker, lock, limit=10):
+    return q.finish_and_claim(
+        conn,
+        worker_id=worker.pk,
+        worker_name=worker.name,
+        successes=[],
+        failures=[],
+        freed_queues=[],
+        queues=None,
+        limit=limit,
+        lease_seconds=30,
+        lock=lock,
+    )
+
+
+def test_a_claim_without_the_cap_lock_leaves_capped_queues_alone_and_says_so(conn, worker):
+    """Workers leave the lock statement out while they serve no capped queue; a cap set meanwhile holds."""
+    plain = JobFactory()
+    assert round_trip(conn, worker, lock=False).jobs[0].id == plain.id
+    assert round_trip(conn, worker, lock=False).capped is False
+    capped = QueueFactory(name="capped", concurrency_limit=1)
+    limited = QueueFactory(name="limited", rate_limit=5, rate_period=60)
+    for queue in (capped, capped, limited):
+        JobFactory(queue=queue)
+    lean = round_trip(conn, worker, lock=False)
+    assert lean.jobs == [] and lean.capped is True  # no room without the lock: the next claim takes it
+    locked = round_trip(conn, worker, lock=True)
+    assert sorted(j.queue for j in locked.jobs) == ["capped", "limited"] and locked.capped is True
+
+
 def test_complete_stores_the_result_and_frees_the_lease(conn, worker):
     job = JobFactory()
     [claimed] = claim(conn, worker)
@@ -126,7 +156,7 @@ def test_finish_and_claim_commits_all_or_nothing_in_one_round_trip(conn, worker)
     assert job.status == Job.Status.IN_PROGRESS and CurrentJob.objects.count() == 1
     with tempfile.TemporaryFile("w+") as trace:
         conn.pgconn.trace(trace.fileno())
-        retries, jobs, _, _ = q.finish_and_claim(
+        retries, jobs, *_ = q.finish_and_claim(
             conn,
             worker_id=worker.pk,
             worker_name=worker.name,
@@ -153,7 +183,7 @@ def test_the_claim_loop_statements_are_planned_once(conn, worker, queues):
     QueueFactory(name="emails")
     for _ in range(15):
         JobFactory()
-        _, [job], _, _ = q.finish_and_claim(
+        _, [job], *_ = q.finish_and_claim(
             conn,
             worker_id=worker.pk,
             worker_name=worker.name,

@@ -170,3 +170,32 @@ def test_a_capped_queue_refills_as_soon_as_a_job_finishes(transactional_db):
     finally:
         worker.stop()
         thread.join(10)
+
+
+def test_a_cap_set_while_a_worker_runs_holds_from_its_next_claim(transactional_db):
+    """A worker that served no capped queue claims without the cap lock; a new cap must still hold."""
+    import threading
+
+    from django_supaqueue.models import Queue
+    from django_supaqueue.worker.runtime import Worker as WorkerRuntime
+    from tests.conftest import wait_for
+    from tests.testapp.models import Execution
+
+    QueueFactory(name="later-capped")
+    worker = WorkerRuntime(concurrency=3, poll_interval=30)
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        tasks.noop.using(queue="later-capped").enqueue(i=0)
+        wait_for(lambda: worker.processed == 1, 5)
+        assert worker._capped is False  # its claims leave the lock out now
+        Queue.objects.filter(name="later-capped").update(concurrency_limit=1)
+        tasks.hold.using(queue="later-capped").enqueue_many([{"n": i, "seconds": 0.15} for i in range(4)])
+        wait_for(lambda: Execution.objects.count() == 4, 10)
+    finally:
+        worker.stop()
+        thread.join(10)
+    intervals = sorted(Execution.objects.values_list("started", "ended"))
+    assert all(
+        end <= next_start + 0.01 for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False)
+    )

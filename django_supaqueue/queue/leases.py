@@ -68,7 +68,11 @@ SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM renewed)
 # statement that follows (a new snapshot) counts every running job committed by
 # the previous holder of the lock: two workers can never both see free room.
 # NO KEY UPDATE serialises claimers without blocking enqueues, whose foreign
-# key check holds KEY SHARE on the same row.
+# key check holds KEY SHARE on the same row. A worker whose last claim saw no
+# capped queue among those it serves leaves this statement out (most
+# deployments have none); such a claim gives capped queues no room
+# (``%(locked)s``), and its wake-up statement reports them, so that the next
+# claim, at once, takes the locks and their jobs.
 _LOCK_CAPPED_QUEUES = f"""
 SELECT id FROM {QUEUE}
 WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
@@ -96,7 +100,8 @@ q AS (
 _CLAIM_ROOM = f"""
   SELECT q.id, LEAST(
     CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL AND NOT q.serial THEN %(limit)s::int
-         ELSE %(free)s::int END,
+         WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL OR %(locked)s::bool THEN %(free)s::int
+         ELSE 0 END,
     CASE WHEN q.concurrency_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.concurrency_limit - (
       SELECT count(*) FROM {JOB} r WHERE r.queue_id = q.id AND r.status = '{IN_PROGRESS}')) END,
     CASE WHEN q.rate_limit IS NULL THEN %(limit)s::int ELSE GREATEST(0, q.rate_limit - (
@@ -266,12 +271,15 @@ _CLAIM = (
 # every runnable job, on every claim, even with no rate-limited queue at all.
 # Second column: whether the next claim needs _CLAIM_SERIAL (a served queue is
 # serial, or a pending job has a group); two index probes, so that workers of
-# deployments without serial work never send it.
+# deployments without serial work never send it. Third: whether it needs
+# _LOCK_CAPPED_QUEUES (a served queue has a cap or a rate limit).
 _RATE_WAKE = f"""
 SELECT extract(epoch FROM min(w.next))::float8,
        EXISTS (SELECT 1 FROM {QUEUE} s WHERE s.serial AND NOT s.paused
                AND ({{queues}}::text[] IS NULL OR s.name = ANY({{queues}}::text[])))
-       OR ({_ANY_GROUP}) IS NOT NULL
+       OR ({_ANY_GROUP}) IS NOT NULL,
+       EXISTS (SELECT 1 FROM {QUEUE} c WHERE (c.concurrency_limit IS NOT NULL OR c.rate_limit IS NOT NULL)
+               AND NOT c.paused AND ({{queues}}::text[] IS NULL OR c.name = ANY({{queues}}::text[])))
 FROM (
   SELECT (SELECT x.at FROM {CALL} x WHERE x.queue_id = q.id ORDER BY x.at DESC
           OFFSET q.rate_limit - 1 LIMIT 1) + (q.rate_period + {{rate_margin}}) * interval '1 second' AS next
@@ -358,8 +366,10 @@ def _claim_params(
     lease_seconds: float,
     job_ids: Sequence[int] | None = None,
     free: int | None = None,
+    locked: bool = True,
 ) -> dict[str, Any]:
     return {
+        "locked": locked,
         "queues": list(queues) if queues else None,
         "limit": limit,
         "free": limit if free is None else min(free, limit),

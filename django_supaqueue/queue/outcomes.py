@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -319,6 +319,16 @@ def _one_round_trip(conn: Any) -> Iterator[None]:
             yield
 
 
+class Round(NamedTuple):
+    """What one round trip of the claim loop brings back (see finish_and_claim)."""
+
+    retries: list[Retry]
+    jobs: list[ClaimedJob]
+    rate_wake: float | None  # when a rate-limited queue with due jobs has room again (epoch seconds)
+    serial_work: bool  # the next claim needs serial=True
+    capped: bool  # the next claim needs lock=True
+
+
 def finish_and_claim(
     conn: Any,
     *,
@@ -333,20 +343,20 @@ def finish_and_claim(
     free: int | None = None,
     freed_groups: Iterable[str] = (),
     serial: bool = True,
-) -> tuple[list[Retry], list[ClaimedJob], float | None, bool]:
+    lock: bool = True,
+) -> Round:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
     One transaction, sent as one pipeline: the statements of complete(),
     fail(), notify_queues() and claim() go to the server together, so a cycle
     of the claim loop costs one network round trip and one commit (see
-    _one_round_trip). Serial
-    groups whose job ended wake the workers of every queue holding their
-    next jobs (a group spans queues). The third
-    value is when a rate-limited queue with due jobs has room again (epoch
-    seconds), or None; the fourth whether the next call needs ``serial``
-    (serial queues or groups have work; True when nothing was claimed, to be safe).
-    ``serial=False`` leaves out the claim of serial queues and groups. ``free`` is
-    how many of ``limit`` are idle slots (see _CLAIM_ROOM).
+    _one_round_trip). Serial groups whose job ended wake the workers of every
+    queue holding their next jobs (a group spans queues). The Round says
+    whether the next call needs ``serial`` and ``lock`` (both True when
+    nothing was claimed, to be safe). ``serial=False`` leaves out the claim of
+    serial queues and groups; ``lock=False`` the lock of capped queues, which
+    this claim then skips (see _LOCK_CAPPED_QUEUES). ``free`` is how many of
+    ``limit`` are idle slots (see _CLAIM_ROOM).
     """
     failed = claimed = claimed_serial = wake = None
     freed = sorted(set(freed_queues))
@@ -361,21 +371,23 @@ def finish_and_claim(
         if groups:
             conn.execute(_NOTIFY_GROUPS, {"groups": groups})
         if limit > 0:
-            params = _claim_params(worker_id, worker_name, queues, limit, lease_seconds, free=free)
-            conn.execute(_LOCK_CAPPED_QUEUES, params)
+            params = _claim_params(
+                worker_id, worker_name, queues, limit, lease_seconds, free=free, locked=lock
+            )
+            if lock:
+                conn.execute(_LOCK_CAPPED_QUEUES, params)
             if serial:
                 claimed_serial = conn.execute(_CLAIM_SERIAL, params)
             claimed = conn.execute(_CLAIM, params)
-            wake = conn.execute(
-                rate_wake_statement(tuple(queues) if queues is not None else None, params["rate_margin"])
-            )
+            served = params["queues"]
+            wake = conn.execute(rate_wake_statement(tuple(served) if served else None, params["rate_margin"]))
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
     rows = claimed_serial.fetchall() if claimed_serial is not None else []
     rows += claimed.fetchall() if claimed is not None else []
     received = time.monotonic()
     jobs = [ClaimedJob(*r, received=received) for r in rows]
-    rate_wake, serial_work = wake.fetchone() if wake is not None else (None, True)
-    return retries, jobs, rate_wake, serial_work
+    rate_wake, serial_work, capped = wake.fetchone() if wake is not None else (None, True, True)
+    return Round(retries, jobs, rate_wake, serial_work, capped)
 
 
 def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = None) -> list[Retry]:

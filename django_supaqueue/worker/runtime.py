@@ -95,7 +95,8 @@ class Worker:
         self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
         self._freed_groups: set[str] = set()  # serial groups whose job ended: wake their queues' workers
         self._serial = True  # claim serial queues and groups too (False while none has work)
-        self._serial_missed = False  # serial work appeared during a claim that left it out
+        self._left_out = False  # the last claim left out serial or capped queues that turned out to matter
+        self._capped = True  # lock capped queues in the claim (False while none is served)
         self._running: dict[tuple[int, int], _Running] = {}
         self._wanted = True  # claim on the next turn of the loop
         # Written on notification (by this thread or a Listener's): a counter (so one that
@@ -250,7 +251,7 @@ class Worker:
                     next_poll = time.monotonic() + self.poll_interval
                     # A full batch may have left more behind; a notification that
                     # arrived meanwhile is picked up by the counter on the next turn.
-                    self._wanted = len(claimed) == limit or self._serial_missed
+                    self._wanted = len(claimed) == limit or self._left_out
                     self._dispatch(executor, claimed)
                     if self.burst and not claimed and not self._running and not self._done:
                         return
@@ -405,7 +406,7 @@ class Worker:
         assert self.worker_id is not None
         while True:
             try:
-                retries, claimed, rate_wake, serial_work = q.finish_and_claim(
+                done = q.finish_and_claim(
                     self._conn,
                     worker_id=self.worker_id,
                     worker_name=self.name,
@@ -414,6 +415,7 @@ class Worker:
                     freed_queues=self._freed_capped,
                     freed_groups=self._freed_groups,
                     serial=self._serial,
+                    lock=self._capped,
                     queues=self.queues,
                     limit=limit if claim else 0,
                     lease_seconds=self.lease,
@@ -428,15 +430,15 @@ class Worker:
         self._freed_capped.clear()
         self._freed_groups.clear()
         if claim:
-            self._serial_missed = serial_work and not self._serial
-            self._serial = serial_work
-        for r in retries:
+            self._left_out = (done.serial_work and not self._serial) or (done.capped and not self._capped)
+            self._serial, self._capped = done.serial_work, done.capped
+        for r in done.retries:
             if r.status == q.PENDING:
                 self._due(r.run_at.timestamp())
-        self._announce(successes, failures, retries)
-        if rate_wake is not None:
-            self._due(rate_wake)  # a rate-limited queue has room again then
-        return claimed
+        self._announce(successes, failures, done.retries)
+        if done.rate_wake is not None:
+            self._due(done.rate_wake)  # a rate-limited queue has room again then
+        return done.jobs
 
     def _announce(self, successes: list[Success], failures: list[Failure], retries: list[q.Retry]) -> None:
         """Send the life-cycle signals for outcomes just written."""
