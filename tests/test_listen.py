@@ -92,3 +92,27 @@ def test_polling_only_mode_listens_to_nothing(run_worker, settings):
     run_worker(poll_interval=0.2)
     started_within(job, 5)
     assert connections_named("supaqueue listener") == 0
+
+
+def test_a_stopped_worker_thread_leaves_no_connection_open(run_worker, monkeypatch):
+    """Its loop's and its job threads' Django connections are closed, even persistent ones."""
+    from django.db import connections
+
+    from tests.testapp.models import Execution
+
+    def sessions():
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cur.fetchone()[0]
+
+    wait_for(lambda: sessions() == 0, 10)  # earlier tests' connections are gone
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 600)
+    worker = run_worker(poll_interval=0.2)
+    tasks.record.enqueue_many([{"n": i} for i in range(6)])
+    wait_for(lambda: Execution.objects.count() == 6, 10)
+    assert sessions() >= 2  # the claim connection and at least one job thread's
+    worker.stop()
+    wait_for(lambda: sessions() == 0, 5)

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from .. import context, tracing
 from ..exceptions import JobTimeout
@@ -230,6 +230,9 @@ class Executor:
         finally:
             if slot.child is not None:
                 slot.child.close()
+            # Persistent connections (CONN_MAX_AGE) of a slot's thread would
+            # otherwise stay open until garbage collection.
+            connections.close_all()
 
     def _perform(self, slot: _Slot, job: ClaimedJob) -> Outcome:
         if job.execution_mode != "processes":

@@ -149,6 +149,10 @@ class Worker:
             executor.shutdown(wait=False)
             self._close()
             self._wake.close()
+            if threading.current_thread() is not threading.main_thread():
+                # Schedules fire on this thread's Django connection; a thread's
+                # connections otherwise stay open until garbage collection.
+                connections.close_all()
         logger.info("worker %s stopped after %s jobs", self.name, self.processed)
 
     def stop(self) -> None:
