@@ -86,18 +86,18 @@ def test_concurrency_limit_counts_running_jobs_cluster_wide(conn, worker):
     assert len(claim(conn, worker)) == 1
 
 
-def round_trip(conn, worker, lock, limit=10):
+def round_trip(conn, worker, *, limit=10, successes=(), **options):
+    """One cycle of the claim loop: finish_and_claim with the worker's defaults."""
+    options = {"queues": None, "lease_seconds": 30, **options}
     return q.finish_and_claim(
         conn,
         worker_id=worker.pk,
         worker_name=worker.name,
-        successes=[],
+        successes=list(successes),
         failures=[],
         freed_queues=[],
-        queues=None,
         limit=limit,
-        lease_seconds=30,
-        lock=lock,
+        **options,
     )
 
 
@@ -141,32 +141,12 @@ def test_finish_and_claim_commits_all_or_nothing_in_one_round_trip(conn, worker)
     done = [q.Success(claimed.id, claimed.attempt, "null", 0.1)]
     with pytest.raises(psycopg.errors.DatetimeFieldOverflow):
         # A lease of 1e300 s is out of interval range: the claim, last in the pipeline, fails.
-        q.finish_and_claim(
-            conn,
-            worker_id=worker.pk,
-            worker_name=worker.name,
-            successes=done,
-            failures=[],
-            freed_queues=[],
-            queues=None,
-            limit=1,
-            lease_seconds=1e300,
-        )
+        round_trip(conn, worker, limit=1, successes=done, lease_seconds=1e300)
     job.refresh_from_db()
     assert job.status == Job.Status.IN_PROGRESS and CurrentJob.objects.count() == 1
     with tempfile.TemporaryFile("w+") as trace:
         conn.pgconn.trace(trace.fileno())
-        retries, jobs, *_ = q.finish_and_claim(
-            conn,
-            worker_id=worker.pk,
-            worker_name=worker.name,
-            successes=done,
-            failures=[],
-            freed_queues=[],
-            queues=None,
-            limit=1,
-            lease_seconds=30,
-        )
+        retries, jobs, *_ = round_trip(conn, worker, limit=1, successes=done)
         conn.pgconn.untrace()
         trace.seek(0)
         lines = [line.split("\t") for line in trace.read().splitlines()]
@@ -183,28 +163,9 @@ def test_the_claim_loop_statements_are_planned_once(conn, worker, queues):
     QueueFactory(name="emails")
     for _ in range(15):
         JobFactory()
-        _, [job], *_ = q.finish_and_claim(
-            conn,
-            worker_id=worker.pk,
-            worker_name=worker.name,
-            successes=[],
-            failures=[],
-            freed_queues=[],
-            queues=queues,
-            limit=1,
-            lease_seconds=30,
-            serial=False,
-        )
-        q.finish_and_claim(
-            conn,
-            worker_id=worker.pk,
-            worker_name=worker.name,
-            successes=[q.Success(job.id, job.attempt, None, 0.0)],
-            failures=[],
-            freed_queues=[],
-            queues=queues,
-            limit=0,
-            lease_seconds=30,
+        _, [job], *_ = round_trip(conn, worker, limit=1, queues=queues, serial=False)
+        round_trip(
+            conn, worker, limit=0, queues=queues, successes=[q.Success(job.id, job.attempt, None, 0.0)]
         )
     plans = conn.execute(
         "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
