@@ -11,10 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import django
+import psycopg
 import pytest
 from django.db import connection
 
+from django_supaqueue import queue as q
 from django_supaqueue.models import Job, Worker
+from django_supaqueue.worker.connection import connect
 from django_supaqueue.worker.runtime import Worker as WorkerRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +58,21 @@ def drain(transactional_db) -> Callable[..., WorkerRuntime]:
         return worker
 
     return run
+
+
+@pytest.fixture
+def conn() -> Iterator[psycopg.Connection]:
+    """A worker's own connection (autocommit), for exercising the queue's SQL directly."""
+    c = connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def worker(conn) -> Worker:
+    """The Worker row of a registered worker, for leases taken on ``conn``."""
+    worker_id = q.register_worker(conn, name="w1", host="h", pid=1, queues=None, concurrency=10)
+    return Worker.objects.get(pk=worker_id)
 
 
 def database_url() -> str:

@@ -9,23 +9,9 @@ from django.utils import timezone
 
 from django_supaqueue import queue as q
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Worker
-from django_supaqueue.worker.connection import connect
 from tests.factories import CurrentJobFactory, JobFactory, QueueFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conn():
-    c = connect()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def worker(conn):
-    worker_id = q.register_worker(conn, name="w1", host="h", pid=1, queues=None, concurrency=10)
-    return Worker.objects.get(pk=worker_id)
 
 
 def claim(conn, worker, limit=10, queues=None, lease=30.0):

@@ -16,24 +16,11 @@ from django_supaqueue.queue import leases
 from django_supaqueue.tasks import task
 from django_supaqueue.worker.connection import connect
 from tests.conftest import wait_for
-from tests.factories import CurrentJobFactory, JobFactory, QueueFactory, WorkerFactory
+from tests.factories import CurrentJobFactory, JobFactory, QueueFactory
 from tests.testapp import tasks
 from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conn():
-    c = connect()
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def worker(conn):
-    worker_id = q.register_worker(conn, name="w1", host="h", pid=1, queues=None, concurrency=10)
-    return WorkerFactory._meta.model.objects.get(pk=worker_id)
 
 
 def claim(conn, worker, limit=10, queues=None):
