@@ -106,9 +106,6 @@ class Wakeup:
             with contextlib.suppress(BlockingIOError):  # full of wake-ups already
                 os.write(self._write, b"!")
 
-    def is_set(self) -> bool:
-        return self._set
-
     def clear(self) -> None:
         self._set = False
         with contextlib.suppress(BlockingIOError):
