@@ -39,7 +39,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="supaqueue.E002",
             )
         )
-    for key, low in (("MAX_ATTEMPTS", 1), ("CONCURRENCY", 1), ("PROCESSES", 1), ("CLAIM_BATCH", 1)):
+    for key, low in (
+        ("MAX_ATTEMPTS", 1),
+        ("CONCURRENCY", 1),
+        ("PROCESSES", 1),
+        ("CLAIM_BATCH", 1),
+        ("CLAIM_CONNECTIONS", 1),
+    ):
         value = conf.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             errors.append(

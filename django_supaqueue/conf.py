@@ -61,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     "PREPARE_STATEMENTS": True,
     # Most jobs one claim statement takes.
     "CLAIM_BATCH": 100,
+    # Connections a worker process claims on, each with a share of its slots
+    # (never more than its concurrency): their round trips overlap, so short
+    # jobs drain faster. 1: one claim loop, one connection.
+    "CLAIM_CONNECTIONS": 3,
     # While a worker's recent jobs are short, it claims jobs ahead of its free
     # slots (never more than CLAIM_BATCH), as many as should start within this
     # many seconds: each round trip then carries more jobs. 0 turns it off.

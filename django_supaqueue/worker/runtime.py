@@ -1,10 +1,12 @@
 """The claim loop of one worker process.
 
-One thread owns the worker's database connection. It sleeps until something
-happens (a notification, a finished job, a timer) and then, in a single
-transaction, records every finished attempt and claims as many jobs as it has
-free slots. An idle worker therefore sends nothing but its heartbeat, the
-fallback poll and its look for due schedules (every SCHEDULE_INTERVAL seconds).
+One thread owns a claim connection. It sleeps until something happens (a
+notification, a finished job, a timer) and then, in a single transaction,
+records every finished attempt and claims as many jobs as it has free slots.
+An idle worker therefore sends nothing but its heartbeat, the fallback poll
+and its look for due schedules (every SCHEDULE_INTERVAL seconds). A worker
+with several claim connections runs one such loop per connection, each with
+a share of the slots (see lanes.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task, registered_tasks
 from .connection import connect
 from .executor import Executor, Outcome
+from .lanes import Lanes, lane_sizes
 from .listener import Listener, Notifications, Wakeup, listen, listens_on_claim_connection
 
 logger = logging.getLogger("django_supaqueue.worker")
@@ -80,11 +83,15 @@ class Worker:
         self.metrics_port = metrics_port
         self.worker_id: int | None = None
         self.stopping = False
-        self.processed = 0
+        self.slots = self.concurrency  # this lane's share of the slots (see lanes.py)
+        self._processed = 0
 
+        self._is_lane = False  # a second claim lane of a registered Worker (see lanes.py)
+        self._lanes = Lanes(self)
+        self._lane_threads: list[threading.Thread] = []
         self._wake = Wakeup()
         self._notifications = Notifications(
-            set(self.queues) if self.queues else None, self._on_notify, self._on_cancel
+            set(self.queues) if self.queues else None, self._lanes.route_jobs, self._lanes.route_cancel
         )
         self._listens = False  # the claim connection LISTENs itself (no separate LISTEN_DATABASE)
         self._done: collections.deque[tuple[ClaimedJob, Outcome]] = collections.deque()
@@ -133,17 +140,29 @@ class Worker:
             queues=self.queues,
             concurrency=self.concurrency,
         )
+        sizes = lane_sizes(self.concurrency, int(conf.get("CLAIM_CONNECTIONS")))
+        self.slots = sizes[0]
+        for size in sizes[1:]:
+            self._start_lane(size)
         logger.info(
-            "worker %s ready: queues=%s concurrency=%s",
+            "worker %s ready: queues=%s concurrency=%s claim connections=%s",
             self.name,
             ",".join(self.queues) if self.queues else "*",
             self.concurrency,
+            len(sizes),
         )
-        executor = Executor(self.concurrency, self._on_done)
+        executor = Executor(self.slots, self._on_done)
         self._executor = executor
         try:
             self._loop(executor)
+        except BaseException:
+            for lane in self._lanes.others(self):
+                lane.stop()
+            raise
         finally:
+            for thread in self._lane_threads:
+                while thread.is_alive():  # a timed join: signals still reach this thread
+                    thread.join(0.5)
             if listener is not None:
                 listener.stop()
             executor.shutdown(wait=False)
@@ -167,6 +186,53 @@ class Worker:
             self.stopping = True
             self._grace_deadline = time.monotonic() + float(conf.get("SHUTDOWN_GRACE"))
         self._wake.set()
+        if not self._is_lane:
+            for lane in self._lanes.others(self):
+                lane.stop()
+
+    @property
+    def processed(self) -> int:
+        """Attempts this worker has finished, over all its lanes."""
+        if self._is_lane:
+            return self._processed
+        return sum(m._processed for m in self._lanes.members)
+
+    def _start_lane(self, slots: int) -> None:
+        """A second claim loop on a thread, with ``slots`` of this worker's slots (see lanes.py)."""
+        lane = Worker(
+            queues=self.queues,
+            concurrency=slots,
+            burst=self.burst,
+            poll_interval=self.poll_interval,
+            name=self.name,
+        )
+        lane._is_lane = True
+        lane._lanes = self._lanes
+        lane.worker_id = self.worker_id
+        lane.schedule_interval = None
+        if self.stopping:
+            lane.stop()
+        self._lanes.add(lane)
+        thread = threading.Thread(target=lane._run_lane, name="supaqueue-lane", daemon=True)
+        self._lane_threads.append(thread)
+        thread.start()
+
+    def _run_lane(self) -> None:
+        """A lane's life: claim and run until the worker stops; if it fails, the worker stops too."""
+        try:
+            self._conn = self._connect_with_retry()
+            executor = Executor(self.slots, self._on_done)
+            self._executor = executor
+            try:
+                self._loop(executor)
+            finally:
+                executor.shutdown(wait=False)
+                self._close()
+                self._wake.close()
+                connections.close_all()
+        except BaseException:
+            logger.exception("worker %s: a claim lane failed; stopping the worker", self.name)
+            self._lanes.members[0].stop()
 
     def _queues_to_create(self) -> set[str]:
         names = set(self.queues or [])
@@ -206,7 +272,7 @@ class Worker:
         self._wake.set()
 
     def _on_listener_reconnect(self) -> None:
-        self._on_notify(0.0)
+        self._lanes.wake_all()
 
     def _due(self, epoch: float) -> None:
         """Remember a future run_at (a retry this worker scheduled) as a wake-up timer."""
@@ -256,6 +322,8 @@ class Worker:
                     # A full batch may have left more behind; a notification that
                     # arrived meanwhile is picked up by the counter on the next turn.
                     self._wanted = len(claimed) == limit or self._left_out
+                    if len(claimed) == limit:
+                        self._lanes.wake_others(self)
                     self._dispatch(executor, claimed)
                     if self.burst and not claimed and not self._running and not self._done:
                         return
@@ -308,7 +376,7 @@ class Worker:
             self._typical_duration = outcome.duration if d is None else 0.8 * d + 0.2 * outcome.duration
             self._unflushed.append(outcome)
             self._outcome_jobs[(job.id, job.attempt)] = job
-            self.processed += 1
+            self._processed += 1
 
     def _apply_cancellations(self, executor: Executor) -> None:
         """Stop attempts cancelled in the database (their lease and status are already written)."""
@@ -368,9 +436,9 @@ class Worker:
         """
         d = self._typical_duration
         if self.stopping or self.prefetch_wait <= 0 or d is None:
-            return self.concurrency
-        ahead = int(self.concurrency * self.prefetch_wait / max(d, 1e-4))
-        return self.concurrency + min(ahead, self.claim_batch)
+            return self.slots
+        ahead = int(self.slots * self.prefetch_wait / max(d, 1e-4))
+        return self.slots + min(ahead, self.claim_batch)
 
     def _deadline(self, r: _Running) -> float:
         """When the attempt times out; one still waiting for a slot is taken to start now."""
@@ -423,7 +491,7 @@ class Worker:
                     queues=self.queues,
                     limit=limit if claim else 0,
                     lease_seconds=self.lease,
-                    free=max(0, self.concurrency - len(self._running)),
+                    free=max(0, self.slots - len(self._running)),
                 )
                 break
             except _RETRYABLE:
@@ -493,6 +561,8 @@ class Worker:
         try:
             held = [(r.job.id, r.job.attempt) for r in self._running.values()]
             alive = q.heartbeat(self._conn, self.worker_id, self.lease, held)
+            if self._is_lane:
+                return  # the registered lane keeps the row and does the chores
             if not alive:
                 logger.error("worker %s was presumed dead by another worker; registering again", self.name)
                 self.worker_id = q.register_worker(
@@ -503,6 +573,8 @@ class Worker:
                     queues=self.queues,
                     concurrency=self.concurrency,
                 )
+                for lane in self._lanes.others(self):
+                    lane.worker_id = self.worker_id
             recovered = q.recover_expired(self._conn, stale_after=self.lease * 2)
             if recovered:
                 self._wanted = True
@@ -546,12 +618,14 @@ class Worker:
         self._close()
         self._conn = self._connect_with_retry()
         self._wanted = True
+        if self._listens:
+            self._lanes.wake_all()  # notifications sent while it was away are lost
 
     def _close(self) -> None:
         if self._conn is None:
             return
         try:
-            if self.worker_id is not None and not self._running:
+            if self.worker_id is not None and not self._running and not self._is_lane:
                 q.unregister_worker(self._conn, self.worker_id)
         except psycopg.Error:
             pass

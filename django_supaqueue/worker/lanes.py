@@ -1,0 +1,69 @@
+"""Claim lanes: one worker process, several claim connections.
+
+A claim loop's cycle is a chain: encode the outcomes, send, let the server
+complete and claim, commit, decode, dispatch. One connection keeps one server
+process busy at a time, and while the server works the Python side waits, and
+the other way round: on a 2-core machine a draining worker with one connection
+used about one core in all. So a worker splits its slots among up to
+CLAIM_CONNECTIONS lanes, each a claim loop on a thread with its own connection
+and its own slots, and their cycles overlap. The first lane (the Worker that
+registered) keeps the process's chores: listening, schedules, recovery,
+pruning. The others only claim, run and renew their own leases.
+
+This module routes what arrives for the process to its lanes: a job
+notification to the lane with the most free slots, a cancellation or a timer
+to all. When every lane is full none is lost: a lane fills up only through a
+claim that came back full, and such a lane claims again as soon as a slot
+frees.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+
+def lane_sizes(concurrency: int, connections: int) -> list[int]:
+    """Slots per lane: ``concurrency`` split as evenly as it goes over at most ``connections`` lanes."""
+    n = max(1, min(int(connections), concurrency))
+    return [concurrency // n + (1 if i < concurrency % n else 0) for i in range(n)]
+
+
+class Lanes:
+    """The claim lanes of one worker process, the registered Worker first."""
+
+    def __init__(self, first: Worker) -> None:
+        self.members: list[Worker] = [first]
+
+    def add(self, lane: Worker) -> None:
+        self.members.append(lane)
+
+    def others(self, lane: Worker) -> list[Worker]:
+        return [m for m in self.members if m is not lane]
+
+    def route_jobs(self, due_epoch: float) -> None:
+        """New jobs: runnable now, wake the freest lane; due later, every lane keeps the timer."""
+        if due_epoch:
+            for m in self.members:
+                m._on_notify(due_epoch)
+            return
+        best = max(self.members, key=lambda m: m.slots - len(m._running))  # ties: the first, listening
+        best._on_notify(0.0)
+
+    def route_cancel(self, job_id: int, attempt: int) -> None:
+        """Only the lane running the attempt acts on it; the others find nothing to stop."""
+        for m in self.members:
+            m._on_cancel(job_id, attempt)
+
+    def wake_all(self) -> None:
+        """Notifications may have been missed (a reconnect): every lane claims."""
+        for m in self.members:
+            m._on_notify(0.0)
+
+    def wake_others(self, lane: Worker) -> None:
+        """A lane's claim came back full: more is waiting, so its siblings claim too."""
+        for m in self.members:
+            if m is not lane:
+                m._on_notify(0.0)
