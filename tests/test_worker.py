@@ -188,7 +188,8 @@ def test_a_cap_set_while_a_worker_runs_holds_from_its_next_claim(transactional_d
     try:
         tasks.noop.using(queue="later-capped").enqueue(i=0)
         wait_for(lambda: worker.processed == 1, 5)
-        assert worker._capped is False  # its claims leave the lock out now
+        # every claim lane has claimed since, and leaves the lock out now
+        wait_for(lambda: all(lane._capped is False for lane in worker._lanes.members), 5)
         Queue.objects.filter(name="later-capped").update(concurrency_limit=1)
         tasks.hold.using(queue="later-capped").enqueue_many([{"n": i, "seconds": 0.15} for i in range(4)])
         wait_for(lambda: Execution.objects.count() == 4, 10)
