@@ -206,6 +206,25 @@ def test_enqueue_many_is_all_or_nothing():
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+def test_enqueue_many_returns_the_jobs_as_stored_field_by_field(keyed):
+    """The rows come back as one row of ids and shared values; each Job must still be its row."""
+    held = tasks.noop.enqueue(i=-1, key="k1") if keyed else None
+    items = [{"i": i, **({"key": f"k{i}"} if keyed and i % 2 else {})} for i in range(6)]
+    run_at = timezone.now() + timedelta(minutes=5)
+    jobs = tasks.noop.enqueue_many(items, priority=3, max_attempts=4, run_at=run_at)
+    fields = [f.attname for f in Job._meta.concrete_fields]
+    for job in jobs:
+        stored = Job.objects.get(pk=job.pk)
+        assert {f: getattr(job, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+    if keyed:
+        assert jobs[1].pk == held.pk and jobs[1].payload == {"i": -1}
+        assert [j.key for j in jobs] == [None, "k1", None, "k3", None, "k5"]
+    else:
+        assert [j.payload["i"] for j in jobs] == list(range(6))
+        assert {(j.priority, j.max_attempts, j.run_at) for j in jobs} == {(3, 4, run_at)}
+
+
 def test_enqueue_many_by_name_returns_jobs_in_order():
     jobs = enqueue_many("tests.testapp.tasks.add", [{"a": i, "b": 1} for i in range(4)], priority=2)
     assert [j.payload["a"] for j in jobs] == [0, 1, 2, 3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -87,6 +88,32 @@ JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
+"""
+
+# enqueue_many of one task with one set of options: only the payload and the key
+# differ from job to job, so only they travel as arrays, and every other column
+# is one parameter. The rows written share every value they return but their id
+# (and key), so one row comes back: the ids and keys in insertion order (ids are
+# drawn in that order), and the shared values once. At 20,000 jobs, decoding
+# 20,000 rows of seven columns cost a third of the call.
+_INSERT_BATCH = f"""
+WITH written AS (
+  INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
+                     max_attempts, key, enabled, last_error, created_at, trace_context, serial_group)
+  SELECT q.id, %(task_name)s, u.payload::jsonb, %(args)s::jsonb, '{PENDING}',
+         COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
+         COALESCE(%(run_at)s::timestamptz, now()), 0,
+         COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
+         u.key, true, '', now(), %(trace)s::jsonb, %(serial_group)s
+  FROM unnest(%(payload)b::text[], %(key)b::text[]) WITH ORDINALITY AS u(payload, key, n)
+  JOIN {QUEUE} q ON q.name = %(queue)s
+  ORDER BY u.n
+  ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+  RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
+)
+SELECT array_agg(id ORDER BY id), CASE WHEN count(key) > 0 THEN array_agg(key ORDER BY id) END,
+       min(queue_id), min(priority), min(run_at), min(max_attempts), min(created_at)
+FROM written
 """
 
 _ENSURE_QUEUES = f"""
@@ -241,24 +268,24 @@ def enqueue_batch(
     encoded = [payload_text(p) for p in payloads]
     for key in keys:
         check_key(key)
-    n = len(payloads)
+    keyed = any(k is not None for k in keys)
     params = {
-        "queue": [base.queue] * n,
-        "task_name": [base.task_name] * n,
+        "queue": base.queue,
+        "task_name": base.task_name,
         "payload": encoded,
-        "args": [base.args] * n,
-        "priority": [base.priority] * n,
-        "run_at": [base.run_at] * n,
-        "max_attempts": [base.max_attempts] * n,
-        "key": list(keys),
-        "serial_group": [template.serial_group] * n,
+        "args": base.args,
+        "priority": base.priority,
+        "run_at": base.run_at,
+        "max_attempts": base.max_attempts,
+        "key": list(keys) if keyed else None,  # unnest() pads a NULL array with NULLs
+        "serial_group": template.serial_group,
         "trace": tracing.current_context_json(),
         **_defaults(),
     }
     alias = _db_alias()
     with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
         ensure_queues([base.queue], cur)
-        written = prepared.execute(alias, _INSERT_MANY, params).fetchall()
+        written = prepared.execute(alias, _INSERT_BATCH, params, binary=True).fetchone()
         base.trace = params["trace"]
         jobs = _batch_jobs(cur, alias, base, payloads, keys, written)
     if after_enqueue is not None:
@@ -274,25 +301,18 @@ def _batch_jobs(
     keys: Sequence[str | None],
     written: Sequence[Any],
 ) -> list[Job]:
-    """The Job of each payload, built from the values every job of the call shares."""
+    """The Job of each payload, built from the values every job of the call shares (see _INSERT_BATCH)."""
+    ids, written_keys, queue_id, priority, run_at, max_attempts, created_at = written
     shared = _job_values(alias, base)
+    shared.update(
+        queue_id=queue_id, priority=priority, run_at=run_at, max_attempts=max_attempts, created_at=created_at
+    )
+    rows = list(zip(ids or (), written_keys or itertools.repeat(None), strict=False))
 
-    def build(n: int, row: Any) -> Job:
-        job_id, queue_id, priority, run_at, max_attempts, created_at, key = row
-        return _job_with(
-            alias,
-            shared,
-            id=job_id,
-            queue_id=queue_id,
-            payload=payloads[n],
-            priority=priority,
-            run_at=run_at,
-            max_attempts=max_attempts,
-            key=key,
-            created_at=created_at,
-        )
+    def build(n: int, row: tuple[int, str | None]) -> Job:
+        return _job_with(alias, shared, id=row[0], payload=payloads[n], key=row[1])
 
-    return _match_written(cur, alias, keys, written, key_of=lambda v: v[6], build=build)
+    return _match_written(cur, alias, keys, rows, key_of=lambda v: v[1], build=build)
 
 
 def _insert_many(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
