@@ -36,8 +36,18 @@ def _prepares(db: Any) -> bool:
     )
 
 
+def _cursor(db: Any, raw: psycopg.Connection) -> psycopg.Cursor:
+    """The connection's server-binding cursor, made once: a new cursor starts with empty
+    dumper and loader caches, and filling them again cost a sixth of a single enqueue's
+    client CPU (95 -> 75 us per statement here)."""
+    cursor = getattr(db, "_supaqueue_cursor", None)
+    if cursor is None or cursor.connection is not raw or cursor.closed:
+        cursor = db._supaqueue_cursor = psycopg.Cursor(raw)
+    return cursor
+
+
 def execute(alias: str, sql: str, params: dict[str, Any], *, binary: bool = False) -> Any:
-    """Run ``sql`` on the alias's connection; returns a cursor to fetch from (closed with the connection).
+    """Run ``sql`` on the alias's connection; returns its cursor, to fetch from before the next call.
 
     ``binary`` asks for results in binary: a long array decodes several times faster.
     """
@@ -50,7 +60,7 @@ def execute(alias: str, sql: str, params: dict[str, Any], *, binary: bool = Fals
         # None would refuse even an explicit prepare=True; a threshold no count reaches
         # keeps every other statement unprepared, as Django left them.
         raw.prepare_threshold = _NEVER
-    cursor = psycopg.Cursor(raw)
+    cursor = _cursor(db, raw)
 
     def run(sql: str, params: dict[str, Any], many: bool, context: dict[str, Any]) -> Any:
         db.validate_no_broken_transaction()
