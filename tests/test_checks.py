@@ -168,3 +168,21 @@ def test_manage_py_check_fails_on_a_change_job_error(connect):
     connect(Ticket, "tests.testapp.tasks.missing")
     with pytest.raises(SystemCheckError, match="supaqueue.E010"):
         call_command("check")
+
+
+def test_a_setting_read_once_follows_override_settings_and_the_settings_fixture(settings):
+    """conf.get keeps settings.SUPAQUEUE between calls; setting_changed must make it look again."""
+    from django.test import override_settings
+
+    from django_supaqueue import conf
+
+    settings.SUPAQUEUE = {"CLAIM_BATCH": 5}
+    assert conf.get("CLAIM_BATCH") == 5
+    with override_settings(SUPAQUEUE={"CLAIM_BATCH": 7}):
+        assert conf.get("CLAIM_BATCH") == 7
+        assert conf.get("CONCURRENCY") == conf.DEFAULTS["CONCURRENCY"]
+    assert conf.get("CLAIM_BATCH") == 5
+    settings.SUPAQUEUE["CLAIM_BATCH"] = 6  # the same dict, changed in place
+    assert conf.get("CLAIM_BATCH") == 6
+    settings.SUPAQUEUE = {"CLAIM_BATCH": 8}
+    assert conf.get("CLAIM_BATCH") == 8
