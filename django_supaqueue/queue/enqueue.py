@@ -26,7 +26,7 @@ from .rows import (
     _match_written,
 )
 from .spec import JobSpec, _Row, check_key, payload_text
-from .tables import JOB, PENDING, QUEUE, WAITING, _db_alias
+from .tables import JOB, ON_PENDING_KEY, PENDING, QUEUE, _db_alias
 
 _INSERT_ONE = f"""
 INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
@@ -39,7 +39,7 @@ SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, '{PENDING}',
        %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb,
        %(serial_group)s
 FROM {QUEUE} q WHERE q.name = %(queue)s
-ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+{ON_PENDING_KEY} DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
 """
 
@@ -62,7 +62,7 @@ FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(arg
                           owner_id, tenant_id, serial_group, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
-ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO UPDATE SET
+{ON_PENDING_KEY} DO UPDATE SET
   queue_id = EXCLUDED.queue_id, task_name = EXCLUDED.task_name, payload = EXCLUDED.payload,
   args = EXCLUDED.args, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
   run_at = CASE WHEN %(key_mode)s = 'replace' THEN EXCLUDED.run_at ELSE j.run_at END,
@@ -86,7 +86,7 @@ FROM unnest(%(queue)b::text[], %(task_name)b::text[], %(payload)b::text[], %(arg
                           serial_group, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
-ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+{ON_PENDING_KEY} DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 """
 
@@ -108,7 +108,7 @@ WITH written AS (
   FROM unnest(%(payload)b::text[], %(key)b::text[]) WITH ORDINALITY AS u(payload, key, n)
   JOIN {QUEUE} q ON q.name = %(queue)s
   ORDER BY u.n
-  ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+  {ON_PENDING_KEY} DO NOTHING
   RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 )
 SELECT array_agg(id ORDER BY id), CASE WHEN count(key) > 0 THEN array_agg(key ORDER BY id) END,

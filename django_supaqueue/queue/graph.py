@@ -8,7 +8,7 @@ from ..exceptions import InvalidOption
 from ..models import Job
 from .rows import _JOB_COLUMNS, _columns, _defaults, _job_from_text_row, _match_written
 from .spec import JobSpec, _Row
-from .tables import CANCELLED, DEPENDENCY, FAILED, JOB, PENDING, QUEUE, SUCCESSFUL, WAITING
+from .tables import CANCELLED, DEPENDENCY, FAILED, JOB, ON_PENDING_KEY, PENDING, QUEUE, SUCCESSFUL, WAITING
 
 # A job graph: jobs with dependencies start as "waiting" with a count of the
 # dependencies still to finish; jobs other jobs depend on are marked first.
@@ -31,7 +31,7 @@ FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(arg
                           owner_id, tenant_id, serial_group, waiting_for, has_dependents, on_failure, n)
 JOIN {QUEUE} q ON q.name = u.queue
 ORDER BY u.n
-ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL DO NOTHING
+{ON_PENDING_KEY} DO NOTHING
 RETURNING {_JOB_COLUMNS}
 """
 

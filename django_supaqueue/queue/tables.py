@@ -33,6 +33,10 @@ SUCCESSFUL = Job.Status.SUCCESSFUL.value
 CANCELLED = Job.Status.CANCELLED.value
 IN_PROGRESS = Job.Status.IN_PROGRESS.value
 
+#: The conflict target of every job insert: the partial unique index of keys held by
+#: jobs not started yet (waiting or pending), which a new job with the same key meets.
+ON_PENDING_KEY = f"ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL"
+
 
 def _db_alias() -> str:
     return conf.get("DATABASE")
