@@ -260,3 +260,43 @@ def test_a_queue_with_jobs_cannot_be_deleted_by_the_orm_or_by_sql():
     Job.objects.filter(pk=job.pk).delete()
     busy.delete()
     assert not Queue.objects.filter(name="busy").exists()
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("status", "'done'"),
+        ("priority", "101"),
+        ("priority", "-101"),
+        ("max_attempts", "0"),
+        ("attempts", "-1"),
+        ("waiting_for", "-1"),
+    ],
+)
+def test_the_job_rows_invariants_hold_for_sql_and_for_model_validation(column, value):
+    """One check constraint (migration 0015) guards what six did: raw SQL cannot break a job
+    row, and model validation (the admin's forms) asks the same function before anything is written."""
+    from django.core.exceptions import ValidationError
+    from django.db import IntegrityError
+
+    job = tasks.noop.enqueue(i=1)
+    with (
+        pytest.raises(IntegrityError, match="supaqueue_job_valid"),
+        transaction.atomic(),
+        connection.cursor() as cur,
+    ):
+        cur.execute(f"UPDATE supaqueue_job SET {column} = {value} WHERE id = %s", [job.pk])
+    stored = Job.objects.get(pk=job.pk)
+    assert stored.status == Job.Status.PENDING and stored.attempts == 0
+    setattr(stored, column, value.strip("'") if column == "status" else int(value))
+    with pytest.raises(ValidationError, match="A job needs a known status"):
+        stored.validate_constraints()
+    stored.refresh_from_db()
+    stored.priority, stored.max_attempts, stored.attempts = 100, 1, 0
+    stored.validate_constraints()
+    with connection.cursor() as cur:
+        cur.execute(
+            "UPDATE supaqueue_job SET status = 'failed', priority = -100, max_attempts = 1 WHERE id = %s",
+            [job.pk],
+        )
+    assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED
