@@ -45,6 +45,26 @@ def test_in_autocommit_the_enqueue_is_prepared_once_by_name_and_committed(observ
     }
 
 
+def test_every_option_travels_through_libpq_as_the_cursor_would_send_it(observer):
+    """Parameters go as text: an aware datetime in any zone, ints, keys; the Job comes back as stored."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    tasks.add.enqueue(0, 0)
+    when = datetime(2031, 5, 4, 3, 2, 1, 123456, tzinfo=ZoneInfo("Pacific/Auckland"))
+    options = tasks.add.using(priority=-7, max_attempts=2, queue="default")
+    job = options.enqueue(1, b=2, run_at=when, key="k-é")
+    later = tasks.noop.enqueue(i=3, run_at=timedelta(hours=1))
+    assert prepared_names() == ["supaqueue_enqueue"]
+    for returned in (job, later):
+        stored = Job.objects.get(pk=returned.pk)
+        assert {k: v for k, v in returned.__dict__.items() if k != "_state"} == {
+            k: v for k, v in stored.__dict__.items() if k != "_state"
+        }
+    assert job.run_at == when and job.priority == -7 and job.max_attempts == 2 and job.key == "k-é"
+    assert committed(observer) == 3
+
+
 @pytest.mark.parametrize("statement_before", [False, True])
 def test_in_an_atomic_block_the_enqueue_rolls_back_with_it(observer, statement_before):
     """Before the block's first statement, libpq would run the INSERT outside any
