@@ -116,3 +116,15 @@ def test_a_stopped_worker_thread_leaves_no_connection_open(run_worker, monkeypat
     assert sessions() >= 2  # the claim connection and at least one job thread's
     worker.stop()
     wait_for(lambda: sessions() == 0, 5)
+
+
+def test_prepare_threshold_none_in_options_turns_the_workers_preparing_off(monkeypatch):
+    """Behind a PgBouncer older than 1.21 in transaction mode, the README says to set it."""
+    from django_supaqueue.worker.connection import connect
+
+    with connect() as conn:
+        assert conn.prepare_threshold == 5  # psycopg's default: Django's own None is not a choice
+    options = {**connection.settings_dict.get("OPTIONS", {}), "prepare_threshold": None}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    with connect() as conn:
+        assert conn.prepare_threshold is None

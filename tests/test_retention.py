@@ -128,3 +128,24 @@ def test_deleting_jobs_with_sql_takes_their_lease_and_events_and_workers_with_le
     assert not JobEvent.objects.filter(job_id__in=[done.pk, running.pk]).exists()
     assert not CurrentJob.objects.filter(job_id=running.pk).exists()
     Worker.objects.filter(pk=wid).delete()
+
+
+def test_truncating_the_job_table_takes_its_leases_and_events(drain):
+    """TRUNCATE ... RESTART IDENTITY used to leave them behind: job 1 showed the old job 1's history."""
+    from django_supaqueue.models import CurrentJob, JobEvent
+
+    tasks.noop.enqueue()
+    drain()
+    running = tasks.noop.enqueue()
+    with connect() as conn:
+        wid = q.register_worker(conn, name="holder", host="h", pid=1, queues=None, concurrency=1)
+        q.claim(conn, worker_id=wid, worker_name="holder", queues=None, limit=1, lease_seconds=30)
+        conn.commit()
+    assert JobEvent.objects.exists() and CurrentJob.objects.filter(job=running).exists()
+    with connection.cursor() as cur:
+        cur.execute("TRUNCATE supaqueue_job RESTART IDENTITY CASCADE")
+    assert not JobEvent.objects.exists() and not CurrentJob.objects.exists()
+    fresh = tasks.noop.enqueue()
+    assert fresh.pk == 1 and not JobEvent.objects.filter(job_id=fresh.pk).exists()
+    with connection.cursor() as cur:  # naming them too, as Django's flush does, is no error
+        cur.execute("TRUNCATE supaqueue_job, supaqueue_jobevent, supaqueue_currentjob CASCADE")

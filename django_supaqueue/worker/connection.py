@@ -19,11 +19,17 @@ _DJANGO_ONLY = ("context", "cursor_factory", "pool", "server_side_binding", "ass
 
 def connection_params(alias: str | None = None) -> dict[str, Any]:
     """psycopg.connect() keyword arguments for a database alias (default: the queue's)."""
-    params = dict(connections[alias or conf.get("DATABASE")].get_connection_params())
+    db = connections[alias or conf.get("DATABASE")]
+    params = dict(db.get_connection_params())
     for key in _DJANGO_ONLY:
         params.pop(key, None)
-    if params.get("prepare_threshold") is None:
-        params.pop("prepare_threshold", None)  # psycopg's default: prepare hot statements
+    # Django passes prepare_threshold=None unless OPTIONS set it: then take psycopg's
+    # default (prepare hot statements). Set to None in OPTIONS (a PgBouncer older than
+    # 1.21 in transaction mode), it turns the workers' preparing off too.
+    if params.get("prepare_threshold") is None and "prepare_threshold" not in (
+        db.settings_dict.get("OPTIONS") or {}
+    ):
+        params.pop("prepare_threshold", None)
     return params
 
 
