@@ -103,6 +103,15 @@ def test_the_rate_limit_wake_up_reads_no_job_without_a_rate_limited_queue():
     assert job_rows_read(rows[0]["Plan"]) == 0
 
 
+def hold_a_lease() -> int:
+    """A worker named "holder" that claims one pending job and keeps its lease; its id."""
+    with connect() as conn:
+        wid = q.register_worker(conn, name="holder", host="h", pid=1, queues=None, concurrency=1)
+        q.claim(conn, worker_id=wid, worker_name="holder", queues=None, limit=1, lease_seconds=30)
+        conn.commit()
+    return wid
+
+
 def test_deleting_jobs_with_sql_takes_their_lease_and_events_and_workers_with_leases_stay(drain):
     """The lease and event tables have no foreign keys (see CurrentJob); triggers do their deletes."""
     from django.db import IntegrityError, transaction
@@ -112,10 +121,7 @@ def test_deleting_jobs_with_sql_takes_their_lease_and_events_and_workers_with_le
     done = tasks.noop.enqueue()
     drain()
     running = tasks.noop.enqueue()
-    with connect() as conn:
-        wid = q.register_worker(conn, name="holder", host="h", pid=1, queues=None, concurrency=1)
-        q.claim(conn, worker_id=wid, worker_name="holder", queues=None, limit=1, lease_seconds=30)
-        conn.commit()
+    wid = hold_a_lease()
     assert JobEvent.objects.filter(job=done).exists() and CurrentJob.objects.filter(job=running).exists()
     with (
         pytest.raises(IntegrityError, match="worker holder still holds leases"),
@@ -137,10 +143,7 @@ def test_truncating_the_job_table_takes_its_leases_and_events(drain):
     tasks.noop.enqueue()
     drain()
     running = tasks.noop.enqueue()
-    with connect() as conn:
-        wid = q.register_worker(conn, name="holder", host="h", pid=1, queues=None, concurrency=1)
-        q.claim(conn, worker_id=wid, worker_name="holder", queues=None, limit=1, lease_seconds=30)
-        conn.commit()
+    hold_a_lease()
     assert JobEvent.objects.exists() and CurrentJob.objects.filter(job=running).exists()
     with connection.cursor() as cur:
         cur.execute("TRUNCATE supaqueue_job RESTART IDENTITY CASCADE")
