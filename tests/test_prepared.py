@@ -3,11 +3,11 @@
 These tests commit, so they watch from a second connection what really landed.
 """
 
-import psycopg
 import pytest
 from django.db import DataError, IntegrityError, OperationalError, connection, transaction
 
 from django_supaqueue.models import Job
+from django_supaqueue.worker.connection import connect
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,10 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def observer():
     """A connection of its own: it sees only what was committed."""
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(**params, autocommit=True) as conn:
+    with connect(application_name="observer") as conn:
         yield conn
 
 

@@ -199,8 +199,6 @@ def enqueue_job(spec: JobSpec) -> Job:
 
 
 def _insert_one(alias: str, row: _Row, params: dict[str, Any]) -> Job:
-    # Binary results: the server formats two timestamps as text otherwise, a twentieth
-    # of the statement's cost there, and parsing them back costs the client more.
     got = prepared.fetch_row(alias, "supaqueue_enqueue", _INSERT_ONE, params)
     if got is not None:
         return _job_from_row(alias, row, *got)

@@ -36,12 +36,15 @@ _NEVER = 2**62
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
-def _prepares(db: Any) -> bool:
-    """Prepare unless turned off, or the database's OPTIONS say prepare_threshold=None on purpose."""
+def preparing_turned_off(db: Any) -> bool:
+    """The database's OPTIONS say prepare_threshold=None on purpose (Django passes None by default)."""
     options = db.settings_dict.get("OPTIONS") or {}
-    return bool(conf.get("PREPARE_STATEMENTS")) and not (
-        "prepare_threshold" in options and options["prepare_threshold"] is None
-    )
+    return "prepare_threshold" in options and options["prepare_threshold"] is None
+
+
+def _prepares(db: Any) -> bool:
+    """Prepare unless SUPAQUEUE["PREPARE_STATEMENTS"] or the database's OPTIONS turn it off."""
+    return bool(conf.get("PREPARE_STATEMENTS")) and not preparing_turned_off(db)
 
 
 def _cursor(db: Any, raw: psycopg.Connection) -> psycopg.Cursor:
@@ -86,6 +89,10 @@ def execute(alias: str, sql: str, params: dict[str, Any], *, binary: bool = Fals
     ``binary`` asks for results in binary: a long array decodes several times faster.
     """
     db, raw = _connected(alias)
+    return _execute(db, raw, sql, params, binary)
+
+
+def _execute(db: Any, raw: psycopg.Connection, sql: str, params: dict[str, Any], binary: bool) -> Any:
     prepare = _prepares(db)
     if prepare and raw.prepare_threshold is None:
         # None would refuse even an explicit prepare=True; a threshold no count reaches
@@ -106,11 +113,13 @@ def fetch_row(alias: str, name: str, sql: str, params: dict[str, Any]) -> tuple[
     Outside a transaction the failed call changed nothing, so the statement is
     prepared again and the call retried; inside one the error would have aborted
     it. In a transaction, or with preparing turned off, the cursor path runs the
-    statement (psycopg keeps track of the statements it prepares).
+    statement (psycopg keeps track of the statements it prepares). Either way the
+    row comes back in binary: as text, the server formats timestamps and the
+    client parses them back.
     """
     db, raw = _connected(alias)
     if not (raw.autocommit and raw.pgconn.transaction_status == pq.TransactionStatus.IDLE and _prepares(db)):
-        return execute(alias, sql, params, binary=True).fetchone()
+        return _execute(db, raw, sql, params, binary=True).fetchone()
     statements = getattr(db, "_supaqueue_statements", None)
     if statements is None or statements[0] is not raw:
         statements = db._supaqueue_statements = (raw, {})

@@ -13,6 +13,7 @@ import psycopg
 from django.db import connections
 
 from .. import conf
+from ..queue.prepared import preparing_turned_off
 
 _DJANGO_ONLY = ("context", "cursor_factory", "pool", "server_side_binding", "assume_role", "isolation_level")
 
@@ -23,12 +24,9 @@ def connection_params(alias: str | None = None) -> dict[str, Any]:
     params = dict(db.get_connection_params())
     for key in _DJANGO_ONLY:
         params.pop(key, None)
-    # Django passes prepare_threshold=None unless OPTIONS set it: then take psycopg's
-    # default (prepare hot statements). Set to None in OPTIONS (a PgBouncer older than
-    # 1.21 in transaction mode), it turns the workers' preparing off too.
-    if params.get("prepare_threshold") is None and "prepare_threshold" not in (
-        db.settings_dict.get("OPTIONS") or {}
-    ):
+    # Django's default None becomes psycopg's (prepare hot statements); None set in
+    # OPTIONS (a PgBouncer older than 1.21 in transaction mode) turns it off here too.
+    if params.get("prepare_threshold") is None and not preparing_turned_off(db):
         params.pop("prepare_threshold", None)
     return params
 
