@@ -277,13 +277,14 @@ def check_http_secrets(
     app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     """Every HTTP queue's secret alias is in SUPAQUEUE['HTTP_SECRETS'] (migrate, check --database)."""
-    secrets = conf.get("HTTP_SECRETS")
-    if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
-        return [
-            checks.Error(
-                "SUPAQUEUE['HTTP_SECRETS'] must be a dict of alias -> secret string.", id="supaqueue.E007"
-            )
-        ]
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .handlers.secrets import configured
+
+    try:
+        secrets = configured()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="supaqueue.E007")]
     if not databases or conf.get("DATABASE") not in databases:
         return []  # database checks run only when asked to (migrate, check --database)
     from django.db import DatabaseError
@@ -309,6 +310,30 @@ def check_http_secrets(
         )
         for name, alias in queues
         if alias not in secrets
+    ]
+
+
+@checks.register("supaqueue")
+def check_http_secret_hosts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Secret aliases bound to no host: whoever may change a queue can send them anywhere."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .handlers.secrets import configured
+
+    try:
+        secrets = configured()
+    except ImproperlyConfigured:
+        return []  # check_http_secrets reports it
+    return [
+        checks.Warning(
+            f"SUPAQUEUE['HTTP_SECRETS'][{alias!r}] is not bound to hosts: a staff user who may change "
+            "queues can point one that uses it at a server of their own and receive the secret.",
+            hint="Write it as {'value': ..., 'hosts': ['fn.example.com']}, naming the hosts its queues "
+            "call; a queue whose URL leaves them is refused.",
+            id="supaqueue.W007",
+        )
+        for alias, secret in sorted(secrets.items())
+        if not secret.hosts
     ]
 
 

@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Any] = {
     # On SIGTERM, running jobs get this many seconds to finish; what is still
     # running then is released (pending again at once). A second signal stops now.
     "SHUTDOWN_GRACE": 25.0,
+    # Seconds an interrupted attempt (timed out, cancelled, released) may take to
+    # stop. Its job keeps its lease until its body has stopped; a thread still
+    # running after this long (blocked in C, or catching the interrupt) makes
+    # the worker process release what it can and exit, which ends the thread.
+    "INTERRUPT_GRACE": 30.0,
     # Retention: runworkers deletes finished jobs (and their events) older than
     # this many hours, a batch at a time. None keeps them forever.
     "RETAIN_SUCCESSFUL_HOURS": 24.0,
@@ -71,9 +76,15 @@ DEFAULTS: dict[str, Any] = {
     # slots (never more than CLAIM_BATCH), as many as should start within this
     # many seconds: each round trip then carries more jobs. 0 turns it off.
     "PREFETCH_WAIT": 0.05,
-    # HTTP queues. Secrets by alias: {"alias": "value"}, filled from the
-    # environment in settings; a Queue row names the alias, never the value.
+    # HTTP queues. Secrets by alias, filled from the environment in settings; a
+    # Queue row names the alias, never the value. Bind each to the hosts it may
+    # be sent to: {"alias": {"value": "...", "hosts": ["fn.example.com"]}}; a
+    # plain {"alias": "value"} goes wherever its queue points (check W007).
     "HTTP_SECRETS": {},
+    # Refuse calls to loopback and link-local hosts (127.0.0.0/8, ::1,
+    # 169.254.0.0/16 where cloud metadata lives, fe80::/10, 0.0.0.0): by name
+    # when a queue is saved, by the address connected to when a call is made.
+    "HTTP_REFUSE_LOCAL_HOSTS": False,
     # Seconds an HTTP call may take (connect, each read) when its queue sets no timeout.
     "HTTP_TIMEOUT": 30.0,
     # Bytes of a response body kept as the result; the rest is cut off.

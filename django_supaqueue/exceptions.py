@@ -43,7 +43,17 @@ class ReservedParameter(SupaqueueError, TypeError):
     """A task function uses a parameter name that enqueue() reserves for its options."""
 
 
-class JobTimeout(SupaqueueError):
+class AttemptInterrupted(BaseException):  # noqa: N818  named for what happened, like KeyboardInterrupt
+    """Raised inside a job's thread to stop its attempt (a timeout, a cancel, a stopping worker).
+
+    It derives from BaseException, like KeyboardInterrupt, so that a task's
+    ``except Exception:`` cannot swallow it and carry on: the attempt must end
+    before its job may run again. A task may still catch it to clean up, and
+    should re-raise it.
+    """
+
+
+class JobTimeout(AttemptInterrupted):
     """Raised inside a task whose attempt ran past its timeout."""
 
 
@@ -55,8 +65,27 @@ class ChildProcessDied(SupaqueueError):
     """Names the error of an attempt whose child process died (processes mode; recorded, never raised)."""
 
 
-class JobCancelled(SupaqueueError):
-    """Names the error that Django Tasks results report for a cancelled job (recorded, never raised)."""
+class ResultNotStorable(SupaqueueError):
+    """Names the error of an attempt whose result PostgreSQL cannot store (recorded, never raised).
+
+    jsonb refuses NUL (``\\u0000``) and lone surrogates in strings, NaN and
+    Infinity, and numbers past numeric's range. The attempt fails for good:
+    the task ran, and running it again would repeat its effects to return,
+    most likely, the same result. Return a result without them, or store the
+    data elsewhere and return its id.
+    """
+
+
+class JobCancelled(AttemptInterrupted):
+    """Raised inside a task whose job was cancelled while it ran; Django Tasks results report it too."""
+
+
+class WorkerStopping(AttemptInterrupted):
+    """Raised inside a task whose worker is stopping and gives the job back (released)."""
+
+
+class LeaseLost(AttemptInterrupted):
+    """Raised inside a task whose lease was recovered by another worker: its job may run elsewhere."""
 
 
 class TriggerConfigError(SupaqueueError, ValueError):

@@ -174,9 +174,9 @@ class Queue(models.Model):
     def save(self, *args, **kwargs) -> None:
         # URLs are validated on every save, not only in forms: code paths count too.
         if self.http_url:
-            from .handlers.http import check_base_url
+            from .handlers.http import check_queue_url
 
-            self.http_url = check_base_url(self.http_url)
+            self.http_url = check_queue_url(self.http_url, self.http_secret)
         super().save(*args, **kwargs)
 
     @property
@@ -185,11 +185,11 @@ class Queue(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        from .handlers.http import check_base_url, check_header_name
+        from .handlers.http import check_header_name, check_queue_url
 
         try:
             if self.http_url:
-                self.http_url = check_base_url(self.http_url)
+                self.http_url = check_queue_url(self.http_url, self.http_secret)
             check_header_name(self.http_secret_header)
             for name in self.http_headers or {}:
                 check_header_name(name)
@@ -492,6 +492,7 @@ class JobEvent(models.Model):
         RUN_NOW = "run_now", _("Run now by hand")
         HELD = "held", _("Held")
         HOLD_RELEASED = "hold_released", _("Released from hold")
+        STOPPED = "stopped", _("Attempt stopped after a cancel")
 
     id = models.BigAutoField(primary_key=True)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events", db_constraint=False)

@@ -34,6 +34,7 @@ from django.db.migrations.operations.base import Operation
 from . import conf
 from . import queue as q
 from .exceptions import TriggerConfigError
+from .models import Queue
 
 
 class InstallJobTrigger(Operation):
@@ -117,7 +118,7 @@ class InstallJobTrigger(Operation):
         model = to_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
             with schema_editor.connection.cursor() as cursor:
-                q.install_row_trigger(cursor, self.row_trigger(model))
+                q.install_row_trigger(cursor, self.row_trigger(model), _queue_columns(to_state))
 
     def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
         model = from_state.apps.get_model(app_label, self.model_name)
@@ -176,6 +177,19 @@ def default_trigger_name(task: str) -> str:
     function = task.rpartition(".")[2][:30] if isinstance(task, str) else ""
     digest = hashlib.sha1(str(task).encode()).hexdigest()[:8]
     return f"supaqueue_{function}_{digest}"
+
+
+def _queue_columns(state: Any) -> frozenset[str]:
+    """The queue table's columns as this migration finds them: its historical model's, not today's.
+
+    Empty when supaqueue is not migrated yet (install_row_trigger then says what
+    to depend on).
+    """
+    try:
+        queue = state.apps.get_model(Queue._meta.label)
+    except LookupError:
+        return frozenset()
+    return frozenset(field.column for field in queue._meta.concrete_fields)
 
 
 def _column(model: type[models.Model], name: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
@@ -62,7 +63,7 @@ def from_job(job: Job, django_task: Any, backend: str) -> Any:
         else:
             errors.append(_error(error_class, traceback or f"{error_class}: {error_message}"))
     result = TaskResult(
-        task=django_task.using(priority=job.priority, queue_name=job.queue.name),
+        task=django_task.using(priority=job.priority, queue_name=job.queue.name, run_after=_run_after(job)),
         id=str(job.pk),
         status=TaskResultStatus(STATUSES[job.status]),
         enqueued_at=job.created_at,
@@ -78,6 +79,16 @@ def from_job(job: Job, django_task: Any, backend: str) -> Any:
     if job.status == Job.Status.SUCCESSFUL:
         object.__setattr__(result, "_return_value", job.result)
     return result
+
+
+def _run_after(job: Job) -> datetime | None:
+    """Django's run_after, "the earliest the task will run": None for a job enqueued to run at once.
+
+    Such a job is written with run_at = created_at (both the transaction's now());
+    any other run_at was asked for (run_after) or given since (a retry's back-off,
+    Run now), and is when the job runs next.
+    """
+    return None if job.run_at == job.created_at else job.run_at
 
 
 def enqueued(job: Job, django_task: Any, backend: str) -> Any:

@@ -6,6 +6,10 @@ creates jobs they own and sees only those. Any caller may scope itself to a
 tenant (@pgpm/jobs' database_id) with the ``X-Supaqueue-Tenant`` header: its
 jobs are created with that tenant id and it sees only that tenant's jobs. A
 job outside the caller's scope is a 404, exactly like a job that does not exist.
+
+Malformed input (a field of the wrong type or out of range, a date that is no
+date, text PostgreSQL cannot store) is a 400 whose JSON error names what is
+wrong, and writes nothing: no request is answered with a 500.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hmac
 import json
 import os
 import socket
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,7 +31,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import conf
 from . import queue as q
-from .exceptions import EnqueueError
+from .exceptions import EnqueueError, InvalidOption, UnknownTask
 from .models import Job, Queue
 
 TOKEN_HEADER = "HTTP_X_SUPAQUEUE_TOKEN"
@@ -52,24 +57,26 @@ def _token_ok(request: HttpRequest) -> bool:
     return hmac.compare_digest(given.encode(), str(expected).encode())
 
 
-def _tenant_header(request: HttpRequest) -> str | None:
-    return request.META.get(TENANT_HEADER) or None
-
-
 def _caller(request: HttpRequest) -> _Caller | HttpResponse:
-    """Who is calling: a token holder, a logged-in user, or nobody (401)."""
+    """Who is calling: a token holder, a logged-in user, or nobody (401); 400 for a bad tenant header."""
     if TOKEN_HEADER in request.META:
         if not _token_ok(request):
             return _error(401, "invalid token")
-        return _Caller(token=True, tenant_id=_tenant_header(request))
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return _error(401, "authentication required: a session or the X-Supaqueue-Token header")
-    if request.method == "POST":
-        reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
-        if reason is not None:
-            return reason
-    return _Caller(token=False, user=user, tenant_id=_tenant_header(request))
+        user = None
+    else:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return _error(401, "authentication required: a session or the X-Supaqueue-Token header")
+        if request.method == "POST":
+            reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+            if reason is not None:
+                return reason
+    tenant_id = request.META.get(TENANT_HEADER) or None
+    try:
+        q.check_tenant_id(tenant_id)  # a tenant no job could have would fail the statement that looks
+    except InvalidOption as exc:
+        return _error(400, f"the X-Supaqueue-Tenant header is not a tenant id: {exc}")
+    return _Caller(token=user is None, user=user, tenant_id=tenant_id)
 
 
 def _scoped_jobs(caller: _Caller):
@@ -114,7 +121,7 @@ def create_job(request: HttpRequest) -> HttpResponse:
         return caller
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return _error(400, "the body must be a JSON object")
     if not isinstance(body, dict):
         return _error(400, "the body must be a JSON object")
@@ -133,7 +140,10 @@ def create_job(request: HttpRequest) -> HttpResponse:
         return _error(400, f"unknown fields: {', '.join(sorted(unknown))}")
     run_at = body.get("run_at")
     if run_at is not None:
-        run_at = parse_datetime(run_at) if isinstance(run_at, str) else None
+        try:
+            run_at = parse_datetime(run_at) if isinstance(run_at, str) else None
+        except ValueError:  # well formed, but no date: month 13, February 30th
+            run_at = None
         if run_at is None:
             return _error(400, "run_at must be an ISO 8601 date-time")
     options = {
@@ -163,24 +173,41 @@ def create_job(request: HttpRequest) -> HttpResponse:
             )
     except EnqueueError as exc:
         return _error(400, str(exc))
-    job = _scoped_jobs(caller).get(pk=job.pk)
-    return JsonResponse(_job_json(job), status=201)
+    scoped = _scoped_jobs(caller).filter(pk=job.pk).first()
+    if scoped is None:  # the key is held by a pending job the caller may not see: nothing was written
+        return _error(409, f"key {options['key']!r} is held by a pending job outside your scope")
+    return JsonResponse(_job_json(scoped), status=201)
 
 
 def _enqueue_task(body: dict[str, Any], options: dict[str, Any], owner_id: Any, tenant_id: str | None) -> Job:
     """A Python task, validated exactly as enqueue() validates it."""
-    from .tasks import get_task
-
     payload = body.get("payload") or {}
     args = body.get("args") or []
     if not isinstance(payload, dict) or not isinstance(args, list):
         raise EnqueueError("payload must be a JSON object and args a JSON array")
-    t = get_task(body["task"])
+    t = _known_task(body["task"])
     t.check_arguments(tuple(args), payload)
     spec = t.job_spec(tuple(args), payload, queue=body.get("queue"), **options)
     spec.owner_id = owner_id
     spec.tenant_id = tenant_id
     return q.enqueue_job(spec)
+
+
+def _known_task(name: Any) -> Any:
+    """The task ``name`` names, if this process knows it already.
+
+    A request never makes the web process import a module it names: that
+    would run the module's code, and a module that fails to import would
+    answer 500. Registered tasks, and Django Tasks in modules already
+    imported, are known.
+    """
+    from .tasks import get_task, registered_tasks
+
+    if not isinstance(name, str) or (
+        name not in registered_tasks() and name.rpartition(".")[0] not in sys.modules
+    ):
+        raise UnknownTask(name)
+    return get_task(name)
 
 
 @require_GET
@@ -223,6 +250,10 @@ def run(request: HttpRequest) -> JsonResponse:
     if not _token_ok(request):
         return _error(401, "invalid or missing X-Supaqueue-Token")
     name = request.GET.get("queue", "")
+    try:
+        q.check_queue_name(name)
+    except InvalidOption as exc:
+        return _error(400, str(exc))
     status = request.GET.get("status", "pending")
     if status not in ("pending", "failed"):
         return _error(400, "status must be pending or failed")
@@ -273,7 +304,7 @@ def run_jobs(queue: str, *, status: str, limit: int) -> list[dict[str, Any]]:
             if not claimed:
                 return []
             with ThreadPoolExecutor(max_workers=min(len(claimed), 8)) as pool:
-                outcomes = list(pool.map(perform, claimed))
+                outcomes = [q.storable(o) for o in pool.map(perform, claimed)]  # reported as written
             successes = [o for o in outcomes if isinstance(o, q.Success)]
             failures = [o for o in outcomes if isinstance(o, q.Failure)]
             with conn.transaction():

@@ -69,7 +69,13 @@ SUPAQUEUE = {
     "QUEUES": {"emails": {"concurrency_limit": 2}},
     # Secrets of HTTP queues, by alias: the "webhooks" queue row names "demo-webhook"
     # (example_app.views.SECRET_ALIAS), and the view it calls checks the same value.
-    "HTTP_SECRETS": {"demo-webhook": env("DEMO_WEBHOOK_SECRET", default="example-only-webhook-secret")},
+    # Bound to the hosts the demo's webhook queue calls (the example's own server).
+    "HTTP_SECRETS": {
+        "demo-webhook": {
+            "value": env("DEMO_WEBHOOK_SECRET", default="example-only-webhook-secret"),
+            "hosts": ["127.0.0.1", "localhost"],
+        }
+    },
     # Recurring jobs: runworkers syncs these rows at start and its workers fire them on time.
     # A real report would run nightly ("0 2 * * *"); the demo's runs every minute, so it shows.
     "SCHEDULES": {

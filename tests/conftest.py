@@ -149,7 +149,38 @@ def staff_client(client, django_user_model):
     return login
 
 
-class RecordingServer:
+#: The admin queue form's required fields, at their defaults.
+QUEUE_FORM_DEFAULTS = {
+    "execution_mode": "threads",
+    "rate_period": "1.0",
+    "http_method": "POST",
+    "http_headers": "{}",
+    "http_secret_header": "Authorization",
+}
+
+
+class LocalServer:
+    """An endpoint on a free port of 127.0.0.1, its handler served on daemon threads."""
+
+    def serve(self, handler: type) -> None:
+        import http.server
+        import threading
+
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 256  # a burst of connections must not wait for SYN retransmits
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class RecordingServer(LocalServer):
     """A threaded HTTP server on 127.0.0.1 that answers from a script and records every request.
 
     ``script(path)`` returns a list of responses (status, headers, body, delay)
@@ -216,24 +247,13 @@ class RecordingServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        class Server(http.server.ThreadingHTTPServer):
-            request_queue_size = 256  # a burst of connections must not wait for SYN retransmits
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.serve(Handler)
 
     def script(self, path: str, *steps: tuple) -> None:
         self.scripts[path] = [
             (s[0], s[1] if len(s) > 1 else {}, s[2] if len(s) > 2 else b"{}", s[3] if len(s) > 3 else 0.0)
             for s in steps
         ]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

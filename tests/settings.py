@@ -60,7 +60,12 @@ SUPAQUEUE = {
     "RETRY_BACKOFF": 0.0,
     "SHUTDOWN_GRACE": float(os.environ.get("SUPAQUEUE_SHUTDOWN_GRACE", "25")),
     "RATE_LIMIT_MARGIN": float(os.environ.get("SUPAQUEUE_RATE_LIMIT_MARGIN", "0.1")),
+    "INTERRUPT_GRACE": float(os.environ.get("SUPAQUEUE_INTERRUPT_GRACE", "30")),
 }
+if os.environ.get("SUPAQUEUE_TEST_PG_OPTIONS"):
+    # Server settings for every connection, as a project's OPTIONS would set them
+    # (e.g. "-c lock_timeout=200ms"): the workers must live with what they cause.
+    DATABASES["default"]["OPTIONS"] = {"options": os.environ["SUPAQUEUE_TEST_PG_OPTIONS"]}
 
 if django.VERSION >= (6, 0):
     # Django's Tasks API, run by the queue (tests/test_backends.py); QUEUES=[]: any queue name.

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from django_supaqueue import queue, stats
 from django_supaqueue.models import Queue
-from tests.conftest import database_url
+from tests.conftest import QUEUE_FORM_DEFAULTS, database_url
 from tests.factories import CurrentJobFactory, JobEventFactory, JobFactory, QueueFactory, WorkerFactory
 
 pytestmark = pytest.mark.django_db
@@ -17,14 +17,6 @@ pytestmark = pytest.mark.django_db
 DASHBOARD = reverse("admin:supaqueue_dashboard_changelist")
 DASHBOARD_DATA = reverse("admin:supaqueue_dashboard_data")
 QUEUES = reverse("admin:supaqueue_queue_changelist")
-#: The queue form's required fields, at their defaults.
-FORM_DEFAULTS = {
-    "execution_mode": "threads",
-    "rate_period": "1.0",
-    "http_method": "POST",
-    "http_headers": "{}",
-    "http_secret_header": "Authorization",
-}
 WORKERS = reverse("admin:supaqueue_worker_changelist")
 
 
@@ -88,7 +80,7 @@ def test_saving_a_queue_in_its_form_wakes_its_workers(admin_client, transactiona
     try:
         response = admin_client.post(
             reverse("admin:supaqueue_queue_change", args=[q.pk]),
-            {**FORM_DEFAULTS, "concurrency_limit": "4"},
+            {**QUEUE_FORM_DEFAULTS, "concurrency_limit": "4"},
         )
         assert response.status_code == 302
         q.refresh_from_db()
@@ -102,7 +94,12 @@ def test_the_queue_form_edits_the_rate_limit_and_makes_an_http_queue(admin_clien
     q = QueueFactory(name="hooks")
     response = admin_client.post(
         reverse("admin:supaqueue_queue_change", args=[q.pk]),
-        {**FORM_DEFAULTS, "rate_limit": "5", "rate_period": "2", "http_url": "https://example.com/hooks/"},
+        {
+            **QUEUE_FORM_DEFAULTS,
+            "rate_limit": "5",
+            "rate_period": "2",
+            "http_url": "https://example.com/hooks/",
+        },
     )
     assert response.status_code == 302
     q.refresh_from_db()
@@ -114,7 +111,7 @@ def test_the_queue_form_edits_the_rate_limit_and_makes_an_http_queue(admin_clien
 def test_a_queues_name_cannot_be_changed_once_it_exists(admin_client):
     q = QueueFactory(name="fixed")
     admin_client.post(
-        reverse("admin:supaqueue_queue_change", args=[q.pk]), {**FORM_DEFAULTS, "name": "renamed"}
+        reverse("admin:supaqueue_queue_change", args=[q.pk]), {**QUEUE_FORM_DEFAULTS, "name": "renamed"}
     )
     assert Queue.objects.filter(name="fixed").exists() and not Queue.objects.filter(name="renamed").exists()
 

@@ -1,6 +1,7 @@
 """Staff see and do only what their permissions allow, on every screen and action."""
 
 import pytest
+from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from django_supaqueue.models import Job, JobEvent, Queue
@@ -40,7 +41,8 @@ def test_viewing_jobs_allows_no_action(staff_client):
     job = JobFactory(status="failed", attempts=1)
     response = client.get(JOBS)
     assert response.status_code == 200 and response.context["action_form"] is None
-    post_action(client, JOBS, "retry_now", [job])
+    # With no action offered, Django's changelist ignores an action's POST and shows the list.
+    assert post_action(client, JOBS, "retry_now", [job]).status_code == 200
     job.refresh_from_db()
     assert job.status == "failed" and not JobEvent.objects.exists()
     act = reverse("admin:supaqueue_job_act", args=[job.pk])
@@ -60,6 +62,16 @@ def test_changing_jobs_allows_life_cycle_actions_but_not_delete(staff_client):
     assert Job.objects.filter(pk=job.pk).exists()
     act = reverse("admin:supaqueue_job_act", args=[job.pk])
     assert client.post(act, {"action": "delete_selected", "post": "yes"}).status_code == 403
+
+
+def test_an_action_posted_without_its_permission_is_refused_as_djangos_admin_refuses_it(staff_client):
+    """Not a 403: the list does not offer it, so the POST names no action the user has."""
+    client = staff_client("view_job", "change_job")
+    job = JobFactory(status="successful")
+    response = post_action(client, JOBS, "delete_selected", [job])
+    assert response.status_code == 302 and response["Location"] == JOBS
+    assert [str(m) for m in get_messages(response.wsgi_request)] == ["No action selected."]
+    assert Job.objects.filter(pk=job.pk).exists()
 
 
 def test_deleting_jobs_needs_the_delete_permission(staff_client):

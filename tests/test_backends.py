@@ -170,6 +170,16 @@ def test_run_after_defers_a_task(dt, supaqueue):
 
 
 @pytest.mark.django6
+@pytest.mark.django_db
+def test_get_result_gives_back_the_task_with_every_option_it_was_enqueued_with(dt):
+    later = timezone.now() + timedelta(hours=1)
+    deferred = dt.multiply.using(priority=7, queue_name="reports", run_after=later)
+    result = deferred.enqueue(2, 3)
+    assert dt.multiply.get_result(result.id).task == deferred
+    assert dt.multiply.get_result(dt.multiply.enqueue(2, 3).id).task == dt.multiply  # run_after None
+
+
+@pytest.mark.django6
 @pytest.mark.django_db(transaction=True)
 def test_async_tasks_and_the_async_api(dt, supaqueue):
     result = async_to_sync(dt.async_add.aenqueue)(2, 3)

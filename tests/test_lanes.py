@@ -103,7 +103,7 @@ def test_a_cancel_reaches_the_lane_running_the_attempt(run_worker):
     worker = run_worker(2, 2)
     first = tasks.hold.enqueue(n=1, seconds=3)
     wait_for(lambda: status(first) == Job.Status.IN_PROGRESS, 5)
-    second = tasks.sleep_then_record.enqueue(n=2, seconds=5)
+    second = tasks.nap.enqueue(n=2, seconds=5)
     wait_for(lambda: status(second) == Job.Status.IN_PROGRESS, 2)
     lane = next(m for m in worker._lanes.members if (second.pk, 1) in m._running)
     assert lane is not worker._lanes.members[0]  # the listening lane was full
@@ -116,9 +116,9 @@ def test_a_stopping_worker_waits_for_every_lane_to_release_its_jobs_then_unregis
     """The listening lane runs nothing, so its loop ends first; the row must outlive the other lane."""
     settings.SUPAQUEUE = {**settings.SUPAQUEUE, "SHUTDOWN_GRACE": 0.5}
     worker = run_worker(2, 2)
-    first = tasks.hold.enqueue(n=1, seconds=20)
+    first = tasks.nap.enqueue(n=1, seconds=20)
     wait_for(lambda: status(first) == Job.Status.IN_PROGRESS, 5)
-    second = tasks.sleep_then_record.enqueue(n=2, seconds=20)
+    second = tasks.nap.enqueue(n=2, seconds=20)
     wait_for(lambda: status(second) == Job.Status.IN_PROGRESS, 2)
     cancel([first])
     wait_for(lambda: not worker._lanes.members[0]._running, 2)

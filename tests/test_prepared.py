@@ -4,8 +4,9 @@ These tests commit, so they watch from a second connection what really landed.
 """
 
 import pytest
-from django.db import DataError, IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
+from django_supaqueue.exceptions import InvalidOption
 from django_supaqueue.models import Job
 from django_supaqueue.worker.connection import connect
 from tests.testapp import tasks
@@ -112,7 +113,7 @@ def test_a_connection_lost_mid_call_raises_operational_error_and_loses_nothing(o
 def test_a_nul_character_is_refused_not_cut_short(observer):
     """libpq ends a text parameter at its first NUL: "abc\\0def" would be stored as "abc"."""
     tasks.add.enqueue(0, 0)  # the queue exists: the statement would write the row
-    with pytest.raises(DataError, match="NUL"):
+    with pytest.raises(InvalidOption, match="NUL"):
         tasks.add.enqueue(1, 1, key="abc\x00def")
     assert committed(observer) == 1
     assert tasks.add.enqueue(1, 1, key="abc").key == "abc"

@@ -245,14 +245,15 @@ def test_heartbeat_renews_only_the_leases_the_worker_runs(conn, worker):
     soon = timezone.now() + timedelta(seconds=2)
     running = CurrentJobFactory(worker=worker, lease_expires_at=soon)
     ghost = CurrentJobFactory(worker=worker, lease_expires_at=soon)
-    assert q.heartbeat(conn, worker.pk, 60.0, [(running.job_id, running.attempt)])
+    beat = q.heartbeat(conn, worker.pk, 60.0, [(running.job_id, running.attempt)])
+    assert beat == q.Beat(registered=True, renewed={(running.job_id, running.attempt)})
     running.refresh_from_db()
     ghost.refresh_from_db()
     assert running.lease_expires_at > soon + timedelta(seconds=30)
     assert ghost.lease_expires_at == soon
     CurrentJob.objects.all().delete()
     Worker.objects.all().delete()
-    assert q.heartbeat(conn, worker.pk, 60.0, []) is False
+    assert q.heartbeat(conn, worker.pk, 60.0, []) == q.Beat(registered=False, renewed=set())
 
 
 def test_insert_notifies_listeners_with_the_queue_and_due_time(conn):

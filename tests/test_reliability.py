@@ -15,7 +15,6 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
-from django_supaqueue import cancel
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue, Worker
 from tests.conftest import job_statuses, wait_for
 from tests.factories import QueueFactory
@@ -108,23 +107,6 @@ def test_repeated_kills_of_random_workers_still_complete_every_job(worker_proces
     succeeded_once(n)
 
 
-def test_cancelling_a_running_job_stops_it_and_frees_its_slot(worker_processes):
-    worker_processes.start("-c", "1")
-    worker_processes.wait_ready(1)
-    job = tasks.hold.enqueue(n=1, seconds=3, label="cancelled")
-    wait_for(lambda: CurrentJob.objects.filter(job=job).exists(), 10)
-    started = time.monotonic()
-    assert cancel([job]) == [job.pk]
-    follower = tasks.record.enqueue(n=2)
-    wait_for(lambda: Job.objects.filter(pk=follower.pk, status=Job.Status.SUCCESSFUL).exists(), 10)
-    assert time.monotonic() - started < 1.5  # the slot was freed at once, not after 3 s
-    time.sleep(max(0.0, 3.5 - (time.monotonic() - started)))
-    job.refresh_from_db()
-    assert job.status == Job.Status.CANCELLED
-    assert not Execution.objects.filter(label="cancelled").exists()  # the body did not finish
-    assert JobEvent.objects.filter(job=job, kind=JobEvent.Kind.CANCELLED).count() == 1
-
-
 def test_process_mode_timeout_kills_a_task_blocked_in_c(worker_processes):
     QueueFactory(name="isolated", execution_mode=Queue.ExecutionMode.PROCESSES, timeout=1.0, max_attempts=1)
     worker_processes.start("-q", "isolated", "-c", "1")
@@ -172,18 +154,3 @@ def test_second_sigterm_during_the_grace_period_releases_at_once(worker_processe
     assert job.status == Job.Status.PENDING and job.attempts == 0 and not CurrentJob.objects.exists()
     assert JobEvent.objects.filter(job=job, kind=JobEvent.Kind.RELEASED).count() == 1
     assert not Worker.objects.exists()
-
-
-def test_grace_period_end_releases_unfinished_jobs_for_an_immediate_retry(worker_processes):
-    proc = worker_processes.start("-c", "2", env={"SUPAQUEUE_SHUTDOWN_GRACE": "1"})
-    worker_processes.wait_ready(1)
-    slow = tasks.hold.enqueue(n=1, seconds=20)
-    quick = tasks.hold.enqueue(n=2, seconds=0.3)
-    wait_for(lambda: CurrentJob.objects.count() == 2, 10)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(6) == 0
-    assert Job.objects.get(pk=quick.pk).status == Job.Status.SUCCESSFUL
-    slow.refresh_from_db()
-    assert slow.status == Job.Status.PENDING and slow.attempts == 0
-    worker_processes.start("--burst", "-c", "1")
-    wait_for(lambda: CurrentJob.objects.filter(job=slow).exists(), 10)  # runnable at once

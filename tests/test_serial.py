@@ -248,7 +248,11 @@ def _final_failure(conn, worker, job_id):
 
 
 def _cancel(conn, worker, job_id):
+    """A cancelled attempt holds its queue or group until its worker reports that the body stopped."""
     assert api.cancel([job_id]) == [job_id]
+    assert claim(conn, worker) == []
+    assert fail(conn, worker, job_id, final=True) == []  # the job stays cancelled
+    assert JobEvent.objects.filter(job_id=job_id, kind=JobEvent.Kind.STOPPED).count() == 1
 
 
 def _release(conn, worker, job_id):

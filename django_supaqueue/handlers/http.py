@@ -3,7 +3,8 @@
 The queue row holds the base URL, method, headers, timeout and the *alias* of
 a secret in ``SUPAQUEUE["HTTP_SECRETS"]``; a job holds only its payload and an
 optional relative path. So a job can never choose the host it reaches, and a
-secret never sits in a row, a result, an event or a log line.
+secret never sits in a row; what a call stores or logs has the secret it sent
+redacted, and a secret bound to hosts goes nowhere else (``secrets.py``).
 
 Response rules: 2xx is a success (status and size-capped body are the
 result); 5xx, 408, 429, timeouts and connection errors are retried with
@@ -14,9 +15,11 @@ retries client errors.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -25,9 +28,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from django.core.exceptions import ImproperlyConfigured
 
 from .. import conf
 from ..exceptions import InvalidOption, InvalidPayload
+from . import secrets
+from .secrets import Secret
 
 logger = logging.getLogger("django_supaqueue.worker")
 
@@ -55,6 +61,69 @@ def check_base_url(url: str) -> str:
     if "\\" in url or any(c.isspace() or ord(c) < 32 for c in url):
         raise ValueError(f"HTTP URL {url!r} contains a backslash, space or control character.")
     return url
+
+
+def check_queue_url(url: str, alias: str) -> str:
+    """A queue's base URL, checked where the queue is saved or validated: its syntax, a local host
+    the settings refuse, and the hosts its secret alias is bound to (an alias not configured yet is
+    left to the call and check E008)."""
+    url = check_base_url(url)
+    check_local_host(url)
+    if alias:
+        try:
+            secret = secrets.get(alias)
+        except (LookupError, ImproperlyConfigured):
+            return url
+        check_secret_host(url, secret)
+    return url
+
+
+def check_secret_host(url: str, secret: Secret | None) -> None:
+    """Refuse to send a bound secret to a host it is not bound to."""
+    host = urlsplit(url).hostname or ""
+    if secret is not None and not secret.allows(host):
+        raise ValueError(
+            f"secret alias {secret.alias!r} may only be sent to {', '.join(sorted(secret.hosts))}, "
+            f"not {host!r}: point the queue at one of those hosts, or add this one to the alias's "
+            "hosts in SUPAQUEUE['HTTP_SECRETS']."
+        )
+
+
+def is_local_address(address: str) -> bool:
+    """Loopback, link-local or unspecified (0.0.0.0 and :: reach this machine), IPv4 or IPv6."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%eth0: the zone is not the address
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
+
+
+def is_local_host(host: str) -> bool:
+    """A host that names this machine or its link: localhost, or such an address in any spelling
+    the resolver takes (127.1 and 2130706433 are 127.0.0.1 to it)."""
+    host = secrets.normal_host(host)
+    if host == "localhost" or host.endswith(".localhost") or is_local_address(host):
+        return True
+    try:
+        return is_local_address(socket.inet_ntoa(socket.inet_aton(host)))
+    except OSError:
+        return False
+
+
+def check_local_host(url: str) -> None:
+    """Refuse a URL that names a local host when SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] says so.
+
+    A name that only resolves to such an address passes here; the call refuses the address it
+    connected to (``_Gate``).
+    """
+    host = urlsplit(url).hostname or ""
+    if conf.get("HTTP_REFUSE_LOCAL_HOSTS") and is_local_host(host):
+        raise ValueError(
+            f"HTTP URL host {host!r} is a loopback or link-local address, which "
+            "SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] refuses."
+        )
 
 
 def check_header_name(name: str) -> str:
@@ -196,6 +265,7 @@ def _client() -> httpx.Client:
     if _shared is None:
         with _client_lock:
             if _shared is None:
+                secrets.redact_library_logs()
                 _shared = httpx.Client(
                     follow_redirects=False,
                     trust_env=False,
@@ -204,19 +274,63 @@ def _client() -> httpx.Client:
     return _shared
 
 
-def _headers(config: Mapping[str, Any], has_body: bool) -> dict[str, str]:
+def _headers(config: Mapping[str, Any], secret: Secret | None, has_body: bool) -> dict[str, str]:
     headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
     if has_body:
         headers.setdefault("Content-Type", "application/json")
-    alias = config.get("secret") or ""
-    if alias:
-        secrets = conf.get("HTTP_SECRETS") or {}
-        if alias not in secrets:
-            raise LookupError(f"secret alias {alias!r} is not in SUPAQUEUE['HTTP_SECRETS']")
+    if secret is not None:
         header = config.get("secret_header") or "Authorization"
-        value = str(secrets[alias])
+        value = secret.value
         headers[header] = f"Bearer {value}" if header.lower() == "authorization" else value
     return headers
+
+
+class _NotSent(Exception):
+    """Raised by the gate to stop a call before its first byte; ``late`` when it is a rate slot missed."""
+
+    def __init__(self, message: str, late: bool) -> None:
+        super().__init__(message)
+        self.late = late
+
+
+class _Gate:
+    """The last look at a call before its first byte is written: httpcore's trace hook.
+
+    httpcore reports each step of a call here. ``*.send_request_headers.started`` comes once the
+    client is built and the connection is open (TCP, then TLS) or taken from the pool, and before
+    anything is written; what is refused there is never sent. Two things are: a rate-limited call
+    this late after its claim, which could land in a window that later claims have filled (the
+    time to build a client and connect counts too), and a connection that reached a loopback or
+    link-local address when HTTP_REFUSE_LOCAL_HOSTS is on, whatever name led there. A pooled
+    connection was opened, and so looked at, by an earlier call.
+    """
+
+    def __init__(self, job: Any) -> None:
+        rate_limited = bool((job.http or {}).get("rate_limited") and job.received)
+        self.received = job.received if rate_limited else None
+        self.allowed = float(conf.get("RATE_LIMIT_MARGIN")) / 2
+        self.refuse_local = bool(conf.get("HTTP_REFUSE_LOCAL_HOSTS"))
+        self.address: str | None = None
+
+    def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            peer = info["return_value"].get_extra_info("server_addr")
+            self.address = str(peer[0]) if peer else None
+        elif event.endswith(".send_request_headers.started"):
+            if self.refuse_local and self.address is not None and is_local_address(self.address):
+                raise _NotSent(
+                    f"not sent: the connection reached {self.address}, a loopback or link-local "
+                    "address, which SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] refuses",
+                    late=False,
+                )
+            late = 0.0 if self.received is None else time.monotonic() - self.received
+            if late > self.allowed:
+                # Half the margin is for this wait; the other half covers the trip to the endpoint.
+                raise _NotSent(
+                    f"not sent: its connection was ready {late:.3f}s after its claim, more than half "
+                    "of SUPAQUEUE['RATE_LIMIT_MARGIN']; it will be claimed again",
+                    late=True,
+                )
 
 
 def _query(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -266,18 +380,28 @@ def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     return body[:limit], size > limit
 
 
-def _body_value(body: bytes, truncated: bool, content_type: str) -> Any:
-    text = body.decode("utf-8", errors="replace")
+def _body_text(body: bytes, truncated: bool, sent: tuple[str, ...]) -> str:
+    """The body as text, with the secrets the call sent redacted (an endpoint may echo them)."""
+    if truncated:
+        body = secrets.drop_cut_secret(body, sent)
+    return secrets.redact(body.decode("utf-8", errors="replace"), sent)
+
+
+def _body_value(text: str, truncated: bool, content_type: str, sent: tuple[str, ...]) -> Any:
     if not truncated and "json" in content_type.lower():
         try:
-            return json.loads(text)
+            return secrets.redact_json(json.loads(text), sent)
         except ValueError:
             pass
     return text
 
 
 def perform_http(job: Any) -> Any:
-    """Make the call of one attempt and turn its response into a Success or a Failure."""
+    """Make the call of one attempt and turn its response into a Success or a Failure.
+
+    Every form of the secret the call sent is redacted from what it returns: the result, the error
+    message and the log line.
+    """
     from ..queue import Failure, Success
 
     config = job.http
@@ -285,8 +409,18 @@ def perform_http(job: Any) -> Any:
     method = config.get("method") or "POST"
     timeout = float(config.get("timeout") or conf.get("HTTP_TIMEOUT"))
     limit = int(conf.get("HTTP_MAX_RESPONSE_BYTES"))
+    sent: tuple[str, ...] = ()
 
-    def failure(error_class: str, message: str, *, status: int | None = None, final: bool = False, at=None):
+    def failure(
+        error_class: str,
+        message: str,
+        *,
+        status: int | None = None,
+        final: bool = False,
+        at: datetime | None = None,
+        uncounted: bool = False,
+    ):
+        message = secrets.redact(message, sent)
         outcome = Failure(
             job_id=job.id,
             attempt=job.attempt,
@@ -297,6 +431,7 @@ def perform_http(job: Any) -> Any:
             retry_at=at,
             final=final,
             http_status=status,
+            uncounted=uncounted,
         )
         logger.warning(
             "job %s (HTTP %s %s) attempt %s failed: %s: %s",
@@ -312,24 +447,14 @@ def perform_http(job: Any) -> Any:
 
     try:
         url = build_url(config["url"], config.get("path") or "")
+        secret = secrets.get(config["secret"]) if config.get("secret") else None
+        sent = (secret.value,) if secret is not None else ()
+        check_secret_host(url, secret)  # the row may have been changed past its form
         has_body = method != "GET"
-        headers = _headers(config, has_body)
-    except (InvalidOption, LookupError, ValueError) as exc:
+        headers = _headers(config, secret, has_body)
+    except (InvalidOption, LookupError, ValueError, ImproperlyConfigured) as exc:
         return failure("django_supaqueue.handlers.http.HTTPConfigError", str(exc), final=True)
-    late = time.monotonic() - job.received
-    if config.get("rate_limited") and job.received and late > float(conf.get("RATE_LIMIT_MARGIN")) / 2:
-        # The rate limit counted this call at its claim; sent this late, it could land in the same
-        # window as calls claimed after it. Give the slot back instead: pending again, uncounted.
-        # Half the margin is for this wait; the other half covers the commit and the trip there.
-        outcome = failure(
-            "django_supaqueue.handlers.http.RateSlotMissed",
-            f"not sent: the worker reached it {late:.3f}s after its claim, more than half of "
-            "SUPAQUEUE['RATE_LIMIT_MARGIN']; it will be claimed again",
-            at=datetime.now(UTC),
-        )
-        outcome.uncounted = True
-        return outcome
-    request: dict[str, Any] = {"headers": headers, "timeout": timeout}
+    request: dict[str, Any] = {"headers": headers, "timeout": timeout, "extensions": {"trace": _Gate(job)}}
     if has_body:
         request["content"] = json.dumps(job.payload, separators=(",", ":")).encode()
     else:
@@ -337,14 +462,24 @@ def perform_http(job: Any) -> Any:
     try:
         with _client().stream(method, url, **request) as response:
             body, truncated = _read_capped(response, limit)
+    except _NotSent as exc:
+        if not exc.late:
+            return failure("django_supaqueue.handlers.http.HTTPConfigError", str(exc), final=True)
+        # The rate limit counted this call at its claim: give the slot back, pending again, uncounted.
+        return failure(
+            "django_supaqueue.handlers.http.RateSlotMissed", str(exc), at=datetime.now(UTC), uncounted=True
+        )
     except httpx.TimeoutException as exc:
         return failure("httpx." + type(exc).__name__, f"no response within {timeout}s")
     except httpx.TransportError as exc:
         return failure("httpx." + type(exc).__name__, str(exc) or type(exc).__name__)
     status = response.status_code
-    value = _body_value(body, truncated, response.headers.get("content-type", ""))
+    text = _body_text(body, truncated, sent)
     if 200 <= status < 300:
-        result = {"status": status, "body": value}
+        result = {
+            "status": status,
+            "body": _body_value(text, truncated, response.headers.get("content-type", ""), sent),
+        }
         if truncated:
             result["truncated"] = True
         return Success(
@@ -354,7 +489,7 @@ def perform_http(job: Any) -> Any:
             duration=time.monotonic() - started,
             http_status=status,
         )
-    snippet = body[:500].decode("utf-8", errors="replace")
+    snippet = text[:500]
     message = f"{method} returned HTTP {status}" + (f": {snippet}" if snippet else "")
     if status >= 500 or status in RETRYABLE_STATUSES:
         at = retry_after(response.headers.get("retry-after")) if status in (429, 503) else None

@@ -4,6 +4,7 @@ One package, one module per stage, each short enough to read in one sitting;
 each module imports only modules above it in this list:
 
 - ``tables``: table names, channels, statuses;
+- ``storable``: what PostgreSQL can store (text, JSON, numbers), checked before a write;
 - ``spec``: an enqueue call's options, checked (``JobSpec``);
 - ``rows``: job rows as the enqueue statements write and read them;
 - ``leases``: worker registration, heartbeats, the claim;
@@ -47,8 +48,10 @@ from .enqueue import (
     ensure_queues,
 )
 from .leases import (
+    Beat,
     ClaimedJob,
     claim,
+    expire_leases,
     heartbeat,
     register_worker,
     unregister_worker,
@@ -64,6 +67,7 @@ from .outcomes import (
     recover_expired,
     release,
     retry_delay_bounds,
+    storable,
 )
 from .spec import (
     DEPENDENCY_POLICIES,
@@ -74,6 +78,7 @@ from .spec import (
     check_queue_name,
     check_run_at,
     check_serial_group,
+    check_tenant_id,
     encode_json,
 )
 from .tables import (
@@ -125,6 +130,7 @@ __all__ = [
     "check_queue_name",
     "check_run_at",
     "check_serial_group",
+    "check_tenant_id",
     "encode_json",
     "enqueue_batch",
     "enqueue_job",
@@ -138,6 +144,8 @@ __all__ = [
     "ClaimedJob",
     "claim",
     "heartbeat",
+    "expire_leases",
+    "Beat",
     "register_worker",
     "unregister_worker",
     "Failure",
@@ -150,6 +158,7 @@ __all__ = [
     "recover_expired",
     "release",
     "retry_delay_bounds",
+    "storable",
     "cancel",
     "delete",
     "hold",

@@ -30,7 +30,7 @@ WITH target AS (
   WHERE id = ANY(%(job_id)s::bigint[]) AND status IN ('{WAITING}', '{PENDING}', '{IN_PROGRESS}')
   ORDER BY id FOR UPDATE
 ), lease AS (
-  DELETE FROM {CURRENT} c USING target WHERE c.job_id = target.id RETURNING c.job_id, c.attempt
+  SELECT c.job_id, c.attempt FROM {CURRENT} c JOIN target ON c.job_id = target.id
 ), upd AS (
   UPDATE {JOB} j SET status = 'cancelled', finished_at = now()
   FROM target WHERE j.id = target.id
@@ -54,9 +54,11 @@ FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS a(job_id, attempt)
 def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     """Cancel pending or running jobs; returns the ids that were cancelled.
 
-    A pending job will never run. A running attempt loses its lease (so its
-    result can never be written) and its worker is told to stop it, the way a
-    timeout stops it. Finished jobs are left alone.
+    A pending job will never run. A running attempt's worker is told to stop
+    it, the way a timeout stops it; its result can never be written (the job
+    is no longer in progress), but it keeps its lease until its body has
+    really stopped, so that its serial queue or group stays taken until then.
+    Finished jobs are left alone.
     """
     ids = [j.pk if isinstance(j, Job) else int(j) for j in jobs]
     if not ids:
@@ -164,6 +166,7 @@ WITH target AS (
   WHERE id = ANY(%(job_id)s::bigint[])
     AND (status IN ('{FAILED}', '{CANCELLED}')
          OR (status = '{PENDING}' AND attempts > 0 AND run_at > now()))
+    AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.job_id = {JOB}.id)  -- a cancelled body still stopping
   ORDER BY id FOR UPDATE
 ), ranked AS (
   SELECT j.id, row_number() OVER (

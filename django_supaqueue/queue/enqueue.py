@@ -144,18 +144,25 @@ _QUEUE_DEFAULT_FIELDS = (
 after_enqueue: Callable[[Sequence[Job]], None] | None = None
 
 
+def new_queue_settings(name: str) -> dict[str, Any]:
+    """The settings a queue row gets when it is created: SUPAQUEUE['QUEUES'][name], flags filled in."""
+    configured = (conf.get("QUEUES") or {}).get(name) or {}
+    settings = {field: configured.get(field) for field in _QUEUE_DEFAULT_FIELDS}
+    settings["paused"] = bool(settings["paused"])
+    settings["serial"] = bool(settings["serial"])
+    settings["head_of_line"] = settings["head_of_line"] is None or bool(settings["head_of_line"])
+    return settings
+
+
 def ensure_queues(names: Iterable[str], cursor: Any = None) -> None:
     """Create the named queues that do not exist yet, with SUPAQUEUE['QUEUES'] settings."""
     names = sorted(set(names))
     if not names:
         return
-    configured = conf.get("QUEUES") or {}
+    rows = [new_queue_settings(n) for n in names]
     columns: dict[str, list[Any]] = {"name": names}
     for field in _QUEUE_DEFAULT_FIELDS:
-        columns[field] = [(configured.get(n) or {}).get(field) for n in names]
-    columns["paused"] = [bool(p) for p in columns["paused"]]
-    columns["serial"] = [bool(s) for s in columns["serial"]]
-    columns["head_of_line"] = [h is None or bool(h) for h in columns["head_of_line"]]
+        columns[field] = [row[field] for row in rows]
     if cursor is not None:
         cursor.execute(_ENSURE_QUEUES, columns)
         return

@@ -7,7 +7,7 @@ import functools
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import sql
 
@@ -42,6 +42,15 @@ VALUES (%(name)s, %(host)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, now(), 
 RETURNING id
 """
 
+# A worker whose row was removed (judged dead while it could not reach the
+# database) registers again under its own id, so that the leases it holds or
+# is about to write keep pointing at it.
+_REGISTER_WORKER_AGAIN = f"""
+INSERT INTO {WORKER} (id, name, host, pid, queues, concurrency, started_at, last_heartbeat_at)
+VALUES (%(worker_id)s, %(name)s, %(host)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, now(), now())
+ON CONFLICT DO NOTHING
+"""
+
 _UNREGISTER_WORKER = f"""
 DELETE FROM {WORKER} w WHERE w.id = %(worker_id)s
   AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.worker_id = w.id)
@@ -53,10 +62,11 @@ WITH w AS (
 ), renewed AS (
   UPDATE {CURRENT} c SET lease_expires_at = now() + %(lease)s * interval '1 second'
   FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS h(job_id, attempt)
-  WHERE c.worker_id IN (SELECT id FROM w) AND c.job_id = h.job_id AND c.attempt = h.attempt
-  RETURNING 1
+  WHERE c.worker_id = %(worker_id)s AND c.job_id = h.job_id AND c.attempt = h.attempt
+  RETURNING c.job_id, c.attempt
 )
-SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM renewed)
+SELECT (SELECT count(*) FROM w), (SELECT array_agg(job_id) FROM renewed),
+       (SELECT array_agg(attempt) FROM renewed)
 """
 
 # Rate limits work the same way: the claim counts the attempts the queue
@@ -320,19 +330,28 @@ WHERE w.last_heartbeat_at < now() - %(stale)s * interval '1 second'
 
 
 def register_worker(
-    conn: Any, *, name: str, host: str, pid: int, queues: Sequence[str] | None, concurrency: int
+    conn: Any,
+    *,
+    name: str,
+    host: str,
+    pid: int,
+    queues: Sequence[str] | None,
+    concurrency: int,
+    worker_id: int | None = None,
 ) -> int:
-    """Insert this process's Worker row and return its id."""
-    return conn.execute(
-        _REGISTER_WORKER,
-        {
-            "name": name,
-            "host": host,
-            "pid": pid,
-            "queues": json.dumps(list(queues or [])),
-            "concurrency": concurrency,
-        },
-    ).fetchone()[0]
+    """Insert this process's Worker row and return its id; ``worker_id``: its row again, under that id."""
+    params = {
+        "name": name,
+        "host": host,
+        "pid": pid,
+        "queues": json.dumps(list(queues or [])),
+        "concurrency": concurrency,
+        "worker_id": worker_id,
+    }
+    if worker_id is not None:
+        conn.execute(_REGISTER_WORKER_AGAIN, params)
+        return worker_id
+    return conn.execute(_REGISTER_WORKER, params).fetchone()[0]
 
 
 def unregister_worker(conn: Any, worker_id: int) -> None:
@@ -340,13 +359,24 @@ def unregister_worker(conn: Any, worker_id: int) -> None:
     conn.execute(_UNREGISTER_WORKER, {"worker_id": worker_id})
 
 
-def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tuple[int, int]]) -> bool:
-    """Renew the leases of the attempts this worker is running; False when its row is gone.
+class Beat(NamedTuple):
+    """What a heartbeat found: whether the Worker row is there, and the leases it renewed."""
+
+    registered: bool
+    renewed: set[tuple[int, int]]
+
+
+def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tuple[int, int]]) -> Beat:
+    """Renew the leases of the attempts this worker is running.
 
     Only attempts the worker knows it runs are renewed: a lease whose claim
     committed while the connection died was never dispatched, and must expire.
+    A held attempt missing from ``renewed`` lost its lease (recovered by
+    another worker after the lease ran out): its body should stop, since its
+    job may already run elsewhere. Leases are renewed by worker id even when
+    the row is gone, so that a worker can register again without a gap.
     """
-    alive, _renewed = conn.execute(
+    alive, job_ids, attempts = conn.execute(
         _HEARTBEAT,
         {
             "worker_id": worker_id,
@@ -355,7 +385,33 @@ def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tu
             "attempt": [h[1] for h in held],
         },
     ).fetchone()
-    return bool(alive)
+    return Beat(bool(alive), set(zip(job_ids or [], attempts or [], strict=True)))
+
+
+_EXPIRE_LEASES = f"""
+UPDATE {CURRENT} c SET lease_expires_at = LEAST(c.lease_expires_at, now() + %(after)s * interval '1 second')
+FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS h(job_id, attempt)
+WHERE c.worker_id = %(worker_id)s AND c.job_id = h.job_id AND c.attempt = h.attempt
+"""
+
+
+def expire_leases(conn: Any, *, worker_id: int, held: Sequence[tuple[int, int]], after: float) -> None:
+    """Let these leases run out ``after`` seconds from now, into the usual recovery.
+
+    For attempts a worker process leaves behind as it exits (their threads
+    would not stop): the exit ends the bodies, and recovery then retries or
+    fails the jobs as for any lost worker, counting the attempt.
+    """
+    if held:
+        conn.execute(
+            _EXPIRE_LEASES,
+            {
+                "job_id": [h[0] for h in held],
+                "attempt": [h[1] for h in held],
+                "worker_id": worker_id,
+                "after": after,
+            },
+        )
 
 
 def _claim_params(

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from .. import conf
+from ..exceptions import ResultNotStorable
 from .leases import (
     _CLAIM,
     _CLAIM_SERIAL,
@@ -22,7 +23,8 @@ from .leases import (
     _claim_params,
     rate_wake_statement,
 )
-from .tables import CHANNEL, CURRENT, EVENT, JOB, PENDING, QUEUE, WAITING, WORKER
+from .storable import SMALLINT_MAX, json_refusal, storable_text
+from .tables import CHANNEL, CURRENT, EVENT, IN_PROGRESS, JOB, PENDING, QUEUE, STOPPED, WAITING, WORKER
 
 
 @dataclasses.dataclass(slots=True)
@@ -48,6 +50,70 @@ class Failure:
     final: bool = False  # fail for good whatever attempts are left (an HTTP 4xx)
     http_status: int | None = None
     uncounted: bool = False  # nothing was attempted: pending again, the attempt given back
+
+
+#: The error class of an attempt whose result PostgreSQL cannot store.
+RESULT_NOT_STORABLE = f"{ResultNotStorable.__module__}.{ResultNotStorable.__qualname__}"
+#: The length of the events' error_class column.
+_ERROR_CLASS_LENGTH = 255
+
+
+def storable(outcome: Success | Failure) -> Success | Failure:
+    """The outcome as PostgreSQL can store it, so that no attempt's outcome fails the write of its batch.
+
+    complete(), fail() and finish_and_claim() apply it to every outcome they
+    write; a caller that reports outcomes (signals, a response) applies it
+    first, to report what is written. A result jsonb would refuse (see
+    storable.json_refusal) makes the attempt a failure for good,
+    ResultNotStorable (its docstring says why for good). NUL and lone
+    surrogates in error texts are written as escapes, an error class is cut
+    to its column, an http_status that fits no smallint is left out, and a
+    back-off that is no number of seconds gives way to the queue's.
+    """
+    http_status = outcome.http_status
+    if http_status is not None and not 0 <= http_status <= SMALLINT_MAX:
+        http_status = None
+    if isinstance(outcome, Success):
+        why = None if outcome.result is None else json_refusal(outcome.result)
+        if why is not None:
+            return Failure(
+                job_id=outcome.job_id,
+                attempt=outcome.attempt,
+                error_class=RESULT_NOT_STORABLE,
+                error_message=f"the attempt's result cannot be stored: {why}",
+                traceback="",
+                duration=outcome.duration,
+                final=True,
+                http_status=http_status,
+            )
+        if http_status != outcome.http_status:
+            return dataclasses.replace(outcome, http_status=None)
+        return outcome
+    fields = {
+        "error_class": storable_text(outcome.error_class)[:_ERROR_CLASS_LENGTH],
+        "error_message": storable_text(outcome.error_message),
+        "traceback": storable_text(outcome.traceback),
+        "http_status": http_status,
+        "backoff": _seconds_or_none(outcome.backoff),
+        "backoff_max": _seconds_or_none(outcome.backoff_max),
+    }
+    if all(getattr(outcome, name) == value for name, value in fields.items()):
+        return outcome
+    return dataclasses.replace(outcome, **fields)
+
+
+def _seconds_or_none(seconds: float | None) -> float | None:
+    return seconds if seconds is not None and math.isfinite(seconds) else None
+
+
+def _split_unstorable(successes: Sequence[Success]) -> tuple[list[Success], list[Failure]]:
+    """The successes PostgreSQL can store as they are, and the failures the others become."""
+    kept: list[Success] = []
+    failed: list[Failure] = []
+    for success in successes:
+        outcome = storable(success)
+        (kept if isinstance(outcome, Success) else failed).append(outcome)
+    return kept, failed
 
 
 @dataclasses.dataclass(slots=True)
@@ -94,15 +160,16 @@ WITH d AS (
 ), done AS (
   UPDATE {JOB} j SET status = 'successful', result = lease.result::jsonb, finished_at = now(),
                      last_error = ''
-  FROM lease WHERE j.id = lease.job_id
+  FROM lease WHERE j.id = lease.job_id AND j.status = '{IN_PROGRESS}'
   RETURNING j.id, j.has_dependents
 ), settled AS (
   {_settle("done", "'successful'", "has_dependents")}
 ), event AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
                        error_message, traceback, http_status)
-  SELECT job_id, 'succeeded', attempt, %(worker_name)s, now(), duration, '', '', '', http_status
-  FROM lease
+  SELECT lease.job_id, CASE WHEN done.id IS NULL THEN '{STOPPED}' ELSE 'succeeded' END, lease.attempt,
+         %(worker_name)s, now(), lease.duration, '', '', '', lease.http_status
+  FROM lease LEFT JOIN done ON done.id = lease.job_id
 )
 SELECT id FROM done, (SELECT count(*) FROM settled) s
 """
@@ -132,9 +199,15 @@ _RESOLVE_FAILURES = f"""
     key = {_KEY_UNLESS_TAKEN},
     last_error = l.error_class || ': ' || l.error_message
   FROM lease l, {QUEUE} q
-  WHERE j.id = l.job_id AND q.id = j.queue_id
+  WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status = '{IN_PROGRESS}'
   RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
             l.error_message, l.traceback, l.http_status, j.has_dependents
+), stopped AS (
+  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
+                       error_message, traceback)
+  SELECT l.job_id, '{STOPPED}', l.attempt, l.worker_name, now(), l.duration, l.error_class,
+         l.error_message, l.traceback
+  FROM lease l WHERE l.job_id NOT IN (SELECT id FROM upd)
 ), settled AS (
   {_settle("upd", "status", "has_dependents AND status = 'failed'")}
 ), event AS (
@@ -168,18 +241,23 @@ WITH d AS (
 _RECOVER_EXPIRED = (
     f"""
 WITH expired AS (
-  SELECT c.id FROM {CURRENT} c WHERE c.lease_expires_at < now()
-  ORDER BY c.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+  SELECT c.id, w.name, w.last_heartbeat_at
+  FROM {CURRENT} c LEFT JOIN {WORKER} w ON w.id = c.worker_id
+  WHERE c.lease_expires_at < now()
+  ORDER BY c.id LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED
 ), lease AS (
-  DELETE FROM {CURRENT} c USING expired, {WORKER} w
-  WHERE c.id = expired.id AND w.id = c.worker_id
+  DELETE FROM {CURRENT} c USING expired e
+  WHERE c.id = e.id
   RETURNING c.job_id, c.attempt, 'WorkerLost'::text AS error_class,
-    'worker ' || w.name || ' stopped renewing its lease (last heartbeat '
-      || to_char(w.last_heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC)'
+    'worker ' || COALESCE(e.name, '#' || c.worker_id) || ' stopped renewing its lease ('
+      || COALESCE('last heartbeat ' || to_char(e.last_heartbeat_at AT TIME ZONE 'UTC',
+                                               'YYYY-MM-DD HH24:MI:SS') || ' UTC',
+                  'its registration is gone') || ')'
       AS error_message,
     ''::text AS traceback, extract(epoch FROM now() - c.started_at)::float8 AS duration,
     NULL::timestamptz AS retry_at, NULL::float8 AS backoff, NULL::float8 AS backoff_max,
-    false AS final, NULL::int AS http_status, false AS uncounted, w.name AS worker_name
+    false AS final, NULL::int AS http_status, false AS uncounted,
+    COALESCE(e.name, '#' || c.worker_id) AS worker_name
 )"""
     + _RESOLVE_FAILURES
 )
@@ -192,27 +270,40 @@ WITH d AS (
   WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
   RETURNING c.job_id, c.attempt, c.started_at
 ), upd AS (
-  UPDATE {JOB} j SET status = '{PENDING}', run_at = LEAST(j.run_at, now()),
+  UPDATE {JOB} j SET status = '{PENDING}',
+    run_at = CASE WHEN %(delay)s > 0 THEN now() + %(delay)s * interval '1 second'
+             ELSE LEAST(j.run_at, now()) END,
     attempts = GREATEST(j.attempts - 1, 0),
     key = {_KEY_UNLESS_TAKEN}
-  FROM lease WHERE j.id = lease.job_id
+  FROM lease WHERE j.id = lease.job_id AND j.status = '{IN_PROGRESS}'
   RETURNING j.id
 ), event AS (
   INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class, error_message,
                        traceback)
   SELECT job_id, 'released', attempt, %(worker_name)s, now(),
-         extract(epoch FROM now() - started_at)::float8, '',
-         'the worker stopped before the attempt finished', ''
+         extract(epoch FROM now() - started_at)::float8, '', %(message)s, ''
   FROM lease
 )
 SELECT id FROM upd
 """
 
 
-def release(conn: Any, *, worker_id: int, worker_name: str, held: Sequence[tuple[int, int]]) -> list[int]:
-    """Give back attempts a stopping worker will not finish: pending again now, the attempt not counted.
+def release(
+    conn: Any,
+    *,
+    worker_id: int,
+    worker_name: str,
+    held: Sequence[tuple[int, int]],
+    delay: float = 0.0,
+    message: str = "the worker stopped before the attempt finished",
+) -> list[int]:
+    """Give back attempts a stopping worker will not finish: pending again, the attempt not counted.
 
-    The job keeps its run_at, so it keeps its place in line (a serial queue runs it next).
+    The job keeps its run_at, so it keeps its place in line (a serial queue
+    runs it next). ``delay`` > 0 makes it runnable only that many seconds
+    from now instead: for an attempt whose thread had not stopped when its
+    process exits, so that the exit surely ends the body before the job can
+    start elsewhere.
     """
     if not held:
         return []
@@ -221,6 +312,8 @@ def release(conn: Any, *, worker_id: int, worker_name: str, held: Sequence[tuple
         "attempt": [h[1] for h in held],
         "worker_id": worker_id,
         "worker_name": worker_name,
+        "delay": delay,
+        "message": message,
     }
     return [r[0] for r in conn.execute(_RELEASE, params).fetchall()]
 
@@ -257,6 +350,7 @@ def _complete_params(worker_id: int, worker_name: str, successes: Sequence[Succe
 
 
 def _fail_params(worker_id: int, worker_name: str, failures: Sequence[Failure]) -> dict[str, Any]:
+    failures = [storable(f) for f in failures]
     return {
         "job_id": [f.job_id for f in failures],
         "attempt": [f.attempt for f in failures],
@@ -277,7 +371,13 @@ def _fail_params(worker_id: int, worker_name: str, failures: Sequence[Failure]) 
 
 
 def complete(conn: Any, *, worker_id: int, worker_name: str, successes: Sequence[Success]) -> set[int]:
-    """Record successful attempts; returns the ids whose lease still matched (the others were fenced)."""
+    """Record successful attempts; returns the ids whose lease still matched (the others were fenced).
+
+    A success whose result PostgreSQL cannot store is recorded as the failure
+    it becomes (see storable), and its id is not returned.
+    """
+    successes, unstorable = _split_unstorable(successes)
+    fail(conn, worker_id=worker_id, worker_name=worker_name, failures=unstorable)
     if not successes:
         return set()
     rows = conn.execute(_COMPLETE, _complete_params(worker_id, worker_name, successes)).fetchall()
@@ -312,8 +412,18 @@ def _one_round_trip(conn: Any) -> Iterator[None]:
     usual meaning.
     """
     if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        with conn.pipeline():
-            yield
+        try:
+            with conn.pipeline():
+                yield
+        except psycopg.Error:
+            # The server skipped what followed the error, including the preparation
+            # of statements psycopg now takes for prepared ("prepared statement
+            # _pg3_0 does not exist" on every later round trip). A transaction
+            # rolled back empties psycopg's cache and the server's alike.
+            if not (conn.closed or conn.broken):
+                with conn.transaction(force_rollback=True):
+                    pass
+            raise
     else:
         with conn.pipeline(), conn.transaction():
             yield
@@ -356,8 +466,11 @@ def finish_and_claim(
     nothing was claimed, to be safe). ``serial=False`` leaves out the claim of
     serial queues and groups; ``lock=False`` the lock of capped queues, which
     this claim then skips (see _LOCK_CAPPED_QUEUES). ``free`` is how many of
-    ``limit`` are idle slots (see _CLAIM_ROOM).
+    ``limit`` are idle slots (see _CLAIM_ROOM). A success whose result
+    PostgreSQL cannot store is written with the failures (see storable).
     """
+    successes, unstorable = _split_unstorable(successes)
+    failures = [*failures, *unstorable]
     failed = claimed = claimed_serial = wake = None
     freed = sorted(set(freed_queues))
     groups = sorted(set(freed_groups))

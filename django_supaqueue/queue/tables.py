@@ -33,6 +33,9 @@ SUCCESSFUL = Job.Status.SUCCESSFUL.value
 CANCELLED = Job.Status.CANCELLED.value
 IN_PROGRESS = Job.Status.IN_PROGRESS.value
 
+#: The event of an attempt that ended after its job was cancelled (its lease kept until then).
+STOPPED = JobEvent.Kind.STOPPED.value
+
 #: The conflict target of every job insert: the partial unique index of keys held by
 #: jobs not started yet (waiting or pending), which a new job with the same key meets.
 ON_PENDING_KEY = f"ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
-from .enqueue import ensure_queues
+from .. import conf
+from .enqueue import new_queue_settings
 from .rows import _defaults
 from .spec import check_max_attempts, check_priority, check_queue_name
 from .tables import JOB, PENDING, QUEUE
@@ -81,6 +83,10 @@ $supaqueue$
 
 _TABLES_EXIST = f"SELECT to_regclass('{JOB}') IS NOT NULL AND to_regclass('{QUEUE}') IS NOT NULL"
 
+# The trigger's queue, created as its migration runs, in the columns the queue table
+# has at that point of the migration plan (_create_queue fills in the two lists).
+_CREATE_QUEUE = f"INSERT INTO {QUEUE} ({{columns}}) VALUES ({{values}}) ON CONFLICT (name) DO NOTHING"
+
 
 @dataclasses.dataclass(frozen=True)
 class RowTrigger:
@@ -123,11 +129,14 @@ class RowTrigger:
         ]
 
 
-def install_row_trigger(cursor: Any, trigger: RowTrigger) -> None:
+def install_row_trigger(cursor: Any, trigger: RowTrigger, queue_columns: Collection[str]) -> None:
     """Create the trigger function (or replace it with this version) and the trigger's triggers.
 
     Runs on a Django cursor (a migration's schema editor); the queue the jobs go
-    to is created now, with its SUPAQUEUE['QUEUES'] settings.
+    to is created now, with its SUPAQUEUE['QUEUES'] settings, in ``queue_columns``:
+    the queue table's columns in the migration's state, which may be older than
+    the models. The function writes only columns that 0001 created, and every
+    column added since has a default, so it enqueues on every later schema too.
     """
     from psycopg import sql
 
@@ -140,7 +149,7 @@ def install_row_trigger(cursor: Any, trigger: RowTrigger) -> None:
             "(or a later supaqueue migration) to the dependencies of the migration that installs it."
         )
     arguments = trigger.arguments()
-    ensure_queues([trigger.queue], cursor)
+    _create_queue(cursor, trigger, queue_columns)
     cursor.execute(_CREATE_ROW_TRIGGER_FUNCTION)
     for event, name in zip(trigger.events, trigger.trigger_names(), strict=True):
         statement = sql.SQL(
@@ -155,6 +164,36 @@ def install_row_trigger(cursor: Any, trigger: RowTrigger) -> None:
             arguments=sql.SQL(", ").join(sql.Literal(a) for a in arguments),
         )
         cursor.execute(statement.as_string(cursor.cursor))
+
+
+def _create_queue(cursor: Any, trigger: RowTrigger, columns: Collection[str]) -> None:
+    """Create the trigger's queue unless it exists, with the settings ``columns`` can hold.
+
+    A migration that depends on supaqueue's 0001 may run before the supaqueue
+    migrations that add queue columns: Django orders a fresh database's plan so
+    when the app's label sorts first. A setting whose column is not there yet is
+    refused, not dropped: settings apply only when the row is created, so the
+    queue would never get it (a serial queue would run its jobs side by side).
+    """
+    from psycopg import sql
+
+    from ..exceptions import TriggerConfigError
+
+    configured = (conf.get("QUEUES") or {}).get(trigger.queue) or {}
+    settings = new_queue_settings(trigger.queue)
+    missing = [field for field in settings if field not in columns and configured.get(field) is not None]
+    if missing:
+        raise TriggerConfigError(
+            f"SUPAQUEUE['QUEUES'][{trigger.queue!r}] sets {', '.join(missing)}, which the queue table does "
+            "not have yet when this migration runs: add the latest supaqueue migration (manage.py "
+            f"showmigrations supaqueue) to the dependencies of the migration that installs {trigger.name!r}."
+        )
+    values = {"name": trigger.queue, **{f: v for f, v in settings.items() if f in columns}}
+    statement = sql.SQL(_CREATE_QUEUE).format(
+        columns=sql.SQL(", ").join(sql.Identifier(column) for column in values),
+        values=sql.SQL(", ").join(sql.Placeholder() for _ in values),
+    )
+    cursor.execute(statement.as_string(cursor.cursor), list(values.values()))
 
 
 def drop_row_trigger(cursor: Any, trigger: RowTrigger) -> None:

@@ -13,7 +13,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
+
+#: What a child sends when an attempt's body starts: the timeout counts from there.
+STARTED = "started"
 
 
 def _serve(settings_module: str, conn: Any) -> None:
@@ -29,6 +33,7 @@ def _serve(settings_module: str, conn: Any) -> None:
             job = conn.recv()
         except EOFError:
             return
+        conn.send(STARTED)
         conn.send(perform(job))
 
 
@@ -47,10 +52,16 @@ class ChildProcess:
         child_conn.close()
         self.killed = False
 
-    def run(self, job: Any) -> Any:
-        """Send ``job`` and wait for its outcome; raises EOFError if the child died."""
+    def run(self, job: Any, body_started: Callable[[], None]) -> Any:
+        """Send ``job`` and wait for its outcome; raises EOFError if the child died.
+
+        ``body_started`` is called when the child begins the attempt, after
+        any start-up (a new child sets Django up first).
+        """
         self._conn.send(job)
-        return self._conn.recv()
+        while (message := self._conn.recv()) == STARTED:
+            body_started()
+        return message
 
     def kill(self) -> None:
         self.killed = True

@@ -1,10 +1,11 @@
 """Run claimed jobs on a pool of threads and report each outcome.
 
-A slot whose attempt must stop (timeout, cancel, shutdown) is abandoned. In
-threads mode its thread gets a JobTimeout raised at its next Python
-instruction and exits once it unwinds, while a fresh thread takes the slot at
-once, so a stuck task never shrinks the pool. In processes mode the attempt
-runs in the slot's child process, which is killed.
+An attempt that must stop (timeout, cancel, shutdown) is interrupted by its
+own execution mode: in threads mode its thread gets an AttemptInterrupted
+raised at its next Python instruction; in processes mode the child running it
+is killed. Either way the slot stays busy, and ``on_done`` reports the
+attempt, only once its body has really stopped: the runtime keeps the job's
+lease until then, so the job can never start again while a body still runs.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 from django.db import close_old_connections, connections
 
 from .. import context, tracing
-from ..exceptions import JobTimeout
-from ..queue import ClaimedJob, Failure, Success
+from ..exceptions import AttemptInterrupted
+from ..queue import ClaimedJob, Failure, Success, storable
 from ..tasks import get_task
 from .child import ChildProcess
 
@@ -36,7 +37,9 @@ def perform(job: ClaimedJob) -> Outcome:
     """Run one attempt on a job thread, then let Django drop connections the task left unusable."""
     try:
         with tracing.attempt_span(job) as span:
-            outcome = run_attempt(job)
+            # As it will be written: a result PostgreSQL refuses is a failure, and
+            # the signals, metrics and span must say so too.
+            outcome = storable(run_attempt(job))
             tracing.record_outcome(span, outcome)
             return outcome
     finally:
@@ -141,9 +144,9 @@ class Executor:
         self._lock = threading.Lock()
         self._slots: set[_Slot] = set()
         self._current: dict[tuple[int, int], _Slot] = {}  # (job id, attempt) -> slot running it
-        self._started: dict[tuple[int, int], float] = {}  # -> time.monotonic() its attempt began
+        self._started: dict[tuple[int, int], float] = {}  # -> time.monotonic() its body began
         # Jobs claimed ahead (prefetched) wait in _jobs for a free slot; one
-        # abandoned while it waits is skipped when a slot takes it.
+        # interrupted while it waits is skipped when a slot takes it.
         self._queued: set[tuple[int, int]] = set()
         self._skipped: set[tuple[int, int]] = set()
         self._closing = False
@@ -156,34 +159,39 @@ class Executor:
         self._jobs.put(job)
 
     def started_at(self, job: ClaimedJob) -> float | None:
-        """When a slot began the attempt (time.monotonic()), or None while it waits for a slot."""
+        """When the attempt's body began (time.monotonic()), or None while it waits for a slot.
+
+        In processes mode the body begins when the child reports it, not when
+        the job is sent: a fresh child's start-up never counts against a timeout.
+        """
         return self._started.get((job.id, job.attempt))
 
-    def abandon(self, job: ClaimedJob) -> bool:
-        """Stop ``job`` now: kill its child process, or interrupt its thread and replace it.
+    def interrupt(self, job: ClaimedJob, exc: type[AttemptInterrupted]) -> bool:
+        """Stop ``job``'s attempt by its own mode; False if it had not started (it never will).
 
-        A job still waiting for a slot is simply never started.
+        True means the attempt is stopping: ``on_done`` reports it once its
+        body has ended (at once in processes mode, where the child is killed;
+        at the thread's next Python instruction in threads mode, which a call
+        blocked in C can delay). An attempt is interrupted at most once.
         """
         key = (job.id, job.attempt)
         with self._lock:
             if key in self._queued:
                 self._queued.discard(key)
                 self._skipped.add(key)
-                return True
-            slot = self._current.pop(key, None)
-            self._started.pop(key, None)
-            if slot is None:
                 return False
-            if slot.child is None:
-                self._slots.discard(slot)
-        if slot.child is not None:
-            slot.child.kill()
-            return True
-        slot.abandoned = True
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(slot.thread.ident), ctypes.py_object(JobTimeout)
-        )
-        self._spawn()
+            slot = self._current.get(key)
+            if slot is None or slot.interrupted:
+                return True  # already finishing: its outcome is on its way
+            slot.interrupted = True
+            if job.execution_mode != "processes":
+                # Under the lock: the slot cannot leave this attempt's body meanwhile
+                # (see _leave_body), so the exception can only land in this attempt.
+                _raise_in_thread(slot.thread, exc)
+                return True
+            child = slot.child
+        if child is not None:
+            child.kill()
         return True
 
     def shutdown(self, wait: bool = True) -> None:
@@ -208,7 +216,7 @@ class Executor:
 
     def _run(self, slot: _Slot) -> None:
         try:
-            while not slot.abandoned:
+            while True:
                 job = self._jobs.get()
                 if job is None:
                     break
@@ -219,14 +227,19 @@ class Executor:
                         self._skipped.discard(key)
                         continue
                     self._current[key] = slot
-                    self._started[key] = time.monotonic()
-                outcome = self._perform(slot, job)
-                with self._lock:
-                    self._current.pop(key, None)
-                    self._started.pop(key, None)
+                    slot.interrupted = False
+                    if job.execution_mode != "processes":
+                        self._started[key] = time.monotonic()
+                started = time.monotonic()
+                outcome: Outcome | None = None
+                try:
+                    outcome = self._perform(slot, job)
+                    self._leave_body(key)
+                except AttemptInterrupted as exc:  # landed outside the task's own code
+                    if outcome is None:
+                        outcome = _interrupted(job, exc, time.monotonic() - started)
+                    self._leave_body(key)
                 self.on_done(job, outcome)
-        except JobTimeout:
-            pass  # the interruption landed after the job finished; this thread was replaced anyway
         finally:
             if slot.child is not None:
                 slot.child.close()
@@ -234,14 +247,45 @@ class Executor:
             # otherwise stay open until garbage collection.
             connections.close_all()
 
+    def _leave_body(self, key: tuple[int, int]) -> None:
+        """Mark the attempt ended, so that no interrupt can be raised for it any more.
+
+        interrupt() raises only while the attempt is current, holding the lock;
+        once it is not, a raise that was sent but has not landed yet is cleared.
+        One that lands on the way is caught here, and the steps are repeated.
+        """
+        while True:
+            try:
+                with self._lock:
+                    self._current.pop(key, None)
+                    self._started.pop(key, None)
+                _raise_in_thread(threading.current_thread(), None)
+                return
+            except AttemptInterrupted:
+                continue
+
     def _perform(self, slot: _Slot, job: ClaimedJob) -> Outcome:
         if job.execution_mode != "processes":
             return perform(job)
         if slot.child is None:
             slot.child = ChildProcess()
+        key = (job.id, job.attempt)
+        with self._lock:
+            interrupted = slot.interrupted
+        if interrupted:  # while its child started: the job is never sent
+            if slot.child.killed:
+                slot.child.close()
+                slot.child = None
+            return _interrupted(job, None, 0.0)
+
+        def body_started() -> None:
+            with self._lock:
+                if key in self._current:
+                    self._started[key] = time.monotonic()
+
         started = time.monotonic()
         try:
-            return slot.child.run(job)
+            return slot.child.run(job, body_started)
         except (EOFError, OSError):
             child = slot.child
             child.close()
@@ -258,10 +302,29 @@ class Executor:
             )
 
 
+def _raise_in_thread(thread: threading.Thread, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in ``thread`` at its next Python instruction; None clears one not yet raised."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+def _interrupted(job: ClaimedJob, exc: BaseException | None, duration: float) -> Failure:
+    """The outcome of an attempt stopped before its task could report one (the runtime says why)."""
+    return Failure(
+        job_id=job.id,
+        attempt=job.attempt,
+        error_class=_qualname(exc) if exc is not None else "django_supaqueue.exceptions.AttemptInterrupted",
+        error_message="the attempt was interrupted",
+        traceback="",
+        duration=duration,
+    )
+
+
 class _Slot:
-    __slots__ = ("thread", "abandoned", "child")
+    __slots__ = ("thread", "interrupted", "child")
 
     def __init__(self) -> None:
         self.thread: threading.Thread
-        self.abandoned = False
+        self.interrupted = False  # its current attempt was interrupted (once is enough)
         self.child: ChildProcess | None = None

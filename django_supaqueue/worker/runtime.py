@@ -28,6 +28,7 @@ from django.db import DatabaseError, connections
 
 from .. import conf, lifecycle, scheduling
 from .. import queue as q
+from ..exceptions import AttemptInterrupted, JobCancelled, JobTimeout, LeaseLost, WorkerStopping
 from ..handlers import http as _http  # noqa: F401  imported up front: a first HTTP call pays no import
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task, registered_tasks
@@ -46,10 +47,29 @@ _RETRYABLE = (
 )
 
 
+#: Why an attempt is interrupted, and what its thread gets raised.
+_INTERRUPTS: dict[str, type[AttemptInterrupted]] = {
+    "timeout": JobTimeout,
+    "cancel": JobCancelled,
+    "release": WorkerStopping,
+    "lost": LeaseLost,
+}
+
+#: Seconds a stopping worker waits for the attempts it interrupts to end, before
+#: it leaves the rest behind (their threads are blocked in C, say) and exits.
+_STOP_WAIT = 1.0
+
+#: Seconds before a job whose thread was left behind by an exiting worker may
+#: run again: the process exits right after writing that, ending the thread well before.
+_LEFT_BEHIND_DELAY = 2.0
+
+
 @dataclass
 class _Running:
     job: ClaimedJob
-    timeout: float | None  # counted from when a slot starts it (executor.started_at)
+    timeout: float | None  # counted from when its body starts (executor.started_at)
+    reason: str | None = None  # why it was interrupted (a key of _INTERRUPTS); None: it runs on
+    interrupted_at: float = 0.0  # time.monotonic() of the interrupt
 
 
 class Worker:
@@ -83,6 +103,14 @@ class Worker:
         self.metrics_port = metrics_port
         self.worker_id: int | None = None
         self.stopping = False
+        self.interrupt_grace = float(conf.get("INTERRUPT_GRACE"))
+        #: 1 when the process must be replaced (an attempt would not stop); the command's exit status.
+        self.exit_code = 0
+        #: Attempts still running when the worker stopped (threads that would not stop):
+        #: the process must exit to end them (run_workers does).
+        self.left_behind: list[_Running] = []
+        self._stop_deadline: float | None = None  # set when a stopping worker interrupts what runs
+        self._released: list[tuple[int, int]] = []  # attempts given back whose bodies have stopped
         self.slots = self.concurrency  # this lane's share of the slots (see lanes.py)
         self._processed = 0
 
@@ -166,7 +194,9 @@ class Worker:
             if listener is not None:
                 listener.stop()
             executor.shutdown(wait=False)
-            self._close()
+            for lane in self._lanes.others(self):
+                self.left_behind += lane.left_behind
+            self._close(final=True)
             self._wake.close()
             if threading.current_thread() is not threading.main_thread():
                 # Schedules fire on this thread's Django connection; a thread's
@@ -174,21 +204,22 @@ class Worker:
                 connections.close_all()
         logger.info("worker %s stopped after %s jobs", self.name, self.processed)
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
         """Stop claiming and let running jobs finish within SHUTDOWN_GRACE; called again, stop now.
 
-        Whatever still runs when the grace period ends is released: pending
-        again at once, rather than waiting for its lease to expire.
+        Whatever still runs when the grace period ends is interrupted and,
+        once its body has stopped, released: pending again at once, rather
+        than waiting for its lease to expire.
         """
-        if self.stopping:
+        if self.stopping or now:
             self._grace_deadline = time.monotonic()
         else:
-            self.stopping = True
             self._grace_deadline = time.monotonic() + float(conf.get("SHUTDOWN_GRACE"))
+        self.stopping = True
         self._wake.set()
         if not self._is_lane:
             for lane in self._lanes.others(self):
-                lane.stop()
+                lane.stop(now=now)
 
     @property
     def processed(self) -> int:
@@ -232,6 +263,7 @@ class Worker:
                 connections.close_all()
         except BaseException:
             logger.exception("worker %s: a claim lane failed; stopping the worker", self.name)
+            self._lanes.members[0].exit_code = 1
             self._lanes.members[0].stop()
 
     def _queues_to_create(self) -> set[str]:
@@ -301,8 +333,14 @@ class Worker:
             self._collect_outcomes()
             self._apply_cancellations(executor)
             if self.stopping and (not self._running or time.monotonic() >= self._grace_deadline):
-                self._release_running(executor)
-                return
+                if self._stop_deadline is None:
+                    self._stop_deadline = time.monotonic() + _STOP_WAIT
+                    for key, r in list(self._running.items()):
+                        self._interrupt(executor, key, r, "release")
+                    self._collect_outcomes()
+                if not self._running or time.monotonic() >= self._stop_deadline:
+                    self._release_running()
+                    return
             if not self.stopping and time.monotonic() >= self._next_fire:
                 self._fire_schedules()
                 self._next_fire = time.monotonic() + self.schedule_interval
@@ -325,7 +363,7 @@ class Worker:
                     if len(claimed) == limit:
                         self._lanes.wake_others(self)
                     self._dispatch(executor, claimed)
-                    if self.burst and not claimed and not self._running and not self._done:
+                    if self.burst and not (claimed or self._running or self._done or self._unflushed):
                         return
             self._enforce_timeouts(executor)
             if time.monotonic() >= next_beat:
@@ -333,6 +371,7 @@ class Worker:
                 next_beat = time.monotonic() + self.heartbeat_interval
             if (
                 self._done
+                or self._unflushed
                 or self._notify_seq != seen_seq
                 or (self._wanted and not self.stopping and len(self._running) < self._capacity())
             ):
@@ -347,8 +386,8 @@ class Worker:
             return
         try:
             self._notifications.drain(self._conn)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._reconnect(exc)
+        except psycopg.Error as exc:
+            self._on_database_error(exc)
 
     def _sleep_time(self, next_poll: float, next_beat: float) -> float:
         now = time.monotonic()
@@ -358,58 +397,116 @@ class Worker:
         if next_due != math.inf:
             wake_at = min(wake_at, now + max(0.0, next_due - time.time()))
         for r in self._running.values():
-            wake_at = min(wake_at, self._deadline(r))
+            if r.reason is None:
+                wake_at = min(wake_at, self._deadline(r))
+            else:
+                wake_at = min(wake_at, r.interrupted_at + self.interrupt_grace)
         wake_at = min(wake_at, self._grace_deadline)
+        if self._stop_deadline is not None:
+            wake_at = min(wake_at, self._stop_deadline)
         return max(0.0, wake_at - now)
 
     def _collect_outcomes(self) -> None:
         while self._done:
             job, outcome = self._done.popleft()
-            if self._running.pop((job.id, job.attempt), None) is None:
-                continue  # a timed-out attempt finishing late: already recorded, fenced anyway
-            if job.capped:
-                self._freed_capped.add(job.queue)
-                self._wanted = True
-            if job.serial_group is not None:
-                self._freed_groups.add(job.serial_group)
+            key = (job.id, job.attempt)
+            r = self._running.get(key)
+            if r is None:
+                continue
+            if r.reason is not None:
+                self._stopped(key, r, outcome)
+                continue
+            del self._running[key]
+            self._free(job)
             d = self._typical_duration
             self._typical_duration = outcome.duration if d is None else 0.8 * d + 0.2 * outcome.duration
-            self._unflushed.append(outcome)
-            self._outcome_jobs[(job.id, job.attempt)] = job
-            self._processed += 1
+            self._record(job, outcome)
+
+    def _free(self, job: ClaimedJob) -> None:
+        """The attempt's body has ended: wake the workers its cap, serial queue or group held back."""
+        if job.capped:
+            self._freed_capped.add(job.queue)
+            self._wanted = True
+        if job.serial_group is not None:
+            self._freed_groups.add(job.serial_group)
+
+    def _record(self, job: ClaimedJob, outcome: Outcome) -> None:
+        self._unflushed.append(outcome)
+        self._outcome_jobs[(job.id, job.attempt)] = job
+        self._processed += 1
+
+    def _interrupt(self, executor: Executor, key: tuple[int, int], r: _Running, reason: str) -> None:
+        """Stop an attempt; its job keeps its lease (renewed, the slot busy) until the body has ended."""
+        if r.reason is not None:
+            return  # interrupted already: one interrupt, and the first reason, is what counts
+        r.reason = reason
+        r.interrupted_at = time.monotonic()
+        if not executor.interrupt(r.job, _INTERRUPTS[reason]):
+            self._stopped(key, r, None)  # it had not started: it never will
+
+    def _stopped(self, key: tuple[int, int], r: _Running, outcome: Outcome | None) -> None:
+        """Record an interrupted attempt whose body has ended (``outcome``: what it reported, if it ran)."""
+        del self._running[key]
+        self._free(r.job)
+        job = r.job
+        late = time.monotonic() - r.interrupted_at
+        ran = outcome.duration if outcome is not None else 0.0
+        if r.reason == "timeout":
+            logger.warning(
+                "job %s (%s) attempt %s stopped %.1fs after its timeout",
+                job.id,
+                job.task_name,
+                job.attempt,
+                late,
+            )
+            message = f"attempt ran past its timeout of {r.timeout}s; it stopped {late:.1f}s later"
+            self._record(job, _interrupted(job, JobTimeout, message, ran))
+        elif r.reason == "cancel":
+            message = f"the attempt stopped {late:.1f}s after its job was cancelled"
+            self._record(job, _interrupted(job, JobCancelled, message, ran, final=True))
+        elif r.reason == "release":
+            if isinstance(outcome, Success):
+                self._record(job, outcome)  # it finished as the interrupt came
+            else:
+                self._released.append(key)
+        # "lost": its lease is gone, so there is nothing to write (any write would be fenced).
 
     def _apply_cancellations(self, executor: Executor) -> None:
-        """Stop attempts cancelled in the database (their lease and status are already written)."""
+        """Stop attempts cancelled in the database (the job's status is already written)."""
         while self._cancelled:
-            r = self._running.pop(self._cancelled.popleft(), None)
+            key = self._cancelled.popleft()
+            r = self._running.get(key)
             if r is not None:
-                executor.abandon(r.job)
                 logger.info("job %s (%s) attempt %s cancelled", r.job.id, r.job.task_name, r.job.attempt)
-                if r.job.capped:  # its cap, serial queue or group has room: wake their workers
-                    self._freed_capped.add(r.job.queue)
-                    self._wanted = True
-                if r.job.serial_group is not None:
-                    self._freed_groups.add(r.job.serial_group)
+                self._interrupt(executor, key, r, "cancel")
 
-    def _release_running(self, executor: Executor) -> None:
-        """Record what finished, give back what did not, and stop the attempts given back."""
-        held = [(r.job.id, r.job.attempt) for r in self._running.values()]
+    def _release_running(self) -> None:
+        """Record what finished, give back what stopped, and leave behind what would not stop.
+
+        Attempts still running here are in threads that did not stop within
+        _STOP_WAIT (or INTERRUPT_GRACE): they keep their leases, and the
+        registered worker hands them over as the process exits (see _close).
+        """
         while True:
+            self._flush(claim=False)
+            if self._unflushed:  # the database refused it for now
+                self._heartbeat()
+                continue
             try:
-                self._flush(claim=False)
                 with self._conn.transaction():
                     released = q.release(
-                        self._conn, worker_id=self.worker_id, worker_name=self.name, held=held
+                        self._conn, worker_id=self.worker_id, worker_name=self.name, held=self._released
                     )
                 break
             except _RETRYABLE:
                 continue
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self._reconnect(exc)
-        for r in self._running.values():
-            executor.abandon(r.job)
+            except psycopg.Error as exc:
+                self._on_database_error(exc)
+                self._heartbeat()
         if released:
             logger.warning("worker %s released %s unfinished jobs: %s", self.name, len(released), released)
+        self._released.clear()
+        self.left_behind = list(self._running.values())
         self._running.clear()
 
     def _dispatch(self, executor: Executor, claimed: list[ClaimedJob]) -> None:
@@ -447,30 +544,43 @@ class Worker:
         return (self._executor.started_at(r.job) or time.monotonic()) + r.timeout
 
     def _enforce_timeouts(self, executor: Executor) -> None:
+        """Interrupt attempts past their timeout; give up on the process if one will not stop."""
         now = time.monotonic()
         for key, r in list(self._running.items()):
-            if self._deadline(r) > now:
-                continue
-            started = executor.started_at(r.job) or now
-            del self._running[key]
-            executor.abandon(r.job)
-            self._outcome_jobs[key] = r.job
-            self._unflushed.append(
-                Failure(
-                    job_id=r.job.id,
-                    attempt=r.job.attempt,
-                    error_class="django_supaqueue.exceptions.JobTimeout",
-                    error_message=f"attempt ran past its timeout of {r.timeout}s",
-                    traceback="",
-                    duration=now - started,
+            if r.reason is None:
+                if self._deadline(r) <= now:
+                    logger.warning(
+                        "job %s (%s) attempt %s timed out; interrupting it",
+                        r.job.id,
+                        r.job.task_name,
+                        r.job.attempt,
+                    )
+                    self._interrupt(executor, key, r, "timeout")
+                    self._wake.set()
+            elif now - r.interrupted_at >= self.interrupt_grace and not self.stopping:
+                logger.error(
+                    "worker %s: job %s (%s) attempt %s has not stopped %.0fs after it was interrupted "
+                    "(%s); the process stops claiming, releases what it can and exits, which ends it",
+                    self.name,
+                    r.job.id,
+                    r.job.task_name,
+                    r.job.attempt,
+                    now - r.interrupted_at,
+                    r.reason,
                 )
-            )
-            logger.warning("job %s (%s) attempt %s timed out", r.job.id, r.job.task_name, r.job.attempt)
-            self._wake.set()
+                main = self._lanes.members[0]
+                main.exit_code = 1
+                main.stop(now=True)
 
     # -- database ------------------------------------------------------------
     def _flush(self, *, claim: bool, limit: int = 0) -> list[ClaimedJob]:
-        """Record finished attempts and claim new jobs in one transaction."""
+        """Record finished attempts and claim new jobs in one transaction.
+
+        If it fails (other than by a conflict worth retrying at once), the
+        outcomes stay unflushed for the next turn of the loop, which keeps
+        heartbeating meanwhile: a lock held for longer than a lease must not
+        make this worker's own leases expire.
+        """
         if not claim and not self._unflushed:
             return []
         successes = [o for o in self._unflushed if isinstance(o, Success)]
@@ -496,8 +606,10 @@ class Worker:
                 break
             except _RETRYABLE:
                 continue
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                self._reconnect(exc)
+            except psycopg.Error as exc:
+                self._on_database_error(exc)
+                self._wanted = True
+                return []
         self._unflushed.clear()
         self._freed_capped.clear()
         self._freed_groups.clear()
@@ -560,21 +672,36 @@ class Worker:
             self.stop()
         try:
             held = [(r.job.id, r.job.attempt) for r in self._running.values()]
-            alive = q.heartbeat(self._conn, self.worker_id, self.lease, held)
+            # Attempts that ended but are not written yet (the database refused the
+            # write for now) still hold their leases: they are renewed too.
+            waiting = [(o.job_id, o.attempt) for o in self._unflushed] + self._released
+            beat = q.heartbeat(self._conn, self.worker_id, self.lease, held + waiting)
+            for key in set(held) - beat.renewed:
+                r = self._running.get(key)
+                if r is not None and r.reason is None:
+                    logger.error(
+                        "worker %s lost the lease of job %s attempt %s (it could not renew it in time); "
+                        "interrupting it, since the job may run elsewhere",
+                        self.name,
+                        *key,
+                    )
+                    self._interrupt(self._executor, key, r, "lost")
             if self._is_lane:
                 return  # the registered lane keeps the row and does the chores
-            if not alive:
-                logger.error("worker %s was presumed dead by another worker; registering again", self.name)
-                self.worker_id = q.register_worker(
+            if not beat.registered:
+                logger.error(
+                    "worker %s found its registration removed (it was silent too long); registering again",
+                    self.name,
+                )
+                q.register_worker(
                     self._conn,
-                    name=f"{self.name}:{uuid.uuid4().hex[:4]}",
+                    name=self.name,
                     host=self.host,
                     pid=os.getpid(),
                     queues=self.queues,
                     concurrency=self.concurrency,
+                    worker_id=self.worker_id,
                 )
-                for lane in self._lanes.others(self):
-                    lane.worker_id = self.worker_id
             recovered = q.recover_expired(self._conn, stale_after=self.lease * 2)
             if recovered:
                 self._wanted = True
@@ -589,8 +716,8 @@ class Worker:
                     cancelled_hours=conf.get("RETAIN_CANCELLED_HOURS"),
                     batch=int(conf.get("PRUNE_BATCH")),
                 )
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._reconnect(exc)
+        except psycopg.Error as exc:
+            self._on_database_error(exc)
 
     def _connect_with_retry(self) -> psycopg.Connection:
         delay = 0.5
@@ -613,6 +740,23 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _on_database_error(self, exc: psycopg.Error) -> None:
+        """Reconnect if the connection died; otherwise (a cancelled statement, a lock or statement
+        timeout) the transaction was rolled back and the caller tries again, on the same connection
+        and under the same registration: the worker has not died, and its leases are still its own.
+        """
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self._reconnect(exc)
+            return
+        logger.warning(
+            "worker %s: a statement failed (%s: %s); trying again",
+            self.name,
+            type(exc).__name__,
+            str(exc).strip(),
+        )
+        time.sleep(0.5)
+
     def _reconnect(self, exc: Exception) -> None:
         logger.warning("worker %s lost its database connection (%s); reconnecting", self.name, exc)
         self._close()
@@ -621,17 +765,65 @@ class Worker:
         if self._listens:
             self._lanes.wake_all()  # notifications sent while it was away are lost
 
-    def _close(self) -> None:
+    def _close(self, *, final: bool = False) -> None:
+        """Close the claim connection; ``final``: the worker is done, so it also hands over what
+        it leaves behind and removes its registration (never before: its leases point at it).
+        """
         if self._conn is None:
             return
         try:
-            if self.worker_id is not None and not self._running and not self._is_lane:
-                q.unregister_worker(self._conn, self.worker_id)
-        except psycopg.Error:
-            pass
+            if final and not self._is_lane and self.worker_id is not None:
+                with self._conn.transaction():
+                    self._leave_behind()
+                    q.unregister_worker(self._conn, self.worker_id)
+        except psycopg.Error as exc:
+            logger.warning("worker %s could not unregister (%s)", self.name, exc)
         finally:
             self._conn.close()
             self._conn = None
+
+    def _leave_behind(self) -> None:
+        """Hand over the attempts whose threads would not stop; the process exits right after.
+
+        A job given back by a stopping worker is released, runnable again
+        after _LEFT_BEHIND_DELAY; a timed-out or cancelled one keeps its lease
+        until then, and recovery then counts the attempt as lost.
+        """
+        if not self.left_behind:
+            return
+        released = [(r.job.id, r.job.attempt) for r in self.left_behind if r.reason in (None, "release")]
+        others = [(r.job.id, r.job.attempt) for r in self.left_behind if r.reason not in (None, "release")]
+        q.release(
+            self._conn,
+            worker_id=self.worker_id,
+            worker_name=self.name,
+            held=released,
+            delay=_LEFT_BEHIND_DELAY,
+            message="the worker stopped before the attempt finished; its thread would not stop, "
+            "so the worker process exited to end it",
+        )
+        q.expire_leases(self._conn, worker_id=self.worker_id, held=others, after=_LEFT_BEHIND_DELAY)
+        logger.error(
+            "worker %s exits with %s attempts whose threads would not stop: %s",
+            self.name,
+            len(self.left_behind),
+            [(r.job.id, r.job.attempt) for r in self.left_behind],
+        )
+
+
+def _interrupted(
+    job: ClaimedJob, exc: type[AttemptInterrupted], message: str, duration: float, final: bool = False
+) -> Failure:
+    """The failure recorded for an interrupted attempt once its body has stopped."""
+    return Failure(
+        job_id=job.id,
+        attempt=job.attempt,
+        error_class=f"{exc.__module__}.{exc.__qualname__}",
+        error_message=message,
+        traceback="",
+        duration=duration,
+        final=final,
+    )
 
 
 def _describe(job: ClaimedJob) -> dict[str, object]:

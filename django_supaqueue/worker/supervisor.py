@@ -27,9 +27,23 @@ def run_workers(*, processes: int = 1, **worker_options: Any) -> int:
     if processes <= 1:
         from .runtime import Worker
 
-        Worker(**worker_options).run()
-        return 0
+        worker = Worker(**worker_options)
+        worker.run()
+        _exit_if_left_behind(worker)
+        return worker.exit_code
     return _Supervisor(processes, worker_options).run()
+
+
+def _exit_if_left_behind(worker: Any) -> None:
+    """End the process now if job threads would not stop: only its exit ends them.
+
+    The worker has handed their jobs over on the understanding that the
+    process exits at once (see Worker._leave_behind); a normal interpreter
+    shutdown could let such a thread run on for a while.
+    """
+    if worker.left_behind:
+        logging.shutdown()
+        os._exit(worker.exit_code)
 
 
 def _child_main(settings_module: str, worker_options: dict[str, Any], parent_pid: int) -> None:
@@ -40,7 +54,11 @@ def _child_main(settings_module: str, worker_options: dict[str, Any], parent_pid
     django.setup()
     from .runtime import Worker  # only now: models need the app registry
 
-    Worker(**worker_options, parent_pid=parent_pid).run()
+    worker = Worker(**worker_options, parent_pid=parent_pid)
+    worker.run()
+    _exit_if_left_behind(worker)
+    if worker.exit_code:
+        raise SystemExit(worker.exit_code)
 
 
 class _Supervisor:

@@ -20,7 +20,7 @@ from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from django_supaqueue import conf
+from django_supaqueue.handlers import secrets
 
 #: The entry of SUPAQUEUE["HTTP_SECRETS"] that the webhook queue names and this view checks.
 SECRET_ALIAS = "demo-webhook"
@@ -53,8 +53,11 @@ def _refusal(request: HttpRequest) -> JsonResponse | None:
     sent = request.headers.get(SECRET_HEADER)
     if not sent:
         return JsonResponse({"error": f"missing {SECRET_HEADER} header"}, status=401)
-    expected = (conf.get("HTTP_SECRETS") or {}).get(SECRET_ALIAS)
-    if not expected or not constant_time_compare(sent, str(expected)):
+    try:
+        expected = secrets.get(SECRET_ALIAS).value
+    except LookupError:
+        expected = ""
+    if not expected or not constant_time_compare(sent, expected):
         return JsonResponse({"error": f"wrong {SECRET_HEADER}"}, status=403)
     return None
 

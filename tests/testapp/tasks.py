@@ -188,3 +188,76 @@ def census(n, seconds=0.0):
             _census["running"] -= 1
             _census["most_leased"] = max(_census["most_leased"], leased)
     return leased
+
+
+# Outcomes PostgreSQL cannot store as they are (tests/test_unstorable.py).
+
+
+@task(max_attempts=1)
+def returns_nul():
+    return "a\x00b"
+
+
+@task(max_attempts=1)
+def raises_nul():
+    raise ValueError("x\x00y")
+
+
+@task(max_attempts=1)
+def returns_lone_surrogate():
+    return "\ud800"
+
+
+# Interrupted attempts (tests/test_interrupts.py): each run is one Execution row, written
+# when the body starts; ``ended`` is written in ``finally``, so even an interrupted body
+# records when it really stopped.
+
+
+def _run_recorded(label, n, body):
+    run = Execution.objects.create(label=label, n=n, pid=os.getpid(), started=time.time())
+    try:
+        return body()
+    finally:
+        Execution.objects.filter(pk=run.pk).update(ended=time.time())
+
+
+@task
+def nap(n, seconds, label="nap"):
+    """Sleeps in short naps: an interrupt lands within 10 ms. Returns only if never interrupted."""
+
+    def body():
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "finished"
+
+    return _run_recorded(label, n, body)
+
+
+@task(timeout=1, max_attempts=2)
+def blocked_past_timeout(n, seconds=4):
+    """Blocked in C (one time.sleep) past its 1 s timeout: an interrupt lands only when it returns."""
+    return _run_recorded("blocked", n, lambda: time.sleep(seconds))
+
+
+@task(timeout=0.5, max_attempts=1)
+def swallows_everything(n):
+    """Catches every Exception around a pure-Python loop, as careless task code does."""
+
+    def body():
+        deadline = time.monotonic() + 3
+        swallowed = 0
+        while time.monotonic() < deadline:
+            try:
+                sum(range(1000))
+            except Exception:  # noqa: BLE001  the point of the task
+                swallowed += 1
+        return swallowed
+
+    return _run_recorded("swallows", n, body)
+
+
+@task
+def sleeps(n, seconds, label="sleeps"):
+    """Blocked in C (one time.sleep) for ``seconds``: an interrupt lands only when the sleep returns."""
+    return _run_recorded(label, n, lambda: time.sleep(seconds))

@@ -1,0 +1,6 @@
+from django_supaqueue import task
+
+
+@task
+def status_changed(number: str, status: str) -> None:
+    """The README's trigger task; the tests only look at the jobs it gets."""
