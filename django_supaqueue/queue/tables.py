@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import conf
+from ..constants import CANCEL_CHANNEL, CHANNEL  # noqa: F401  (the queue's vocabulary)
 from ..models import (
     CurrentJob,
     Job,
@@ -21,10 +22,6 @@ DEPENDENCY = JobDependency._meta.db_table
 WORKER = Worker._meta.db_table
 CALL = QueueCall._meta.db_table
 
-#: The channel the insert trigger (migration 0002) notifies and workers LISTEN on.
-CHANNEL = "supaqueue"
-#: Cancellations of running attempts are announced here as "<job id> <attempt>".
-CANCEL_CHANNEL = "supaqueue_cancel"
 
 PENDING = Job.Status.PENDING.value
 WAITING = Job.Status.WAITING.value
