@@ -26,8 +26,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import cancel, enqueue, enqueue_many
-    from .handlers.http import enqueue_http
+    from .api import cancel, enqueue, enqueue_http, enqueue_many
     from .pipelines import Pipeline, dependency_results
     from .tasks import task
 
@@ -37,15 +36,11 @@ def __getattr__(name: str) -> Any:
         from .tasks import task
 
         return task
-    if name == "enqueue_http":
-        from .handlers.http import enqueue_http
-
-        return enqueue_http
     if name in ("Pipeline", "dependency_results"):
         from . import pipelines
 
         return getattr(pipelines, name)
-    if name in ("enqueue", "enqueue_many", "cancel"):
+    if name in ("enqueue", "enqueue_many", "enqueue_http", "cancel"):
         from . import api
 
         return getattr(api, name)

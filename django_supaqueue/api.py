@@ -1,7 +1,8 @@
-"""The public calls behind ``from django_supaqueue import enqueue, enqueue_many, cancel``.
+"""The public calls behind ``from django_supaqueue import enqueue, enqueue_many, enqueue_http, cancel``.
 
-A thin door onto the queue package that also sends the life-cycle signals, so that
-the queue package itself stays free of everything but SQL.
+Thin doors: a job is written and announced by ``producer.produce``, a
+cancellation by the queue package and announced here, so that the queue
+package itself stays free of everything but SQL.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import lifecycle
 from . import queue as q
+from . import signals
 from .models import Job
+from .producer import produce
 from .tasks import get_task
 
 
@@ -77,19 +79,44 @@ def enqueue_many(
     )
 
 
+def enqueue_http(
+    queue: str,
+    payload: Mapping[str, Any] | None = None,
+    path: str | None = None,
+    *,
+    priority: int | None = None,
+    run_at: datetime | timedelta | None = None,
+    key: str | None = None,
+    max_attempts: int | None = None,
+    owner: Any = None,
+    tenant_id: str | None = None,
+    key_mode: str = "dedupe",
+    depends_on: Sequence[Job | int] = (),
+    on_dependency_failure: str | None = None,
+) -> Job:
+    """Enqueue one call to the HTTP queue ``queue``: ``enqueue_http("hooks", {"id": 1}, path="orders")``."""
+    from .handlers.http import http_job_spec  # not at import: a process without HTTP queues skips httpx
+
+    spec = http_job_spec(
+        queue,
+        payload,
+        path,
+        priority=priority,
+        run_at=run_at,
+        key=key,
+        max_attempts=max_attempts,
+        owner=owner,
+        tenant_id=tenant_id,
+        key_mode=key_mode,
+        depends_on=depends_on,
+        on_dependency_failure=on_dependency_failure,
+    )
+    return produce(spec)[0]
+
+
 def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     """Cancel pending or running jobs; returns the ids that were cancelled (see queue.cancel)."""
     cancelled = q.cancel(jobs, reason)
     for job_id in cancelled:
-        lifecycle.send(lifecycle.job_cancelled, job_id=job_id, reason=reason)
+        signals.send(signals.job_cancelled, job_id=job_id, reason=reason)
     return cancelled
-
-
-def enqueued(jobs: Sequence[Job]) -> None:
-    """Announce freshly written jobs (called by Task.enqueue and enqueue_many)."""
-    if not lifecycle.job_enqueued.receivers:
-        return
-    for job in jobs:
-        lifecycle.send(
-            lifecycle.job_enqueued, job_id=job.pk, queue_id=job.queue_id, task_name=job.task_name, job=job
-        )

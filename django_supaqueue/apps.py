@@ -1,4 +1,5 @@
-"""App configuration: find every app's tasks.py, connect declared model-change jobs, register checks."""
+"""App configuration: find every app's tasks.py, connect declared model-change jobs, register checks,
+and give the models the schedule target check they may not import."""
 
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
@@ -11,8 +12,13 @@ class SupaqueueConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the checks)
-        from .signals import connect_declared_models
+        from . import (
+            checks,  # noqa: F401  (registers the checks)
+            scheduling,
+        )
+        from .change_jobs import connect_declared_models
+        from .models import schedule
 
+        schedule.schedule_target_check = scheduling.check_target
         autodiscover_modules("tasks")
         connect_declared_models()

@@ -10,11 +10,12 @@
         }
     }
 
-A door onto the ``queue`` package: ``enqueue()`` writes a job in the caller's transaction
-(the job's task name is the task's ``module_path``), ``runworkers`` runs it with
-retries, timeouts and leases, and ``get_result()`` reads the job row. On Django
-5.2, which has no ``django.tasks``, this module still imports, and the backend
-raises ImproperlyConfigured if anything instantiates it.
+A door onto ``producer.produce``: ``enqueue()`` writes a job in the caller's
+transaction (the job's task name is the task's ``module_path``) and announces it
+like any other job, ``runworkers`` runs it with retries, timeouts and leases,
+and ``get_result()`` reads the job row. On Django 5.2, which has no
+``django.tasks``, this module still imports, and the backend raises
+ImproperlyConfigured if anything instantiates it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from . import conf, task_results
 from . import queue as q
 from .exceptions import InvalidOption, UnknownTask
 from .models import Job
+from .producer import produce
 from .tasks import get_task
 
 try:
@@ -80,8 +82,9 @@ else:
 
             The arguments are checked against the function's signature and must be
             JSON, as for any job: a bad call raises before anything is written.
-            ``task_enqueued`` is sent once the row is written (it commits with the
-            caller's transaction). ``aenqueue`` is Django's: this, in a thread.
+            Once the row is written, ``job_enqueued`` is sent as for every job, then
+            Django's ``task_enqueued`` (both commit with the caller's transaction).
+            ``aenqueue`` is Django's: this, in a thread.
             """
             self.validate_task(task)
             registered = self._registered(task)
@@ -96,7 +99,7 @@ else:
                 key=None,
                 max_attempts=self.max_attempts,
             )
-            result = task_results.enqueued(q.enqueue_job(spec), task, self.alias)
+            result = task_results.enqueued(produce(spec)[0], task, self.alias)
             task_enqueued.send(type(self), task_result=result)
             return result
 

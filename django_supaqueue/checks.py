@@ -111,7 +111,7 @@ def check_change_jobs(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
     """Model-change jobs (signals) and job triggers (migrations) that could never run."""
     from django.db import router
 
-    from .signals import registrations
+    from .change_jobs import registrations
 
     errors: list[checks.CheckMessage] = []
     for registration in registrations():
@@ -279,7 +279,7 @@ def check_http_secrets(
     """Every HTTP queue's secret alias is in SUPAQUEUE['HTTP_SECRETS'] (migrate, check --database)."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from .handlers.secrets import configured
+    from .secrets import configured
 
     try:
         secrets = configured()
@@ -318,7 +318,7 @@ def check_http_secret_hosts(app_configs: Any = None, **kwargs: Any) -> list[chec
     """Secret aliases bound to no host: whoever may change a queue can send them anywhere."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from .handlers.secrets import configured
+    from .secrets import configured
 
     try:
         secrets = configured()

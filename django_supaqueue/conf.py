@@ -116,9 +116,9 @@ _user: dict[str, Any] | None = None  # settings.SUPAQUEUE, until setting_changed
 def get(name: str) -> Any:
     """One setting.
 
-    The dict is looked up once, not on every call: a single enqueue reads six
-    settings, and going through Django's lazy settings each time cost a tenth
-    of its Python. override_settings (and pytest-django's ``settings``) send
+    The dict is looked up once, not on every call: a single enqueue reads
+    several settings, and Django's lazy settings are slow to go through on that
+    path. override_settings (and pytest-django's ``settings``) send
     setting_changed, which makes the next call look again.
     """
     global _user

@@ -1,4 +1,12 @@
-"""Errors a user of the queue can hit, each with a message that says what to do."""
+"""Errors a user of the queue can hit, each with a message that says what to do.
+
+They also name what went wrong in a job's history. Every ``error_class`` the queue records is the
+dotted path of a real class: the exception a task raised (a built-in one by its bare name,
+``ValueError``, as Python prints it), the HTTP client's (``httpx.ConnectTimeout``), or one of the
+classes here, ``django_supaqueue.exceptions.WorkerLost`` and the like. Those marked "recorded, never
+raised" exist so that the name can be looked up, imported (Django Tasks' ``TaskError``) and caught
+nowhere by mistake.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +67,40 @@ class JobTimeout(AttemptInterrupted):
 
 class WorkerLost(SupaqueueError):
     """Names the error of an attempt whose worker stopped renewing its lease (recorded, never raised)."""
+
+
+class DependencyFailed(SupaqueueError):
+    """Names why a job was cancelled: a job it depends on failed for good, was cancelled or deleted.
+
+    Recorded on the dependent's ``cancelled`` event by the database, never raised. A job enqueued
+    with ``on_dependency_failure="run"`` runs instead, with ``None`` for that dependency.
+    """
+
+
+class HTTPError(SupaqueueError):
+    """Names the error of an HTTP call answered with a status outside 2xx (recorded, never raised).
+
+    5xx, 408 and 429 are retried (Retry-After honoured); other statuses fail for good unless the
+    queue retries client errors. The message holds the status and the start of the body.
+    """
+
+
+class HTTPConfigError(SupaqueueError):
+    """Names the error of an HTTP call that could not be made as configured (recorded, never raised).
+
+    A path or URL the checks refuse; a secret alias missing from SUPAQUEUE['HTTP_SECRETS'], malformed
+    there or bound to other hosts; a connection that reached a local address HTTP_REFUSE_LOCAL_HOSTS
+    refuses. The job fails for good: fix the queue or the settings, then retry it.
+    """
+
+
+class RateSlotMissed(SupaqueueError):
+    """Names a rate-limited HTTP call given back unsent: its connection was ready too late after its
+    claim (recorded on a ``retried`` event, never raised).
+
+    Sent then, it could land in a window that later claims had filled. The job is pending again at
+    once and the attempt does not count.
+    """
 
 
 class ChildProcessDied(SupaqueueError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from . import conf, lifecycle
+from . import conf, signals
 
 try:
     import prometheus_client
@@ -141,13 +141,13 @@ def _observe_duration(kwargs: dict[str, Any]) -> None:
 
 
 _RECEIVERS = {
-    lifecycle.job_enqueued: _on_enqueued,
-    lifecycle.job_started: _on_started,
-    lifecycle.job_succeeded: _on_succeeded,
-    lifecycle.job_retried: _on_retried,
-    lifecycle.job_failed: _on_failed,
-    lifecycle.job_cancelled: _on_cancelled,
-    lifecycle.job_lost: _on_lost,
+    signals.job_enqueued: _on_enqueued,
+    signals.job_started: _on_started,
+    signals.job_succeeded: _on_succeeded,
+    signals.job_retried: _on_retried,
+    signals.job_failed: _on_failed,
+    signals.job_cancelled: _on_cancelled,
+    signals.job_lost: _on_lost,
 }
 
 

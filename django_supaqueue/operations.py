@@ -18,7 +18,8 @@ operation to one of their own migrations::
         ]
 
 The trigger's SQL lives in ``django_supaqueue.queue``; this module turns the
-model's migration state into its arguments.
+model's migration state into its arguments. A trigger's jobs are written where
+no Python runs, so they are the only jobs that send no ``job_enqueued``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A ``Pipeline`` collects steps (task calls or HTTP calls), each naming the
 steps or existing jobs it depends on; ``enqueue()`` orders them, rejects
 cycles, and writes every job and edge in one transaction through
-``queue.enqueue_jobs``. A step runs once all its dependencies have succeeded
+``producer.produce``. A step runs once all its dependencies have succeeded
 (fan-in); a dependency that fails for good or is cancelled cancels it, unless
 it says ``on_dependency_failure="run"``. Inside a running step,
 ``dependency_results()`` returns what its dependencies returned.
@@ -15,10 +15,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from . import api, conf, context
-from . import queue as q
+from . import conf, context
 from .exceptions import DependencyCycle, InvalidOption, NotInAJob
 from .models import Job, JobDependency
+from .producer import produce
+from .queue import JobSpec
 from .tasks import get_task, task_name
 
 
@@ -27,7 +28,7 @@ class Step:
     """One job of a pipeline; ``job`` is set once the pipeline is enqueued."""
 
     name: str
-    spec: q.JobSpec
+    spec: JobSpec
     depends_on: list[Any]
     job: Job | None = None
 
@@ -111,13 +112,12 @@ class Pipeline:
                 by_step[id(d)] if isinstance(d, Step) else (d.pk if isinstance(d, Job) else d)
                 for d in (self._resolve(d) for d in s.depends_on)
             ]
-        jobs = q.enqueue_jobs([s.spec for s in ordered])
+        jobs = produce([s.spec for s in ordered])
         for s, job in zip(ordered, jobs, strict=True):
             s.job = job
-        api.enqueued(jobs)
         return [s.job for s in self.steps]  # type: ignore[misc]
 
-    def _add(self, name: str, spec: q.JobSpec, depends_on: Sequence[Any]) -> Step:
+    def _add(self, name: str, spec: JobSpec, depends_on: Sequence[Any]) -> Step:
         if name in self._names:
             raise InvalidOption(f"the pipeline already has a step named {name!r}.")
         step = Step(name=name, spec=spec, depends_on=list(depends_on))

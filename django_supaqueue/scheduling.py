@@ -1,8 +1,8 @@
 """Recurring jobs: firing due schedules, "run now", and syncing schedules declared in code.
 
-Every statement a schedule runs lives here. Jobs are written only through the
-queue's own enqueue path (``queue.enqueue_job``, or ``enqueue_http`` for an HTTP
-queue), on Django's connection, so that a tick and its job commit together.
+Every statement a schedule runs lives here. Jobs are written only through
+``producer.produce``, as every enqueue is (so each is announced), on Django's
+connection, so that a tick and its job commit together.
 
 **Exactly once.** A worker takes due schedule rows ``FOR UPDATE SKIP LOCKED``
 (workers never wait for each other), and for each tick it fires, inserts a
@@ -26,11 +26,12 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, transaction
 
-from . import api, conf
+from . import conf
 from . import queue as q
 from .cron import Timing
 from .exceptions import EnqueueError, InvalidOption, InvalidPayload, InvalidSchedule
-from .models import Job, Queue, Schedule, ScheduleTick, default_timezone
+from .models import Queue, Schedule, ScheduleTick, default_timezone
+from .producer import produce
 from .tasks import get_task, registered_tasks
 
 logger = logging.getLogger("django_supaqueue.schedules")
@@ -83,12 +84,12 @@ def check_target(schedule: Schedule, *, http_queue_exists: bool = True) -> None:
     get_task(schedule.task_name).check_arguments((), schedule.payload)
 
 
-def _enqueue(schedule: Schedule) -> Job:
-    """One job for the schedule, through the same doors as enqueue() and enqueue_http()."""
+def _job_spec(schedule: Schedule) -> q.JobSpec:
+    """The job a tick writes, checked as enqueue() and enqueue_http() check theirs."""
     if schedule.is_http:
-        from .handlers.http import enqueue_http
+        from .handlers.http import http_job_spec
 
-        return enqueue_http(
+        return http_job_spec(
             schedule.queue,
             schedule.payload,
             schedule.http_path,
@@ -97,7 +98,7 @@ def _enqueue(schedule: Schedule) -> Job:
         )
     task = get_task(schedule.task_name)
     task.check_arguments((), schedule.payload)
-    spec = task.job_spec(
+    return task.job_spec(
         (),
         schedule.payload,
         queue=schedule.queue or None,
@@ -106,9 +107,6 @@ def _enqueue(schedule: Schedule) -> Job:
         key=None,
         max_attempts=schedule.max_attempts,
     )
-    job = q.enqueue_job(spec)
-    api.enqueued([job])
-    return job
 
 
 # --------------------------------------------------------------------------
@@ -213,7 +211,7 @@ def _fire_tick(cur: Any, schedule: Schedule, at: datetime, *, manual: bool = Fal
     tick = ScheduleTick(pk=claimed[0], schedule=schedule, tick_at=at, manual=manual)
     try:
         with transaction.atomic(using=_alias()):
-            tick.job = _enqueue(schedule)
+            tick.job = produce(_job_spec(schedule))[0]
     except (EnqueueError, DatabaseError) as exc:  # the task went away, the queue lost its URL...: spent
         tick.error = f"{type(exc).__name__}: {exc}"
         logger.error("schedule %s could not enqueue its job: %s", schedule.name, tick.error)

@@ -4,7 +4,7 @@ Nothing here changes a row (every state change is in the ``queue`` package). The
 statements are shaped for tables of millions of jobs: a count is exact only up
 to a bound and estimated by the planner past it, every scan follows an index,
 and the last-hour figures read only the last hour of events (a BRIN index on
-the event time, migration 0004).
+the event time, sql/dashboard_reads.sql).
 """
 
 from __future__ import annotations

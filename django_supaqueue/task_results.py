@@ -135,7 +135,8 @@ def _error(error_class: str, traceback: str) -> Any:
 
 
 def _class_path(error_class: str) -> str:
-    """A dotted path Django can import: builtins and our recorded-only errors have bare names."""
+    """A dotted path Django can import. Built-in exceptions are recorded by their bare names, and
+    rows written by earlier versions may name ``WorkerLost`` or ``DependencyFailed`` the same way."""
     if "." in error_class or not error_class:
         return error_class
     if isinstance(getattr(builtins, error_class, None), type):

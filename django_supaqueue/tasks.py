@@ -13,7 +13,9 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import InvalidPayload, ReservedParameter, UnknownTask
+from .exceptions import InvalidPayload, InvalidSchedule, ReservedParameter, UnknownTask
+from .producer import produce
+from .queue import JobSpec, check_max_attempts, check_priority, check_queue_name
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -130,9 +132,6 @@ class Task:
         ``Pipeline`` to write a whole graph of new jobs in one call.
         ``serial_group``: jobs sharing the name run one at a time, across queues.
         """
-        from . import api
-        from . import queue as q
-
         self.check_arguments(args, kwargs)
         spec = self.job_spec(
             args,
@@ -147,9 +146,7 @@ class Task:
             on_dependency_failure=on_dependency_failure,
             serial_group=serial_group,
         )
-        job = q.enqueue_job(spec)
-        api.enqueued([job])
-        return job
+        return produce(spec)[0]
 
     def enqueue_many(
         self,
@@ -170,9 +167,6 @@ class Task:
         ``depends_on`` makes every job of the call wait for those jobs, and
         ``serial_group`` puts every job of the call in that group (run one at a time, in order).
         """
-        from . import api
-        from . import queue as q
-
         payloads, keys = [], []
         for kwargs in items:
             kwargs = dict(kwargs)
@@ -192,9 +186,7 @@ class Task:
             on_dependency_failure=on_dependency_failure,
             serial_group=serial_group,
         )
-        jobs = q.enqueue_batch(template, payloads, keys)
-        api.enqueued(jobs)
-        return jobs
+        return produce(template, payloads, keys)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Refuse arguments that the function could never accept, before anything is written.
@@ -213,9 +205,8 @@ class Task:
         if names is not None and len(self._fitting_names) < 100:
             self._fitting_names.add(names)
 
-    def job_spec(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], **options: Any) -> Any:
-        from .queue import JobSpec
-
+    def job_spec(self, args: tuple[Any, ...], kwargs: Mapping[str, Any], **options: Any) -> JobSpec:
+        """The job a call of this task writes: the call's options, else the task's."""
         o = self.options
         return JobSpec(
             task_name=self.name,
@@ -267,7 +258,6 @@ def task(
     also declares a schedule named after the task, which calls it with no arguments.
     """
     from .cron import check_cron, zone
-    from .queue import check_max_attempts, check_priority, check_queue_name
 
     if queue is not None:
         check_queue_name(queue)
@@ -311,8 +301,6 @@ def task(
 
 
 def _check_callable_without_arguments(f: Callable[..., Any], task_name: str) -> None:
-    from .exceptions import InvalidSchedule
-
     try:
         inspect.signature(f).bind()
     except TypeError:

@@ -4,8 +4,9 @@ Works in any test runner; with pytest, ``pytest_plugins = ["django_supaqueue.tes
 in a conftest.py adds the fixtures ``supaqueue`` and ``supaqueue_immediate``.
 
 ``run_pending()`` runs jobs in the test's own thread, on Django's connection,
-through the queue's real statements (claim with its lease and ``started``
-event, then complete or fail with retries and events), so it sees rows the
+through the attempt cycle every runner uses (``worker.attempts``: the claim
+with its lease and ``started`` event, then complete or fail with retries and
+events, and the same life-cycle signals as ``runworkers``), so it sees rows the
 test has not committed: it works in ordinary ``django_db`` tests, whose data
 never commits. ``immediate()`` calls it whenever a job is enqueued.
 ``run_worker()`` runs the real worker runtime instead (its own connection,
@@ -32,6 +33,9 @@ from .models import Job
 from .queue import ClaimedJob, Failure, Success
 from .queue import enqueue as enqueue_module
 from .tasks import task_name
+from .worker import attempts
+from .worker.executor import run_attempt
+from .worker.process import WorkerProcess
 
 __all__ = [
     "run_pending",
@@ -81,7 +85,7 @@ def run_pending(queues: Sequence[str] | None = None, *, max_jobs: int = 1000) ->
         try:
             while True:
                 with transaction.atomic(using=alias):
-                    claimed = q.claim(
+                    claimed = attempts.claim(
                         raw,
                         worker_id=worker_id,
                         worker_name=name,
@@ -97,10 +101,9 @@ def run_pending(queues: Sequence[str] | None = None, *, max_jobs: int = 1000) ->
                     )
                 outcome = _attempt(alias, claimed[0])
                 with transaction.atomic(using=alias):
-                    if isinstance(outcome, Success):
-                        q.complete(raw, worker_id=worker_id, worker_name=name, successes=[outcome])
-                    else:
-                        q.fail(raw, worker_id=worker_id, worker_name=name, failures=[outcome])
+                    attempts.record(
+                        raw, worker_id=worker_id, worker_name=name, jobs=claimed, outcomes=[outcome]
+                    )
                 ran.append(claimed[0].id)
         finally:
             with transaction.atomic(using=alias):
@@ -113,7 +116,6 @@ def run_pending(queues: Sequence[str] | None = None, *, max_jobs: int = 1000) ->
 
 def _attempt(alias: str, job: ClaimedJob) -> Success | Failure:
     """One attempt, inside a savepoint when a transaction is open (rolled back if the database failed)."""
-    from .worker.executor import run_attempt
 
     connection = connections[alias]
     if not connection.in_atomic_block:
@@ -178,9 +180,7 @@ def run_worker(queues: Sequence[str] | None = None, *, concurrency: int = 4) -> 
     It has its own database connection, so it sees committed rows only: use it
     in ``transactional_db`` tests (or Django's TransactionTestCase).
     """
-    from .worker.runtime import Worker
-
-    worker = Worker(queues=queues, concurrency=concurrency, burst=True)
+    worker = WorkerProcess(queues=queues, concurrency=concurrency, burst=True)
     worker.run(handle_signals=False)
     return worker
 

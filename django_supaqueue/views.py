@@ -19,8 +19,8 @@ import json
 import os
 import socket
 import sys
+import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -31,8 +31,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import conf
 from . import queue as q
+from .api import enqueue_http
 from .exceptions import EnqueueError, InvalidOption, UnknownTask
 from .models import Job, Queue
+from .producer import produce
 
 TOKEN_HEADER = "HTTP_X_SUPAQUEUE_TOKEN"
 TENANT_HEADER = "HTTP_X_SUPAQUEUE_TENANT"
@@ -159,8 +161,6 @@ def create_job(request: HttpRequest) -> HttpResponse:
                 return _error(400, "path is only for HTTP queues")
             job = _enqueue_task(body, options, owner_id, caller.tenant_id)
         else:
-            from .handlers.http import enqueue_http
-
             if not isinstance(body.get("queue"), str):
                 return _error(400, "queue (an HTTP queue's name) or task is required")
             job = enqueue_http(
@@ -190,7 +190,7 @@ def _enqueue_task(body: dict[str, Any], options: dict[str, Any], owner_id: Any, 
     spec = t.job_spec(tuple(args), payload, queue=body.get("queue"), **options)
     spec.owner_id = owner_id
     spec.tenant_id = tenant_id
-    return q.enqueue_job(spec)
+    return produce(spec)[0]
 
 
 def _known_task(name: Any) -> Any:
@@ -271,60 +271,49 @@ def run(request: HttpRequest) -> JsonResponse:
 
 
 def run_jobs(queue: str, *, status: str, limit: int) -> list[dict[str, Any]]:
-    """Claim, perform and record up to ``limit`` jobs with the worker's own pieces."""
+    """Run up to ``limit`` jobs of ``queue`` with a worker process that lives for this request.
+
+    It is the runtime ``runworkers`` runs, so the jobs get the same leases
+    (renewed), timeouts, life-cycle signals and outcome statements, and the
+    process does its chores (expired leases, due schedules, pruning) on the
+    way; it claims at most ``limit`` jobs, without LISTEN, on one claim
+    connection, and stops once they are done. It runs on a thread of its own,
+    so the request's database connection and transaction are left alone.
+    """
     from .worker.connection import connect
-    from .worker.executor import perform
+    from .worker.process import WorkerProcess
 
     name = f"http:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    lease = float(conf.get("LEASE_DURATION")) + float(conf.get("HTTP_TIMEOUT"))
-    with connect(application_name="supaqueue run endpoint") as conn:
-        worker_id = q.register_worker(
-            conn, name=name, host=socket.gethostname(), pid=os.getpid(), queues=[queue], concurrency=limit
-        )
-        try:
-            with conn.transaction():
-                job_ids = None
-                if status == "failed":
-                    job_ids = q.retry_failed(
-                        conn, queue=queue, limit=limit, worker_name=name, reason="run endpoint, status=failed"
-                    )
-                claimed = (
-                    q.claim(
-                        conn,
-                        worker_id=worker_id,
-                        worker_name=name,
-                        queues=[queue],
-                        limit=limit,
-                        lease_seconds=lease,
-                        job_ids=job_ids,
-                    )
-                    if job_ids != []
-                    else []
-                )
-            if not claimed:
-                return []
-            with ThreadPoolExecutor(max_workers=min(len(claimed), 8)) as pool:
-                outcomes = [q.storable(o) for o in pool.map(perform, claimed)]  # reported as written
-            successes = [o for o in outcomes if isinstance(o, q.Success)]
-            failures = [o for o in outcomes if isinstance(o, q.Failure)]
-            with conn.transaction():
-                q.complete(conn, worker_id=worker_id, worker_name=name, successes=successes)
-                retries = {
-                    r.job_id: r
-                    for r in q.fail(conn, worker_id=worker_id, worker_name=name, failures=failures)
-                }
-                if any(j.capped for j in claimed):
-                    q.notify_queues(conn, {j.queue for j in claimed if j.capped})
-        finally:
-            q.unregister_worker(conn, worker_id)
+    job_ids = None
+    if status == "failed":
+        with connect(application_name="supaqueue run endpoint") as conn:
+            job_ids = q.retry_failed(
+                conn, queue=queue, limit=limit, worker_name=name, reason="run endpoint, status=failed"
+            )
+        if not job_ids:
+            return []
+    worker = WorkerProcess(
+        queues=[queue],
+        concurrency=min(limit, 8),
+        burst=True,
+        name=name,
+        max_jobs=limit,
+        job_ids=job_ids,
+        listen=False,
+        claim_connections=1,
+        report=True,
+    )
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False}, name="supaqueue-run")
+    thread.start()
+    thread.join()
     report = []
-    for job, outcome in zip(claimed, outcomes, strict=True):
+    for finished in worker.finished:
+        job, outcome, retry = finished.job, finished.outcome, finished.retry
         entry: dict[str, Any] = {"id": job.id, "attempt": job.attempt}
         if isinstance(outcome, q.Success):
             entry["status"] = Job.Status.SUCCESSFUL.value
             entry["result"] = None if outcome.result is None else json.loads(outcome.result)
         else:
-            retry = retries.get(job.id)
             entry["status"] = retry.status if retry else Job.Status.FAILED.value
             entry["error"] = f"{outcome.error_class}: {outcome.error_message}"
             if retry and retry.status == q.PENDING:

@@ -5,7 +5,16 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue, Worker
+from django_supaqueue.models import (
+    CurrentJob,
+    Job,
+    JobDependency,
+    JobEvent,
+    Queue,
+    Schedule,
+    ScheduleTick,
+    Worker,
+)
 from example_project.example_app.models import Order
 from tests.testapp.models import Article, Product, Ticket
 
@@ -59,6 +68,39 @@ class JobEventFactory(factory.django.DjangoModelFactory):
     kind = JobEvent.Kind.STARTED
     attempt = 1
     worker_name = "host:1:test"
+
+
+class JobDependencyFactory(factory.django.DjangoModelFactory):
+    """An edge of the job graph: ``job`` waits for ``depends_on``."""
+
+    class Meta:
+        model = JobDependency
+
+    job = factory.SubFactory(JobFactory, status=Job.Status.WAITING)
+    depends_on = factory.SubFactory(JobFactory)
+
+
+class ScheduleFactory(factory.django.DjangoModelFactory):
+    """A schedule of the no-op task, hourly in UTC unless it is given a schedule_info rule."""
+
+    class Meta:
+        model = Schedule
+
+    name = factory.Sequence(lambda n: f"schedule-{n}")
+    task_name = "tests.testapp.tasks.noop"
+    cron = factory.LazyAttribute(lambda s: "" if s.schedule_info is not None else "0 * * * *")
+    schedule_info = None
+    timezone = "UTC"
+
+
+class ScheduleTickFactory(factory.django.DjangoModelFactory):
+    """A tick a schedule fired (or that a worker claimed) at ``tick_at``."""
+
+    class Meta:
+        model = ScheduleTick
+
+    schedule = factory.SubFactory(ScheduleFactory)
+    tick_at = factory.LazyFunction(timezone.now)
 
 
 class OrderFactory(factory.django.DjangoModelFactory):

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from django_supaqueue import queue, stats
 from django_supaqueue.models import Queue
-from tests.conftest import QUEUE_FORM_DEFAULTS, database_url
 from tests.factories import CurrentJobFactory, JobEventFactory, JobFactory, QueueFactory, WorkerFactory
+from tests.helpers import QUEUE_FORM_DEFAULTS, database_url
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_supaqueue.admin import jobs as job_screens
+from django_supaqueue.admin import job_actions
 from django_supaqueue.admin.jobs import JobAdmin
 from django_supaqueue.models import Job, JobEvent
 from tests.factories import CurrentJobFactory, JobEventFactory, JobFactory, QueueFactory
@@ -196,14 +196,14 @@ def test_each_action_changes_the_job_and_writes_an_event(admin_client, action, j
 
 
 def test_select_all_acts_on_every_job_matching_the_filter_in_batches(admin_client, monkeypatch):
-    monkeypatch.setattr(job_screens, "BATCH_SIZE", 2)
+    monkeypatch.setattr(job_actions, "BATCH_SIZE", 2)
     monkeypatch.setattr(JobAdmin, "list_per_page", 2)
     failed = JobFactory.create_batch(5, status="failed")
     other = JobFactory(status="cancelled")
     calls = []
-    original = job_screens.queue.retry_now
+    original = job_actions.queue.retry_now
     monkeypatch.setattr(
-        job_screens.queue, "retry_now", lambda ids, **kw: calls.append(ids) or original(ids, **kw)
+        job_actions.queue, "retry_now", lambda ids, **kw: calls.append(ids) or original(ids, **kw)
     )
     page = failed[-2:]
     act(admin_client, "retry_now", page, url=LIST + "?status__exact=failed", select_across=1)

@@ -269,7 +269,7 @@ def test_the_backend_reports_bad_configuration_in_checks():
 
 @pytest.mark.django6
 def test_runworkers_runs_django_tasks(dt, worker_processes):
-    from tests.conftest import wait_for
+    from tests.helpers import wait_for
 
     result = dt.fail_twice.enqueue(n=7)
     worker_processes.start("-c", "2")

@@ -8,6 +8,7 @@ from django.core.management.base import SystemCheckError
 
 from django_supaqueue import task
 from django_supaqueue import tasks as registry
+from django_supaqueue.change_jobs import enqueue_on_save
 from django_supaqueue.checks import (
     check_change_jobs,
     check_settings,
@@ -16,7 +17,6 @@ from django_supaqueue.checks import (
     installed_job_triggers,
 )
 from django_supaqueue.operations import InstallJobTrigger, RemoveJobTrigger
-from django_supaqueue.signals import enqueue_on_save
 from tests.testapp import tasks
 from tests.testapp.models import Ticket
 

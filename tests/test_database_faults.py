@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from django_supaqueue import queue as q
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Worker
-from tests.conftest import database_url, job_statuses, wait_for
 from tests.factories import CurrentJobFactory
+from tests.helpers import database_url, job_statuses, wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Execution
 
@@ -91,5 +91,5 @@ def test_recovery_expires_a_lease_whose_worker_row_is_gone(conn):
     assert [(r.job_id, r.status) for r in retries] == [(lease.job_id, Job.Status.PENDING)]
     assert not CurrentJob.objects.exists()
     event = JobEvent.objects.get(job_id=lease.job_id, kind=JobEvent.Kind.RETRIED)
-    assert event.error_class == "WorkerLost" and "#987654" in event.error_message
+    assert event.error_class == "django_supaqueue.exceptions.WorkerLost" and "#987654" in event.error_message
     assert "registration is gone" in event.error_message

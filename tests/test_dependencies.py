@@ -99,7 +99,7 @@ def test_a_failed_dependency_cancels_its_dependents_transitively(drain):
     assert status(bad.job) == Job.Status.FAILED
     assert status(child.job) == status(grandchild.job) == Job.Status.CANCELLED
     event = JobEvent.objects.get(job=child.job, kind="cancelled")
-    assert event.error_class == "DependencyFailed"
+    assert event.error_class == "django_supaqueue.exceptions.DependencyFailed"
     assert f"job #{bad.job.pk}, which this job depends on, failed" in event.error_message
     assert f"job #{child.job.pk}" in JobEvent.objects.get(job=grandchild.job, kind="cancelled").error_message
     assert Job.objects.get(pk=tolerant.job.pk).result == {"inputs": [None]}
@@ -328,7 +328,7 @@ def test_many_diamonds_drained_by_worker_processes_all_finish(worker_processes):
         roots.extend(p.enqueue())
     for _ in range(3):
         worker_processes.start("-c", "4")
-    from tests.conftest import wait_for
+    from tests.helpers import wait_for
 
     wait_for(lambda: Job.objects.filter(status="successful").count() == 80, timeout=60)
     assert Execution.objects.filter(label="diamond-end").count() == 20

@@ -274,7 +274,7 @@ def test_a_queue_with_jobs_cannot_be_deleted_by_the_orm_or_by_sql():
     ],
 )
 def test_the_job_rows_invariants_hold_for_sql_and_for_model_validation(column, value):
-    """One check constraint (migration 0015) guards what six did: raw SQL cannot break a job
+    """One check constraint (sql/job_is_valid.sql) guards every invariant: raw SQL cannot break a job
     row, and model validation (the admin's forms) asks the same function before anything is written."""
     from django.core.exceptions import ValidationError
     from django.db import IntegrityError

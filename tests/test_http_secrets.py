@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from django_supaqueue import checks, enqueue_http
 from django_supaqueue.models import Job, JobEvent, Queue
-from tests.conftest import QUEUE_FORM_DEFAULTS, LocalServer
+from tests.helpers import QUEUE_FORM_DEFAULTS, LocalServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

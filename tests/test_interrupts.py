@@ -12,8 +12,8 @@ import pytest
 
 from django_supaqueue import cancel
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue
-from tests.conftest import wait_for
 from tests.factories import QueueFactory
+from tests.helpers import wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Execution
 
@@ -139,7 +139,7 @@ def test_a_thread_that_will_not_stop_makes_its_process_exit_and_its_job_is_recov
     first, second = runs("blocked")
     assert second.started >= exited  # the second attempt began only once the first process was gone
     lost = JobEvent.objects.get(job=job, kind=JobEvent.Kind.RETRIED, attempt=1)
-    assert lost.error_class == "WorkerLost"
+    assert lost.error_class == "django_supaqueue.exceptions.WorkerLost"
     rescuer.send_signal(signal.SIGTERM)
     rescuer.send_signal(signal.SIGTERM)
     rescuer.wait(20)

@@ -14,13 +14,13 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.writer import MigrationWriter
 from django.db.models import F
 
+from django_supaqueue.change_jobs import enqueue_on_delete, enqueue_on_save
 from django_supaqueue.exceptions import TriggerConfigError
 from django_supaqueue.models import Job, Queue
 from django_supaqueue.operations import InstallJobTrigger, RemoveJobTrigger
-from django_supaqueue.signals import enqueue_on_delete, enqueue_on_save
 from django_supaqueue.testing import assert_enqueued, assert_not_enqueued
-from tests.conftest import wait_for
 from tests.factories import ProductFactory, TicketFactory
+from tests.helpers import wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Execution, Product
 

@@ -10,8 +10,8 @@ from django_supaqueue import cancel
 from django_supaqueue.models import Job, JobEvent
 from django_supaqueue.models import Worker as WorkerRow
 from django_supaqueue.worker.lanes import lane_sizes
-from django_supaqueue.worker.runtime import Worker
-from tests.conftest import wait_for
+from django_supaqueue.worker.process import WorkerProcess
+from tests.helpers import wait_for
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,7 +35,7 @@ def run_worker(settings):
         settings.SUPAQUEUE = {**settings.SUPAQUEUE, "CLAIM_CONNECTIONS": connections}
         options.setdefault("poll_interval", 30)
         wait_for(lambda: claim_connections() == 0, 10)  # earlier tests' workers have hung up
-        worker = Worker(concurrency=concurrency, **options)
+        worker = WorkerProcess(concurrency=concurrency, **options)
         thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
         thread.start()
         started.append((worker, thread))
@@ -70,8 +70,8 @@ def test_every_lane_drains_a_backlog_and_each_job_runs_once(run_worker):
     assert Job.objects.filter(attempts=1).count() == 600
     assert JobEvent.objects.filter(kind="succeeded").count() == 600
     assert JobEvent.objects.filter(job__in=jobs).exclude(kind__in=["started", "succeeded"]).count() == 0
-    assert [m.slots for m in worker._lanes.members] == [2, 2, 2]
-    assert all(m._processed > 0 for m in worker._lanes.members), [m._processed for m in worker._lanes.members]
+    assert [m.slots for m in worker.loops] == [2, 2, 2]
+    assert all(m.processed > 0 for m in worker.loops), [m.processed for m in worker.loops]
     assert worker.processed == 600
 
 
@@ -105,10 +105,10 @@ def test_a_cancel_reaches_the_lane_running_the_attempt(run_worker):
     wait_for(lambda: status(first) == Job.Status.IN_PROGRESS, 5)
     second = tasks.nap.enqueue(n=2, seconds=5)
     wait_for(lambda: status(second) == Job.Status.IN_PROGRESS, 2)
-    lane = next(m for m in worker._lanes.members if (second.pk, 1) in m._running)
-    assert lane is not worker._lanes.members[0]  # the listening lane was full
+    lane = next(m for m in worker.loops if (second.pk, 1) in m.running)
+    assert lane is not worker.loops[0]  # the listening lane was full
     assert cancel([second]) == [second.pk]
-    wait_for(lambda: not lane._running, 2)
+    wait_for(lambda: not lane.running, 2)
     assert status(second) == Job.Status.CANCELLED
 
 
@@ -121,7 +121,7 @@ def test_a_stopping_worker_waits_for_every_lane_to_release_its_jobs_then_unregis
     second = tasks.nap.enqueue(n=2, seconds=20)
     wait_for(lambda: status(second) == Job.Status.IN_PROGRESS, 2)
     cancel([first])
-    wait_for(lambda: not worker._lanes.members[0]._running, 2)
+    wait_for(lambda: not worker.loops[0].running, 2)
     worker.stop()
     wait_for(lambda: claim_connections() == 0, 10)
     assert status(second) == Job.Status.PENDING

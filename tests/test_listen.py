@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 
 from django_supaqueue.models import Job
-from django_supaqueue.worker.runtime import Worker as WorkerRuntime
-from tests.conftest import wait_for
+from django_supaqueue.worker.process import WorkerProcess
+from tests.helpers import wait_for
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,7 +31,7 @@ def run_worker():
 
     def start(**options):
         options.setdefault("poll_interval", 30)
-        worker = WorkerRuntime(concurrency=1, **options)
+        worker = WorkerProcess(concurrency=1, **options)
         thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
         thread.start()
         started.append((worker, thread))

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from django_supaqueue import metrics
 from django_supaqueue.models import Job, Worker
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,11 +10,11 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from django_supaqueue import cancel, lifecycle
+from django_supaqueue import cancel, signals
 from django_supaqueue.models import Job
-from django_supaqueue.worker.runtime import Worker as WorkerRuntime
-from tests.conftest import wait_for
+from django_supaqueue.worker.process import WorkerProcess
 from tests.factories import CurrentJobFactory, JobFactory, QueueFactory, WorkerFactory
+from tests.helpers import wait_for
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,11 +41,11 @@ def fired():
             seen[name] += 1
             details.append((name, kwargs))
 
-        getattr(lifecycle, name).connect(receiver, weak=False)
+        getattr(signals, name).connect(receiver, weak=False)
         receivers.append((name, receiver))
     yield seen, details
     for name, receiver in receivers:
-        getattr(lifecycle, name).disconnect(receiver)
+        getattr(signals, name).disconnect(receiver)
 
 
 def test_every_life_cycle_signal_fires_once_per_event(drain, fired):
@@ -74,7 +74,7 @@ def test_job_lost_fires_when_a_dead_workers_lease_is_recovered(fired, settings):
         lease_expires_at=timezone.now() - timedelta(seconds=1),
         job__task_name="tests.testapp.tasks.noop",
     )
-    worker = WorkerRuntime(concurrency=1, poll_interval=0.1)
+    worker = WorkerProcess(concurrency=1, poll_interval=0.1)
     thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
     thread.start()
     try:
@@ -90,12 +90,12 @@ def test_a_failing_receiver_never_breaks_the_queue(drain):
     def broken(sender, **kwargs):
         raise RuntimeError("receiver bug")
 
-    lifecycle.job_succeeded.connect(broken, weak=False)
+    signals.job_succeeded.connect(broken, weak=False)
     try:
         job = tasks.add.enqueue(2, 2)
         drain()
     finally:
-        lifecycle.job_succeeded.disconnect(broken)
+        signals.job_succeeded.disconnect(broken)
     assert Job.objects.get(pk=job.pk).status == Job.Status.SUCCESSFUL
 
 

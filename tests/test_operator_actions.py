@@ -8,8 +8,8 @@ from django.utils import timezone
 
 from django_supaqueue import queue
 from django_supaqueue.models import Job, JobEvent, Queue
-from tests.conftest import database_url
 from tests.factories import CurrentJobFactory, JobEventFactory, JobFactory, QueueFactory
+from tests.helpers import database_url
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db

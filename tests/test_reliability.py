@@ -16,8 +16,8 @@ from django.db import connection
 from django.db.models import Count
 
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue, Worker
-from tests.conftest import job_statuses, wait_for
 from tests.factories import QueueFactory
+from tests.helpers import job_statuses, wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Execution
 
@@ -51,7 +51,9 @@ def test_kill_9_mid_job_loses_nothing_and_shows_the_lost_attempts(worker_process
     worker_processes.start("-c", "4", env=FAST_LEASES)
     wait_for(lambda: job_statuses() == {Job.Status.SUCCESSFUL: 4}, 30)
     assert time.monotonic() - started < 15  # lease 3 s: recovered well within a minute
-    lost = JobEvent.objects.filter(job__in=jobs, error_class="WorkerLost", kind=JobEvent.Kind.RETRIED)
+    lost = JobEvent.objects.filter(
+        job__in=jobs, error_class="django_supaqueue.exceptions.WorkerLost", kind=JobEvent.Kind.RETRIED
+    )
     assert lost.count() == 4
     assert {j.attempts for j in Job.objects.all()} == {2}
     succeeded_once(4)

@@ -10,11 +10,11 @@ from django.utils import timezone
 
 from django_supaqueue import queue as q
 from django_supaqueue.models import Job, JobEvent
-from django_supaqueue.queue import actions, leases, outcomes
+from django_supaqueue.queue import actions, claims, outcomes
 from django_supaqueue.worker.connection import connect
-from django_supaqueue.worker.runtime import Worker as WorkerRuntime
-from tests.conftest import wait_for
+from django_supaqueue.worker.process import WorkerProcess
 from tests.factories import JobEventFactory, JobFactory
+from tests.helpers import wait_for
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,7 +56,7 @@ def test_workers_prune_on_their_own(settings):
         "HEARTBEAT_INTERVAL": 0.2,
     }
     tasks.noop.enqueue_many([{"i": i} for i in range(20)])
-    worker = WorkerRuntime(concurrency=2, poll_interval=0.2)
+    worker = WorkerProcess(concurrency=2, poll_interval=0.2)
     thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
     thread.start()
     try:
@@ -77,22 +77,27 @@ def test_claim_complete_and_prune_never_scan_the_job_table():
         cur.execute("ANALYZE supaqueue_job")
     with connect() as conn:
         worker_id = q.register_worker(conn, name="x", host="h", pid=1, queues=None, concurrency=1)
-        claim = leases._claim_params(worker_id, "x", None, 10, 30.0)
+        claim = claims.claim_params(worker_id, "x", None, 10, 30.0)
         complete = outcomes._complete_params(worker_id, "x", [q.Success(1, 1, None, 0.0)])
         prune = {"successful": 1.0, "failed": 1.0, "cancelled": 1.0, "oldest": 1.0, "batch": 10}
-        for sql, params in ((leases._CLAIM, claim), (outcomes._COMPLETE, complete), (actions._PRUNE, prune)):
+        statements = (
+            (claims.SQL["claim"], claim),
+            (outcomes.SQL["complete"], complete),
+            (actions.SQL["prune"], prune),
+        )
+        for sql, params in statements:
             text = plan(conn, sql, params)
             assert "Seq Scan on supaqueue_job" not in text, text
 
 
 def test_the_rate_limit_wake_up_reads_no_job_without_a_rate_limited_queue():
-    """It runs on every claim; once it was planned as a scan of every runnable job (4 ms a claim)."""
+    """It runs on every claim, so its plan must never scan the runnable jobs."""
     tasks.noop.enqueue_many([{"i": i} for i in range(3000)])
     with connection.cursor() as cur:
         cur.execute("ANALYZE supaqueue_job")
     with connect() as conn:
         rows = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + leases.rate_wake_statement(None, 0.1)
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + claims.rate_wake_statement(None, 0.1)
         ).fetchone()[0]
 
     def job_rows_read(node):
@@ -137,7 +142,7 @@ def test_deleting_jobs_with_sql_takes_their_lease_and_events_and_workers_with_le
 
 
 def test_truncating_the_job_table_takes_its_leases_and_events(drain):
-    """TRUNCATE ... RESTART IDENTITY used to leave them behind: job 1 showed the old job 1's history."""
+    """Left behind by TRUNCATE ... RESTART IDENTITY, they would give the new job 1 the old one's history."""
     from django_supaqueue.models import CurrentJob, JobEvent
 
     tasks.noop.enqueue()

@@ -19,7 +19,8 @@ from django.urls import reverse
 from django_supaqueue import cron, scheduling, tasks
 from django_supaqueue.exceptions import InvalidSchedule
 from django_supaqueue.models import Job, Queue, Schedule, ScheduleTick
-from tests.conftest import ROOT, database_url, wait_for
+from tests.factories import ScheduleFactory, ScheduleTickFactory
+from tests.helpers import ROOT, database_url, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -33,11 +34,7 @@ def utc(*parts: int) -> datetime:
 
 def make_schedule(created: datetime, **fields) -> Schedule:
     """A saved schedule whose next tick is counted from ``created`` rather than from the real clock."""
-    fields.setdefault("name", f"schedule-{Schedule.objects.count()}")
-    fields.setdefault("task_name", NOOP)
-    fields.setdefault("timezone", "UTC")
-    schedule = Schedule(**fields)
-    schedule.save()
+    schedule = ScheduleFactory(**fields)
     Schedule.objects.filter(pk=schedule.pk).update(next_run_at=schedule.timing().next_after(created))
     schedule.refresh_from_db()
     return schedule
@@ -196,7 +193,7 @@ def test_a_task_with_a_bad_cron_is_refused_at_import():
 @pytest.mark.django_db
 def test_a_tick_already_claimed_is_never_enqueued_again():
     schedule = make_schedule(utc(2026, 1, 1), cron="0 * * * *")
-    ScheduleTick.objects.create(schedule=schedule, tick_at=utc(2026, 1, 1, 1))  # another worker won it
+    ScheduleTickFactory(schedule=schedule, tick_at=utc(2026, 1, 1, 1))  # another worker won it
     assert scheduling.fire_due(now=utc(2026, 1, 1, 1, 0, 1)) == []
     assert not Job.objects.exists()
     schedule.refresh_from_db()
@@ -257,7 +254,7 @@ def test_three_processes_firing_the_same_ticks_enqueue_each_tick_once():
 
 @pytest.mark.django_db(transaction=True)
 def test_runworkers_processes_fire_a_schedule_once_per_tick(worker_processes):
-    Schedule.objects.create(name="every-second", task_name=NOOP, cron="* * * * * *", timezone="UTC")
+    ScheduleFactory(name="every-second", cron="* * * * * *")
     for _ in range(3):
         worker_processes.start("-c", "2")
     wait_for(lambda: ScheduleTick.objects.count() >= 4, timeout=60)
@@ -365,7 +362,7 @@ def test_a_sync_updates_changed_rows_and_keeps_ticks_owed_by_unchanged_ones():
 
 @pytest.mark.django_db
 def test_a_schedule_gone_from_code_is_disabled_and_admin_rows_are_never_touched():
-    admin_row = Schedule.objects.create(name="weekly", task_name=NOOP, cron="5 5 * * *")
+    admin_row = ScheduleFactory(name="weekly", cron="5 5 * * *")
     with override_settings(SUPAQUEUE=supaqueue_settings(SCHEDULES=SETTINGS_SCHEDULES)):
         report = scheduling.sync_declared()
     assert report["admin_owned"] == ["weekly"]
@@ -512,7 +509,7 @@ def staff_client_cannot_edit(client, schedule) -> bool:
 
 @pytest.mark.django_db
 def test_code_rows_show_their_definition_read_only(admin_client):
-    schedule = Schedule.objects.create(name="coded", task_name=NOOP, cron="0 * * * *", origin="code")
+    schedule = ScheduleFactory(name="coded", cron="0 * * * *", origin="code")
     form = admin_client.get(reverse("admin:supaqueue_schedule_change", args=[schedule.pk])).context[
         "adminform"
     ]

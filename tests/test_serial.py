@@ -12,11 +12,11 @@ from django_supaqueue import api
 from django_supaqueue import queue as q
 from django_supaqueue.exceptions import InvalidOption, ReservedParameter
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue
-from django_supaqueue.queue import leases
+from django_supaqueue.queue import claims
 from django_supaqueue.tasks import task
 from django_supaqueue.worker.connection import connect
-from tests.conftest import wait_for
 from tests.factories import CurrentJobFactory, JobFactory, QueueFactory
+from tests.helpers import wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Execution
 
@@ -339,8 +339,8 @@ def test_the_claim_never_scans_the_job_table_with_serial_queues_and_groups(conn,
     assert serial.jobs.count() == 1000
     with connection.cursor() as cur:
         cur.execute("ANALYZE supaqueue_job")
-    params = leases._claim_params(worker.pk, worker.name, None, 10, 30.0)
-    for sql in (leases._CLAIM_SERIAL, leases._CLAIM):
+    params = claims.claim_params(worker.pk, worker.name, None, 10, 30.0)
+    for sql in (claims.SQL["claim_serial"], claims.SQL["claim"]):
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
         assert "Seq Scan on supaqueue_job" not in plan, plan
 

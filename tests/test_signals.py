@@ -9,9 +9,9 @@ from django.db import transaction
 
 from django_supaqueue import task
 from django_supaqueue import tasks as registry
+from django_supaqueue.change_jobs import enqueue_on_delete, enqueue_on_save, on_save, registrations
 from django_supaqueue.exceptions import InvalidPayload, TriggerConfigError
 from django_supaqueue.models import Job
-from django_supaqueue.signals import enqueue_on_delete, enqueue_on_save, on_save, registrations
 from django_supaqueue.testing import assert_enqueued, assert_not_enqueued
 from tests.factories import ArticleFactory, TicketFactory
 from tests.testapp import tasks

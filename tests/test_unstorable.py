@@ -17,8 +17,8 @@ from django_supaqueue import queue as q
 from django_supaqueue.exceptions import InvalidOption, InvalidPayload
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue
 from django_supaqueue.testing import run_pending
-from tests.conftest import wait_for
 from tests.factories import JobFactory
+from tests.helpers import wait_for
 from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -157,12 +157,12 @@ def test_cancelling_a_pending_job_means_it_never_runs(drain):
 def test_a_capped_queue_refills_as_soon_as_a_job_finishes(transactional_db):
     import threading
 
-    from django_supaqueue.worker.runtime import Worker as WorkerRuntime
-    from tests.conftest import wait_for
+    from django_supaqueue.worker.process import WorkerProcess
+    from tests.helpers import wait_for
 
     QueueFactory(name="one-at-a-time", concurrency_limit=1)
     tasks.hold.using(queue="one-at-a-time").enqueue_many([{"n": i, "seconds": 0.2} for i in range(3)])
-    worker = WorkerRuntime(concurrency=3, poll_interval=30)  # no poll will come to the rescue
+    worker = WorkerProcess(concurrency=3, poll_interval=30)  # no poll will come to the rescue
     thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
     thread.start()
     try:
@@ -177,19 +177,19 @@ def test_a_cap_set_while_a_worker_runs_holds_from_its_next_claim(transactional_d
     import threading
 
     from django_supaqueue.models import Queue
-    from django_supaqueue.worker.runtime import Worker as WorkerRuntime
-    from tests.conftest import wait_for
+    from django_supaqueue.worker.process import WorkerProcess
+    from tests.helpers import wait_for
     from tests.testapp.models import Execution
 
     QueueFactory(name="later-capped")
-    worker = WorkerRuntime(concurrency=3, poll_interval=30)
+    worker = WorkerProcess(concurrency=3, poll_interval=30)
     thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
     thread.start()
     try:
         tasks.noop.using(queue="later-capped").enqueue(i=0)
         wait_for(lambda: worker.processed == 1, 5)
         # every claim lane has claimed since, and leaves the lock out now
-        wait_for(lambda: all(lane._capped is False for lane in worker._lanes.members), 5)
+        wait_for(lambda: all(lane.capped is False for lane in worker.loops), 5)
         Queue.objects.filter(name="later-capped").update(concurrency_limit=1)
         tasks.hold.using(queue="later-capped").enqueue_many([{"n": i, "seconds": 0.15} for i in range(4)])
         wait_for(lambda: Execution.objects.count() == 4, 10)

@@ -9,8 +9,8 @@ import pytest
 from django.db.models import Count
 
 from django_supaqueue.models import Job, JobEvent, Worker
-from tests.conftest import job_statuses, wait_for
 from tests.factories import QueueFactory
+from tests.helpers import job_statuses, wait_for
 from tests.testapp import tasks
 from tests.testapp.models import Execution
 

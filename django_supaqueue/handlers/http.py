@@ -4,7 +4,8 @@ The queue row holds the base URL, method, headers, timeout and the *alias* of
 a secret in ``SUPAQUEUE["HTTP_SECRETS"]``; a job holds only its payload and an
 optional relative path. So a job can never choose the host it reaches, and a
 secret never sits in a row; what a call stores or logs has the secret it sent
-redacted, and a secret bound to hosts goes nowhere else (``secrets.py``).
+redacted, and a secret bound to hosts goes nowhere else (``django_supaqueue.secrets``). The URL,
+header and path checks live in ``django_supaqueue.validators``, below the models that use them.
 
 Response rules: 2xx is a success (status and size-capped body are the
 result); 5xx, 408, 429, timeouts and connection errors are retried with
@@ -15,149 +16,27 @@ retries client errors.
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json
 import logging
-import re
-import socket
 import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from django.core.exceptions import ImproperlyConfigured
 
-from .. import conf
+from .. import conf, secrets
 from ..exceptions import InvalidOption, InvalidPayload
-from . import secrets
-from .secrets import Secret
+from ..secrets import Secret
+from ..validators import check_path, check_secret_host, is_local_address
 
 logger = logging.getLogger("django_supaqueue.worker")
 
 RETRYABLE_STATUSES = frozenset({408, 429})
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _client_lock = threading.Lock()
 _shared: httpx.Client | None = None
-
-
-# --------------------------------------------------------------------------
-# Validation: base URLs at save time, paths at enqueue time (and again at send time)
-# --------------------------------------------------------------------------
-
-
-def check_base_url(url: str) -> str:
-    """An absolute http(s) URL with a host, no credentials, query or fragment."""
-    url = (url or "").strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"HTTP URL {url!r} must be an absolute http:// or https:// URL with a host.")
-    if parts.username or parts.password:
-        raise ValueError("HTTP URL must not contain credentials: use a secret alias.")
-    if parts.query or parts.fragment:
-        raise ValueError("HTTP URL must not contain a query or fragment.")
-    if "\\" in url or any(c.isspace() or ord(c) < 32 for c in url):
-        raise ValueError(f"HTTP URL {url!r} contains a backslash, space or control character.")
-    return url
-
-
-def check_queue_url(url: str, alias: str) -> str:
-    """A queue's base URL, checked where the queue is saved or validated: its syntax, a local host
-    the settings refuse, and the hosts its secret alias is bound to (an alias not configured yet is
-    left to the call and check E008)."""
-    url = check_base_url(url)
-    check_local_host(url)
-    if alias:
-        try:
-            secret = secrets.get(alias)
-        except (LookupError, ImproperlyConfigured):
-            return url
-        check_secret_host(url, secret)
-    return url
-
-
-def check_secret_host(url: str, secret: Secret | None) -> None:
-    """Refuse to send a bound secret to a host it is not bound to."""
-    host = urlsplit(url).hostname or ""
-    if secret is not None and not secret.allows(host):
-        raise ValueError(
-            f"secret alias {secret.alias!r} may only be sent to {', '.join(sorted(secret.hosts))}, "
-            f"not {host!r}: point the queue at one of those hosts, or add this one to the alias's "
-            "hosts in SUPAQUEUE['HTTP_SECRETS']."
-        )
-
-
-def is_local_address(address: str) -> bool:
-    """Loopback, link-local or unspecified (0.0.0.0 and :: reach this machine), IPv4 or IPv6."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])  # fe80::1%eth0: the zone is not the address
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
-
-
-def is_local_host(host: str) -> bool:
-    """A host that names this machine or its link: localhost, or such an address in any spelling
-    the resolver takes (127.1 and 2130706433 are 127.0.0.1 to it)."""
-    host = secrets.normal_host(host)
-    if host == "localhost" or host.endswith(".localhost") or is_local_address(host):
-        return True
-    try:
-        return is_local_address(socket.inet_ntoa(socket.inet_aton(host)))
-    except OSError:
-        return False
-
-
-def check_local_host(url: str) -> None:
-    """Refuse a URL that names a local host when SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] says so.
-
-    A name that only resolves to such an address passes here; the call refuses the address it
-    connected to (``_Gate``).
-    """
-    host = urlsplit(url).hostname or ""
-    if conf.get("HTTP_REFUSE_LOCAL_HOSTS") and is_local_host(host):
-        raise ValueError(
-            f"HTTP URL host {host!r} is a loopback or link-local address, which "
-            "SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] refuses."
-        )
-
-
-def check_header_name(name: str) -> str:
-    if not isinstance(name, str) or not _HEADER_NAME.match(name):
-        raise ValueError(f"{name!r} is not a valid HTTP header name.")
-    return name
-
-
-def check_path(path: str | None) -> str:
-    """A relative path to append to the base URL: no scheme, host, '..', '//' or backslash."""
-    if path is None or path == "":
-        return ""
-    if not isinstance(path, str) or len(path) > 1000:
-        raise InvalidOption(f"path must be a string of at most 1000 characters, not {path!r}.")
-    bad = (
-        "\\" in path
-        or "//" in path
-        or any(c.isspace() or ord(c) < 32 for c in path)
-        or ":" in path.split("/", 1)[0]  # a scheme ("http:x") or a drive
-        or urlsplit(path).scheme
-        or urlsplit(path).netloc
-        or "?" in path
-        or "#" in path
-        or any(seg in ("..", ".") for seg in path.split("/"))
-        or "%2e" in path.lower()
-        or "%2f" in path.lower()
-        or "%5c" in path.lower()
-    )
-    if bad:
-        raise InvalidOption(
-            f"path {path!r} is not a plain relative path: it may not hold a scheme, a host, '..', "
-            "'//', a backslash, a query or a fragment. It is only ever appended to the queue's URL."
-        )
-    return path.lstrip("/")
 
 
 def build_url(base: str, path: str) -> str:
@@ -172,45 +51,6 @@ def build_url(base: str, path: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def enqueue_http(
-    queue: str,
-    payload: Mapping[str, Any] | None = None,
-    path: str | None = None,
-    *,
-    priority: int | None = None,
-    run_at: Any = None,
-    key: str | None = None,
-    max_attempts: int | None = None,
-    owner: Any = None,
-    tenant_id: str | None = None,
-    key_mode: str = "dedupe",
-    depends_on: Any = (),
-    on_dependency_failure: str | None = None,
-):
-    """Enqueue one call to the HTTP queue ``queue``: ``enqueue_http("hooks", {"id": 1}, path="orders")``."""
-    from ..api import enqueued
-    from ..queue import enqueue_job
-
-    job = enqueue_job(
-        http_job_spec(
-            queue,
-            payload,
-            path,
-            priority=priority,
-            run_at=run_at,
-            key=key,
-            max_attempts=max_attempts,
-            owner=owner,
-            tenant_id=tenant_id,
-            key_mode=key_mode,
-            depends_on=depends_on,
-            on_dependency_failure=on_dependency_failure,
-        )
-    )
-    enqueued([job])  # job_enqueued, like every other enqueue
-    return job
-
-
 def http_job_spec(
     queue: str,
     payload: Mapping[str, Any] | None = None,
@@ -221,7 +61,7 @@ def http_job_spec(
     depends_on: Any = (),
     **options: Any,
 ) -> Any:
-    """The JobSpec of one call to an HTTP queue, checked (enqueue_http and Pipeline.add_http write it)."""
+    """The JobSpec of one call to an HTTP queue, checked; ``producer.produce`` writes it."""
     from ..models import Queue
     from ..queue import JobSpec, check_queue_name
 
@@ -453,7 +293,7 @@ def perform_http(job: Any) -> Any:
         has_body = method != "GET"
         headers = _headers(config, secret, has_body)
     except (InvalidOption, LookupError, ValueError, ImproperlyConfigured) as exc:
-        return failure("django_supaqueue.handlers.http.HTTPConfigError", str(exc), final=True)
+        return failure("django_supaqueue.exceptions.HTTPConfigError", str(exc), final=True)
     request: dict[str, Any] = {"headers": headers, "timeout": timeout, "extensions": {"trace": _Gate(job)}}
     if has_body:
         request["content"] = json.dumps(job.payload, separators=(",", ":")).encode()
@@ -464,10 +304,10 @@ def perform_http(job: Any) -> Any:
             body, truncated = _read_capped(response, limit)
     except _NotSent as exc:
         if not exc.late:
-            return failure("django_supaqueue.handlers.http.HTTPConfigError", str(exc), final=True)
+            return failure("django_supaqueue.exceptions.HTTPConfigError", str(exc), final=True)
         # The rate limit counted this call at its claim: give the slot back, pending again, uncounted.
         return failure(
-            "django_supaqueue.handlers.http.RateSlotMissed", str(exc), at=datetime.now(UTC), uncounted=True
+            "django_supaqueue.exceptions.RateSlotMissed", str(exc), at=datetime.now(UTC), uncounted=True
         )
     except httpx.TimeoutException as exc:
         return failure("httpx." + type(exc).__name__, f"no response within {timeout}s")
@@ -493,6 +333,6 @@ def perform_http(job: Any) -> Any:
     message = f"{method} returned HTTP {status}" + (f": {snippet}" if snippet else "")
     if status >= 500 or status in RETRYABLE_STATUSES:
         at = retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
-        return failure("django_supaqueue.handlers.http.HTTPError", message, status=status, at=at)
+        return failure("django_supaqueue.exceptions.HTTPError", message, status=status, at=at)
     final = not (400 <= status < 500 and config.get("retry_client_errors"))
-    return failure("django_supaqueue.handlers.http.HTTPError", message, status=status, final=final)
+    return failure("django_supaqueue.exceptions.HTTPError", message, status=status, final=final)

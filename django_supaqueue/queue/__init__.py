@@ -1,14 +1,20 @@
 """The queue's SQL: every statement that moves a job through its life cycle, and nothing else.
 
-One package, one module per stage, each short enough to read in one sitting;
-each module imports only modules above it in this list:
+One package, one module per stage, each short enough to read in one sitting.
+A module that runs statements keeps them, whole and named, in the .sql file of
+the same name (``claims.sql`` beside ``claims.py``), read once at import by
+``queries``; it alone runs them. Each module imports only modules above it in
+this list:
 
-- ``tables``: table names, channels, statuses;
+- ``queries``: reading the .sql files;
+- ``tables``: table names, channels, statuses, for Python code;
 - ``storable``: what PostgreSQL can store (text, JSON, numbers), checked before a write;
 - ``spec``: an enqueue call's options, checked (``JobSpec``);
 - ``rows``: job rows as the enqueue statements write and read them;
-- ``leases``: worker registration, heartbeats, the claim;
-- ``outcomes``: success, failure and retry, release, recovery of expired leases;
+- ``claims``: the claim, which takes jobs and leases them;
+- ``leases``: worker registration, heartbeats, lease expiry;
+- ``outcomes``: success, failure and retry, release, recovery of expired leases,
+  and the worker's round trip (finish, then claim);
 - ``actions``: cancel and the operators' actions, pruning;
 - ``graph``: writing jobs with dependencies (settling them is ``outcomes``' part);
 - ``prepared``: statements bound on the server (and prepared) on Django's connection;
@@ -41,6 +47,7 @@ from .actions import (
     run_now,
     wake_queues,
 )
+from .claims import ClaimedJob, claim
 from .enqueue import (
     enqueue_batch,
     enqueue_job,
@@ -49,8 +56,6 @@ from .enqueue import (
 )
 from .leases import (
     Beat,
-    ClaimedJob,
-    claim,
     expire_leases,
     heartbeat,
     register_worker,

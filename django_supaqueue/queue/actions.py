@@ -7,48 +7,13 @@ from typing import Any
 
 from django.db import connections, transaction
 
+from ..constants import CANCEL_CHANNEL
 from ..models import Job
-from .outcomes import _KEY_UNLESS_TAKEN, _settle, notify_queues
-from .tables import (
-    CANCEL_CHANNEL,
-    CANCELLED,
-    CURRENT,
-    DEPENDENCY,
-    EVENT,
-    FAILED,
-    IN_PROGRESS,
-    JOB,
-    PENDING,
-    QUEUE,
-    WAITING,
-    _db_alias,
-)
+from . import queries
+from .outcomes import notify_queues
+from .tables import db_alias
 
-_CANCEL = f"""
-WITH target AS (
-  SELECT id FROM {JOB}
-  WHERE id = ANY(%(job_id)s::bigint[]) AND status IN ('{WAITING}', '{PENDING}', '{IN_PROGRESS}')
-  ORDER BY id FOR UPDATE
-), lease AS (
-  SELECT c.job_id, c.attempt FROM {CURRENT} c JOIN target ON c.job_id = target.id
-), upd AS (
-  UPDATE {JOB} j SET status = 'cancelled', finished_at = now()
-  FROM target WHERE j.id = target.id
-  RETURNING j.id, j.attempts, j.has_dependents
-), settled AS (
-  {_settle("upd", "'cancelled'", "has_dependents")}
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'cancelled', NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
-)
-SELECT upd.id, lease.attempt
-FROM upd LEFT JOIN lease ON lease.job_id = upd.id, (SELECT count(*) FROM settled) s
-"""
-
-_NOTIFY_CANCELLED = f"""
-SELECT pg_notify('{CANCEL_CHANNEL}', a.job_id || ' ' || a.attempt)
-FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS a(job_id, attempt)
-"""
+SQL = queries.load("actions.sql")
 
 
 def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
@@ -63,34 +28,21 @@ def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     ids = [j.pk if isinstance(j, Job) else int(j) for j in jobs]
     if not ids:
         return []
-    alias = _db_alias()
+    alias = db_alias()
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
-        cur.execute(_CANCEL, {"job_id": ids, "reason": reason})
+        cur.execute(SQL["cancel"], {"job_id": ids, "reason": reason})
         rows = cur.fetchall()
         running = [(job_id, attempt) for job_id, attempt in rows if attempt is not None]
         if running:
             cur.execute(
-                _NOTIFY_CANCELLED,
-                {"job_id": [r[0] for r in running], "attempt": [r[1] for r in running]},
+                SQL["notify_cancelled"],
+                {
+                    "job_id": [r[0] for r in running],
+                    "attempt": [r[1] for r in running],
+                    "channel": CANCEL_CHANNEL,
+                },
             )
     return [r[0] for r in rows]
-
-
-_PRUNE = f"""
-WITH doomed AS (
-  SELECT id FROM {JOB}
-  WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => %(oldest)s)
-    AND ((status = 'successful' AND finished_at < now() - make_interval(secs => %(successful)s))
-      OR (status = 'failed' AND finished_at < now() - make_interval(secs => %(failed)s))
-      OR (status = 'cancelled' AND finished_at < now() - make_interval(secs => %(cancelled)s)))
-  ORDER BY finished_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED
-), events AS (
-  DELETE FROM {EVENT} e USING doomed WHERE e.job_id = doomed.id
-), edges AS (
-  DELETE FROM {DEPENDENCY} e USING doomed WHERE e.job_id = doomed.id OR e.depends_on_id = doomed.id
-)
-DELETE FROM {JOB} j USING doomed WHERE j.id = doomed.id
-"""
 
 
 def prune(
@@ -110,31 +62,11 @@ def prune(
     kept = [h for h in ages.values() if h is not None]
     if not kept:
         return 0
-    # A NULL interval makes its comparison NULL, so a status kept forever never matches.
     params = {k: h * 3600.0 if h is not None else None for k, h in ages.items()}
     params.update(oldest=min(kept) * 3600.0, batch=batch)
     with conn.cursor() as cur:
-        cur.execute(_PRUNE, params)
+        cur.execute(SQL["prune"], params)
         return cur.rowcount
-
-
-_RETRY_FAILED = f"""
-WITH target AS (
-  SELECT j.id FROM {JOB} j JOIN {QUEUE} q ON q.id = j.queue_id
-  WHERE q.name = %(queue)s AND j.status = 'failed'
-  ORDER BY j.finished_at, j.id LIMIT %(limit)s FOR UPDATE OF j SKIP LOCKED
-), upd AS (
-  UPDATE {JOB} j SET status = '{PENDING}', max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
-    run_at = now(), finished_at = NULL,
-    key = {_KEY_UNLESS_TAKEN}
-  FROM target WHERE j.id = target.id
-  RETURNING j.id, j.attempts
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'manual_retry', attempts, %(worker_name)s, now(), '', %(reason)s, '' FROM upd
-)
-SELECT id FROM upd ORDER BY id
-"""
 
 
 def retry_failed(conn: Any, *, queue: str, limit: int, worker_name: str, reason: str = "") -> list[int]:
@@ -145,99 +77,7 @@ def retry_failed(conn: Any, *, queue: str, limit: int, worker_name: str, reason:
     if limit <= 0:
         return []
     params = {"queue": queue, "limit": limit, "worker_name": worker_name, "reason": reason}
-    return [r[0] for r in conn.execute(_RETRY_FAILED, params).fetchall()]
-
-
-# The shared tail of the operators' job statements: given a CTE ``upd`` of
-# changed jobs (id, queue_id, attempts), write one event of %(kind)s each and
-# return the jobs' queues, so the caller can wake the workers that serve them.
-_OPERATOR_TAIL = f"""
-, event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, %(kind)s, NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
-)
-SELECT upd.id, q.name FROM upd JOIN {QUEUE} q ON q.id = upd.queue_id
-"""
-
-_RETRY_NOW = (
-    f"""
-WITH target AS (
-  SELECT id FROM {JOB}
-  WHERE id = ANY(%(job_id)s::bigint[])
-    AND (status IN ('{FAILED}', '{CANCELLED}')
-         OR (status = '{PENDING}' AND attempts > 0 AND run_at > now()))
-    AND NOT EXISTS (SELECT 1 FROM {CURRENT} c WHERE c.job_id = {JOB}.id)  -- a cancelled body still stopping
-  ORDER BY id FOR UPDATE
-), ranked AS (
-  SELECT j.id, row_number() OVER (
-           PARTITION BY j.key ORDER BY (j.status = '{PENDING}') DESC, j.id DESC) AS rn
-  FROM {JOB} j JOIN target t ON t.id = j.id
-), upd AS (
-  UPDATE {JOB} j SET status = '{PENDING}', run_at = now(), enabled = true, finished_at = NULL,
-    max_attempts = GREATEST(j.max_attempts, j.attempts + 1),
-    key = CASE WHEN j.key IS NULL THEN NULL
-               WHEN r.rn > 1 OR EXISTS (SELECT 1 FROM {JOB} p
-                                        WHERE p.key = j.key AND p.status IN ('{WAITING}', '{PENDING}')
-                                          AND p.id <> j.id)
-               THEN NULL ELSE j.key END
-  FROM ranked r WHERE j.id = r.id
-  RETURNING j.id, j.queue_id, j.attempts
-)"""
-    + _OPERATOR_TAIL
-)
-
-_RUN_NOW = (
-    f"""
-WITH upd AS (
-  UPDATE {JOB} j SET run_at = now()
-  WHERE j.id = ANY(%(job_id)s::bigint[]) AND j.status = '{PENDING}' AND j.run_at > now()
-  RETURNING j.id, j.queue_id, j.attempts
-)"""
-    + _OPERATOR_TAIL
-)
-
-_SET_ENABLED = (
-    f"""
-WITH upd AS (
-  UPDATE {JOB} j SET enabled = %(enabled)s
-  WHERE j.id = ANY(%(job_id)s::bigint[]) AND j.status = '{PENDING}' AND j.enabled <> %(enabled)s
-  RETURNING j.id, j.queue_id, j.attempts
-)"""
-    + _OPERATOR_TAIL
-)
-
-# A deleted job that others wait for counts as cancelled for them; that is
-# settled first, in its own statement, so the function sees the edges.
-_SETTLE_DELETED = f"""
-WITH target AS (
-  SELECT id FROM {JOB}
-  WHERE id = ANY(%(job_id)s::bigint[]) AND status <> '{IN_PROGRESS}' AND has_dependents
-  ORDER BY id FOR UPDATE
-)
-{_settle("target", "'cancelled'", "true")}
-"""
-
-# Events and edges go in the same statement: the foreign keys are deferred,
-# and a job's history has no meaning without the job.
-_DELETE = f"""
-WITH target AS (
-  SELECT id FROM {JOB} WHERE id = ANY(%(job_id)s::bigint[]) AND status <> '{IN_PROGRESS}'
-  ORDER BY id FOR UPDATE
-), events AS (
-  DELETE FROM {EVENT} e USING target WHERE e.job_id = target.id
-), edges AS (
-  DELETE FROM {DEPENDENCY} e USING target WHERE e.job_id = target.id OR e.depends_on_id = target.id
-), gone AS (
-  DELETE FROM {JOB} j USING target WHERE j.id = target.id RETURNING j.id
-)
-SELECT id FROM gone
-"""
-
-_SET_PAUSED = f"""
-UPDATE {QUEUE} SET paused = %(paused)s, updated_at = now()
-WHERE name = ANY(%(names)s::text[]) AND paused <> %(paused)s
-RETURNING name
-"""
+    return [r[0] for r in conn.execute(SQL["retry_failed"], params).fetchall()]
 
 
 def _ids(jobs: Iterable[Job | int]) -> list[int]:
@@ -253,7 +93,7 @@ def _act(sql: str, params: dict[str, Any], *, wake: bool) -> list[int]:
     """
     from django.db import IntegrityError
 
-    alias = _db_alias()
+    alias = db_alias()
     for attempt in range(3):
         try:
             with transaction.atomic(using=alias), connections[alias].cursor() as cur:
@@ -279,7 +119,7 @@ def retry_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     ids = _ids(jobs)
     if not ids:
         return []
-    return _act(_RETRY_NOW, {"job_id": ids, "reason": reason, "kind": "manual_retry"}, wake=True)
+    return _act(SQL["retry_now"], {"job_id": ids, "reason": reason, "kind": "manual_retry"}, wake=True)
 
 
 def run_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
@@ -290,7 +130,7 @@ def run_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     ids = _ids(jobs)
     if not ids:
         return []
-    return _act(_RUN_NOW, {"job_id": ids, "reason": reason, "kind": "run_now"}, wake=True)
+    return _act(SQL["run_now"], {"job_id": ids, "reason": reason, "kind": "run_now"}, wake=True)
 
 
 def hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
@@ -299,7 +139,7 @@ def hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     if not ids:
         return []
     params = {"job_id": ids, "reason": reason, "enabled": False, "kind": "held"}
-    return _act(_SET_ENABLED, params, wake=False)
+    return _act(SQL["set_enabled"], params, wake=False)
 
 
 def release_hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
@@ -308,7 +148,7 @@ def release_hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     if not ids:
         return []
     params = {"job_id": ids, "reason": reason, "enabled": True, "kind": "hold_released"}
-    return _act(_SET_ENABLED, params, wake=True)
+    return _act(SQL["set_enabled"], params, wake=True)
 
 
 def delete(jobs: Iterable[Job | int]) -> list[int]:
@@ -321,10 +161,10 @@ def delete(jobs: Iterable[Job | int]) -> list[int]:
     ids = _ids(jobs)
     if not ids:
         return []
-    alias = _db_alias()
+    alias = db_alias()
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
-        cur.execute(_SETTLE_DELETED, {"job_id": ids})
-        cur.execute(_DELETE, {"job_id": ids})
+        cur.execute(SQL["settle_deleted"], {"job_id": ids})
+        cur.execute(SQL["delete"], {"job_id": ids})
         return sorted(r[0] for r in cur.fetchall())
 
 
@@ -342,9 +182,9 @@ def _set_paused(names: Iterable[str], *, paused: bool) -> list[str]:
     names = sorted(set(names))
     if not names:
         return []
-    alias = _db_alias()
+    alias = db_alias()
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
-        cur.execute(_SET_PAUSED, {"names": names, "paused": paused})
+        cur.execute(SQL["set_paused"], {"names": names, "paused": paused})
         changed = sorted(r[0] for r in cur.fetchall())
         if not paused:
             notify_queues(cur, changed)
@@ -360,5 +200,5 @@ def wake_queues(names: Iterable[str]) -> None:
     names = sorted(set(names))
     if not names:
         return
-    with connections[_db_alias()].cursor() as cur:
+    with connections[db_alias()].cursor() as cur:
         notify_queues(cur, names)

@@ -6,58 +6,15 @@ from typing import Any
 
 from ..exceptions import InvalidOption
 from ..models import Job
-from .rows import _JOB_COLUMNS, _columns, _defaults, _job_from_text_row, _match_written
-from .spec import JobSpec, _Row
-from .tables import CANCELLED, DEPENDENCY, FAILED, JOB, ON_PENDING_KEY, PENDING, QUEUE, SUCCESSFUL, WAITING
+from . import queries
+from .rows import as_columns, job_from_text_row, match_written, queue_defaults
+from .spec import JobSpec, Row
+from .tables import CANCELLED, FAILED, SUCCESSFUL
 
-# A job graph: jobs with dependencies start as "waiting" with a count of the
-# dependencies still to finish; jobs other jobs depend on are marked first.
-_INSERT_GRAPH = f"""
-INSERT INTO {JOB} (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                   max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
-                   trace_context, serial_group, waiting_for, has_dependents, on_dependency_failure)
-SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb,
-       CASE WHEN u.waiting_for > 0 THEN '{WAITING}' ELSE '{PENDING}' END,
-       COALESCE(u.priority, q.priority, %(default_priority)s::int),
-       COALESCE(u.run_at, now()), 0,
-       COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group,
-       u.waiting_for, u.has_dependents, u.on_failure
-FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
-            %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
-            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[],
-            %(waiting_for)s::int[], %(has_dependents)s::bool[], %(on_failure)s::text[])
-     WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
-                          owner_id, tenant_id, serial_group, waiting_for, has_dependents, on_failure, n)
-JOIN {QUEUE} q ON q.name = u.queue
-ORDER BY u.n
-{ON_PENDING_KEY} DO NOTHING
-RETURNING {_JOB_COLUMNS}
-"""
-
-# Marking the dependencies locks them until the dependents are committed: a
-# dependency finishing meanwhile waits, then sees the mark and settles them.
-# The status read here is the latest committed one, after any such wait.
-_MARK_DEPENDENCIES = f"""
-UPDATE {JOB} j SET has_dependents = true
-FROM (SELECT id FROM {JOB} WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR NO KEY UPDATE) d
-WHERE j.id = d.id
-RETURNING j.id, j.status
-"""
-
-_INSERT_DEPENDENCIES = f"""
-INSERT INTO {DEPENDENCY} (job_id, depends_on_id, position, settled)
-SELECT * FROM unnest(%(job_id)s::bigint[], %(depends_on_id)s::bigint[], %(position)s::int[],
-                     %(settled)s::bool[])
-"""
-
-_SETTLE_NOW = "SELECT supaqueue_settle_dependents(%(ids)s::bigint[], %(outcomes)s::text[])"
+SQL = queries.load("graph.sql")
 
 
-_STATUS_OF = f"SELECT id, status, waiting_for, finished_at FROM {JOB} WHERE id = ANY(%(ids)s::bigint[])"
-
-
-def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
+def enqueue_graph(cur: Any, alias: str, rows: list[Row]) -> list[Job]:
     """Write jobs with dependencies: existing jobs, or specs earlier in the same call.
 
     Statements: mark (and lock) the existing dependencies, insert the jobs,
@@ -76,7 +33,7 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
         external.append(outside)
     depended_on = {d for inside in internal for d in inside}
     status = _mark_dependencies(cur, sorted({d for outside in external for d in outside}))
-    params = _columns(rows, extended=True)
+    params = as_columns(rows, extended=True)
     params.update(
         trace=rows[0].trace,
         waiting_for=[
@@ -84,11 +41,11 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
         ],
         has_dependents=[n in depended_on for n in range(len(rows))],
         on_failure=[r.spec.on_dependency_failure or Job.OnDependencyFailure.CANCEL for r in rows],
-        **_defaults(),
+        **queue_defaults(),
     )
-    cur.execute(_INSERT_GRAPH, params)
-    written = [_job_from_text_row(alias, v) for v in cur.fetchall()]
-    jobs = _match_written(cur, alias, [r.key for r in rows], written)
+    cur.execute(SQL["insert_graph"], params)
+    written = [job_from_text_row(alias, v) for v in cur.fetchall()]
+    jobs = match_written(cur, alias, [r.key for r in rows], written)
     new = {job.pk for job in written}
     # A keyed spec that met a job not started yet is that job: its dependents wait for it.
     stand_ins = sorted({jobs[d].pk for d in depended_on if jobs[d].pk not in new})
@@ -104,14 +61,14 @@ def _enqueue_graph(cur: Any, alias: str, rows: list[_Row]) -> list[Job]:
             edges["position"].append(position)
             # Counted as unfinished above (so left to settle below): in-call ones and stand-ins.
             edges["settled"].append(target in external[n] and status[target] == SUCCESSFUL)
-    cur.execute(_INSERT_DEPENDENCIES, edges)
+    cur.execute(SQL["insert_dependencies"], edges)
     # Dependencies that finished before their dependents existed are settled now, by the same
     # function as any other finish: a stand-in that succeeded counts its new dependents down.
     finished = sorted(
         d for d, s in status.items() if s in (FAILED, CANCELLED) or (s == SUCCESSFUL and d in stand_ins)
     )
     if finished:
-        cur.execute(_SETTLE_NOW, {"ids": finished, "outcomes": [status[d] for d in finished]})
+        cur.execute(SQL["settle_now"], {"ids": finished, "outcomes": [status[d] for d in finished]})
         _refresh_states(cur, jobs)
     return jobs
 
@@ -120,7 +77,7 @@ def _mark_dependencies(cur: Any, ids: list[int]) -> dict[int, str]:
     """Lock and mark existing jobs that new jobs will depend on; their latest statuses by id."""
     if not ids:
         return {}
-    cur.execute(_MARK_DEPENDENCIES, {"ids": ids})
+    cur.execute(SQL["mark_dependencies"], {"ids": ids})
     status = dict(cur.fetchall())
     unknown = [d for d in ids if d not in status]
     if unknown:
@@ -130,7 +87,7 @@ def _mark_dependencies(cur: Any, ids: list[int]) -> dict[int, str]:
 
 def _refresh_states(cur: Any, jobs: list[Job]) -> None:
     """Re-read the states that settling changed after the jobs were written."""
-    cur.execute(_STATUS_OF, {"ids": [j.pk for j in jobs]})
+    cur.execute(SQL["status_of"], {"ids": [j.pk for j in jobs]})
     states = {row[0]: row[1:] for row in cur.fetchall()}
     for job in jobs:
         job.status, job.waiting_for, job.finished_at = states[job.pk]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -13,18 +12,13 @@ from typing import Any, NamedTuple
 import psycopg
 
 from .. import conf
+from ..constants import CHANNEL
 from ..exceptions import ResultNotStorable
-from .leases import (
-    _CLAIM,
-    _CLAIM_SERIAL,
-    _DELETE_STALE_WORKERS,
-    _LOCK_CAPPED_QUEUES,
-    ClaimedJob,
-    _claim_params,
-    rate_wake_statement,
-)
+from . import claims, leases, queries
+from .claims import ClaimedJob
 from .storable import SMALLINT_MAX, json_refusal, storable_text
-from .tables import CHANNEL, CURRENT, EVENT, IN_PROGRESS, JOB, PENDING, QUEUE, STOPPED, WAITING, WORKER
+
+SQL = queries.load("outcomes.sql")
 
 
 @dataclasses.dataclass(slots=True)
@@ -125,169 +119,6 @@ class Retry:
     run_at: datetime
 
 
-# A job going back to pending keeps its key unless a newer job that has not
-# started holds it (enqueued with that key while this one ran): the key stays
-# with the newer job, as in graphile-worker, and the unique index is never violated.
-_KEY_UNLESS_TAKEN = f"""CASE WHEN j.key IS NOT NULL AND EXISTS (
-            SELECT 1 FROM {JOB} p
-            WHERE p.key = j.key AND p.status IN ('{WAITING}', '{PENDING}') AND p.id <> j.id)
-          THEN NULL ELSE j.key END"""
-
-
-def _settle(cte: str, outcome: str, where: str) -> str:
-    """SQL that hands the dependents of the finished jobs in ``cte`` to the database.
-
-    supaqueue_settle_dependents() (migration 0009 says why it is a function)
-    counts each dependent down, makes it pending, or cancels it. It is called
-    only when one of the finished jobs has dependents, so jobs without any pay
-    for one boolean column.
-    """
-    return (
-        f"SELECT supaqueue_settle_dependents(array_agg(id), array_agg({outcome}::text)) "
-        f"FROM {cte} WHERE {where} HAVING count(*) > 0"
-    )
-
-
-_COMPLETE = f"""
-WITH d AS (
-  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(result)s::text[],
-                       %(duration)s::float8[], %(http_status)s::int[])
-    AS d(job_id, attempt, result, duration, http_status)
-), lease AS (
-  DELETE FROM {CURRENT} c USING d
-  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
-  RETURNING d.job_id, d.attempt, d.result, d.duration, d.http_status
-), done AS (
-  UPDATE {JOB} j SET status = 'successful', result = lease.result::jsonb, finished_at = now(),
-                     last_error = ''
-  FROM lease WHERE j.id = lease.job_id AND j.status = '{IN_PROGRESS}'
-  RETURNING j.id, j.has_dependents
-), settled AS (
-  {_settle("done", "'successful'", "has_dependents")}
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
-                       error_message, traceback, http_status)
-  SELECT lease.job_id, CASE WHEN done.id IS NULL THEN '{STOPPED}' ELSE 'succeeded' END, lease.attempt,
-         %(worker_name)s, now(), lease.duration, '', '', '', lease.http_status
-  FROM lease LEFT JOIN done ON done.id = lease.job_id
-)
-SELECT id FROM done, (SELECT count(*) FROM settled) s
-"""
-
-# The shared tail of fail() and recover_expired(): given a CTE ``lease`` of
-# attempts whose leases were just removed, decide retry or final failure,
-# compute the back-off in the database (so it always uses the queue's current
-# settings), and write one event per attempt. A job going back to pending
-# gives up its key when a newer pending job already holds it (enqueued with
-# that key while this one ran): the key stays with the newer job, as in
-# graphile-worker, and the unique index of pending keys is never violated.
-_RESOLVE_FAILURES = f"""
-, upd AS (
-  UPDATE {JOB} j SET
-    status = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN '{PENDING}'
-             ELSE 'failed' END,
-    run_at = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final)
-             THEN COALESCE(l.retry_at, now() + make_interval(
-               secs => LEAST(COALESCE(l.backoff_max, q.retry_backoff_max, %(default_backoff_max)s),
-                             COALESCE(l.backoff, q.retry_backoff, %(default_backoff)s)
-                               * power(2, LEAST(j.attempts - 1, 60)))
-                       * (0.5 + random() * 0.5)))
-             ELSE j.run_at END,
-    finished_at = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN NULL
-                  ELSE now() END,
-    attempts = j.attempts - CASE WHEN l.uncounted THEN 1 ELSE 0 END,
-    key = {_KEY_UNLESS_TAKEN},
-    last_error = l.error_class || ': ' || l.error_message
-  FROM lease l, {QUEUE} q
-  WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status = '{IN_PROGRESS}'
-  RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
-            l.error_message, l.traceback, l.http_status, j.has_dependents
-), stopped AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
-                       error_message, traceback)
-  SELECT l.job_id, '{STOPPED}', l.attempt, l.worker_name, now(), l.duration, l.error_class,
-         l.error_message, l.traceback
-  FROM lease l WHERE l.job_id NOT IN (SELECT id FROM upd)
-), settled AS (
-  {_settle("upd", "status", "has_dependents AND status = 'failed'")}
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class,
-                       error_message, traceback, retry_at, http_status)
-  SELECT id, CASE WHEN status = '{PENDING}' THEN 'retried' ELSE 'failed' END, attempt,
-         worker_name, now(), duration, error_class, error_message, traceback,
-         CASE WHEN status = '{PENDING}' THEN run_at END, http_status
-  FROM upd
-)
-SELECT id, status, run_at FROM upd, (SELECT count(*) FROM settled) s
-"""
-
-_FAIL = (
-    f"""
-WITH d AS (
-  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(error_class)s::text[],
-                       %(error_message)s::text[], %(traceback)s::text[], %(duration)s::float8[],
-                       %(retry_at)s::timestamptz[], %(backoff)s::float8[], %(backoff_max)s::float8[],
-                       %(final)s::bool[], %(http_status)s::int[], %(uncounted)s::bool[])
-    AS d(job_id, attempt, error_class, error_message, traceback, duration, retry_at, backoff,
-         backoff_max, final, http_status, uncounted)
-), lease AS (
-  DELETE FROM {CURRENT} c USING d
-  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
-  RETURNING d.*, %(worker_name)s::text AS worker_name
-)"""
-    + _RESOLVE_FAILURES
-)
-
-_RECOVER_EXPIRED = (
-    f"""
-WITH expired AS (
-  SELECT c.id, w.name, w.last_heartbeat_at
-  FROM {CURRENT} c LEFT JOIN {WORKER} w ON w.id = c.worker_id
-  WHERE c.lease_expires_at < now()
-  ORDER BY c.id LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED
-), lease AS (
-  DELETE FROM {CURRENT} c USING expired e
-  WHERE c.id = e.id
-  RETURNING c.job_id, c.attempt, 'WorkerLost'::text AS error_class,
-    'worker ' || COALESCE(e.name, '#' || c.worker_id) || ' stopped renewing its lease ('
-      || COALESCE('last heartbeat ' || to_char(e.last_heartbeat_at AT TIME ZONE 'UTC',
-                                               'YYYY-MM-DD HH24:MI:SS') || ' UTC',
-                  'its registration is gone') || ')'
-      AS error_message,
-    ''::text AS traceback, extract(epoch FROM now() - c.started_at)::float8 AS duration,
-    NULL::timestamptz AS retry_at, NULL::float8 AS backoff, NULL::float8 AS backoff_max,
-    false AS final, NULL::int AS http_status, false AS uncounted,
-    COALESCE(e.name, '#' || c.worker_id) AS worker_name
-)"""
-    + _RESOLVE_FAILURES
-)
-
-_RELEASE = f"""
-WITH d AS (
-  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[]) AS d(job_id, attempt)
-), lease AS (
-  DELETE FROM {CURRENT} c USING d
-  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
-  RETURNING c.job_id, c.attempt, c.started_at
-), upd AS (
-  UPDATE {JOB} j SET status = '{PENDING}',
-    run_at = CASE WHEN %(delay)s > 0 THEN now() + %(delay)s * interval '1 second'
-             ELSE LEAST(j.run_at, now()) END,
-    attempts = GREATEST(j.attempts - 1, 0),
-    key = {_KEY_UNLESS_TAKEN}
-  FROM lease WHERE j.id = lease.job_id AND j.status = '{IN_PROGRESS}'
-  RETURNING j.id
-), event AS (
-  INSERT INTO {EVENT} (job_id, kind, attempt, worker_name, at, duration, error_class, error_message,
-                       traceback)
-  SELECT job_id, 'released', attempt, %(worker_name)s, now(),
-         extract(epoch FROM now() - started_at)::float8, '', %(message)s, ''
-  FROM lease
-)
-SELECT id FROM upd
-"""
-
-
 def release(
     conn: Any,
     *,
@@ -315,26 +146,14 @@ def release(
         "delay": delay,
         "message": message,
     }
-    return [r[0] for r in conn.execute(_RELEASE, params).fetchall()]
-
-
-_NOTIFY_QUEUES = f"""
-SELECT pg_notify('{CHANNEL}', name || ' 0') FROM unnest(%(names)s::text[]) AS name
-"""
-
-_NOTIFY_GROUPS = f"""
-SELECT pg_notify('{CHANNEL}', q.name || ' 0') FROM {QUEUE} q
-WHERE NOT q.paused AND q.id IN (
-  SELECT j.queue_id FROM {JOB} j
-  WHERE j.serial_group = ANY(%(groups)s::text[]) AND j.status = '{PENDING}' AND j.enabled)
-"""
+    return [r[0] for r in conn.execute(SQL["release"], params).fetchall()]
 
 
 def notify_queues(conn: Any, names: Iterable[str]) -> None:
     """Wake every listening worker of these queues (a capped queue that has room again)."""
     names = sorted(set(names))
     if names:
-        conn.execute(_NOTIFY_QUEUES, {"names": names})
+        conn.execute(SQL["notify_queues"], {"names": names, "channel": CHANNEL})
 
 
 def _complete_params(worker_id: int, worker_name: str, successes: Sequence[Success]) -> dict[str, Any]:
@@ -380,7 +199,7 @@ def complete(conn: Any, *, worker_id: int, worker_name: str, successes: Sequence
     fail(conn, worker_id=worker_id, worker_name=worker_name, failures=unstorable)
     if not successes:
         return set()
-    rows = conn.execute(_COMPLETE, _complete_params(worker_id, worker_name, successes)).fetchall()
+    rows = conn.execute(SQL["complete"], _complete_params(worker_id, worker_name, successes)).fetchall()
     return {r[0] for r in rows}
 
 
@@ -395,7 +214,7 @@ def fail(conn: Any, *, worker_id: int, worker_name: str, failures: Sequence[Fail
     """Record failed attempts: back to pending after a back-off, or failed for good."""
     if not failures:
         return []
-    rows = conn.execute(_FAIL, _fail_params(worker_id, worker_name, failures)).fetchall()
+    rows = conn.execute(SQL["fail"], _fail_params(worker_id, worker_name, failures)).fetchall()
     return [Retry(*r) for r in rows]
 
 
@@ -454,6 +273,7 @@ def finish_and_claim(
     freed_groups: Iterable[str] = (),
     serial: bool = True,
     lock: bool = True,
+    job_ids: Sequence[int] | None = None,
 ) -> Round:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
@@ -463,43 +283,43 @@ def finish_and_claim(
     _one_round_trip). Serial groups whose job ended wake the workers of every
     queue holding their next jobs (a group spans queues). The Round says
     whether the next call needs ``serial`` and ``lock`` (both True when
-    nothing was claimed, to be safe). ``serial=False`` leaves out the claim of
-    serial queues and groups; ``lock=False`` the lock of capped queues, which
-    this claim then skips (see _LOCK_CAPPED_QUEUES). ``free`` is how many of
-    ``limit`` are idle slots (see _CLAIM_ROOM). A success whose result
-    PostgreSQL cannot store is written with the failures (see storable).
+    nothing was claimed, to be safe). ``serial``, ``lock``, ``free`` and
+    ``job_ids`` are claims.send_claim's. A success whose result PostgreSQL
+    cannot store is written with the failures (see storable).
     """
     successes, unstorable = _split_unstorable(successes)
     failures = [*failures, *unstorable]
-    failed = claimed = claimed_serial = wake = None
+    failed = claimed = None
     freed = sorted(set(freed_queues))
     groups = sorted(set(freed_groups))
     with _one_round_trip(conn):
         if successes:
-            conn.execute(_COMPLETE, _complete_params(worker_id, worker_name, successes))
+            conn.execute(SQL["complete"], _complete_params(worker_id, worker_name, successes))
         if failures:
-            failed = conn.execute(_FAIL, _fail_params(worker_id, worker_name, failures))
+            failed = conn.execute(SQL["fail"], _fail_params(worker_id, worker_name, failures))
         if freed:
-            conn.execute(_NOTIFY_QUEUES, {"names": freed})
+            conn.execute(SQL["notify_queues"], {"names": freed, "channel": CHANNEL})
         if groups:
-            conn.execute(_NOTIFY_GROUPS, {"groups": groups})
+            conn.execute(SQL["notify_groups"], {"groups": groups, "channel": CHANNEL})
         if limit > 0:
-            params = _claim_params(
-                worker_id, worker_name, queues, limit, lease_seconds, free=free, locked=lock
+            claimed = claims.send_claim(
+                conn,
+                worker_id=worker_id,
+                worker_name=worker_name,
+                queues=queues,
+                limit=limit,
+                lease_seconds=lease_seconds,
+                job_ids=job_ids,
+                free=free,
+                serial=serial,
+                lock=lock,
+                wake=True,
             )
-            if lock:
-                conn.execute(_LOCK_CAPPED_QUEUES, params)
-            if serial:
-                claimed_serial = conn.execute(_CLAIM_SERIAL, params)
-            claimed = conn.execute(_CLAIM, params)
-            served = params["queues"]
-            wake = conn.execute(rate_wake_statement(tuple(served) if served else None, params["rate_margin"]))
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
-    rows = claimed_serial.fetchall() if claimed_serial is not None else []
-    rows += claimed.fetchall() if claimed is not None else []
-    received = time.monotonic()
-    jobs = [ClaimedJob(*r, received=received) for r in rows]
-    rate_wake, serial_work, capped = wake.fetchone() if wake is not None else (None, True, True)
+    if claimed is None:
+        return Round(retries, [], None, True, True)
+    jobs = claimed.jobs()
+    rate_wake, serial_work, capped = claimed.next_claim()
     return Round(retries, jobs, rate_wake, serial_work, capped)
 
 
@@ -510,9 +330,9 @@ def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = 
     over the same lease. Worker rows silent for ``stale_after`` seconds and
     holding nothing are removed.
     """
-    rows = conn.execute(_RECOVER_EXPIRED, {"limit": limit, **_backoff_defaults()}).fetchall()
+    rows = conn.execute(SQL["recover_expired"], {"limit": limit, **_backoff_defaults()}).fetchall()
     if stale_after is not None:
-        conn.execute(_DELETE_STALE_WORKERS, {"stale": stale_after})
+        leases.forget_stale_workers(conn, stale_after)
     return [Retry(*r) for r in rows]
 
 

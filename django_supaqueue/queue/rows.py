@@ -1,4 +1,8 @@
-"""Job rows as the enqueue statements write and return them, and the queue defaults they fill in."""
+"""Job rows as the enqueue statements write and return them, and the queue defaults they fill in.
+
+Shared by the modules that write jobs (enqueue, graph, triggers); its one
+statement is in rows.sql.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +15,23 @@ from django.db.models.base import ModelState
 
 from .. import conf
 from ..models import Job
-from .spec import _Row, check_max_attempts, check_priority
-from .tables import JOB, PENDING, WAITING
+from . import queries
+from .spec import Row, check_max_attempts, check_priority
 
-_JOB_COLUMNS = """id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
-       max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
-       http_path, owner_id, tenant_id, trace_context::text, serial_group, waiting_for, has_dependents,
-       on_dependency_failure"""
-
-_PENDING_BY_KEY = f"""
-SELECT {_JOB_COLUMNS} FROM {JOB}
-WHERE key = ANY(%(keys)s::text[]) AND status IN ('{WAITING}', '{PENDING}')
-"""
+SQL = queries.load("rows.sql")
 
 
-def _defaults() -> dict[str, int]:
+def queue_defaults() -> dict[str, int]:
+    """The defaults a job gets where neither the call nor its queue sets them (SUPAQUEUE settings)."""
     return {
         "default_priority": check_priority(conf.get("PRIORITY")),
         "default_max_attempts": check_max_attempts(conf.get("MAX_ATTEMPTS")),
     }
 
 
-def _job_from_row(
+def job_from_row(
     alias: str,
-    row: _Row,
+    row: Row,
     job_id: int,
     queue_id: int,
     priority: int,
@@ -42,6 +39,7 @@ def _job_from_row(
     max_attempts: int,
     created_at: datetime,
 ) -> Job:
+    """The Job a fresh insert wrote for ``row``, from the values the database filled in."""
     spec = row.spec
     return _job(
         alias,
@@ -51,7 +49,7 @@ def _job_from_row(
             row.task_name,
             spec.payload,
             list(spec.args),
-            PENDING,
+            Job.Status.PENDING.value,
             priority,
             run_at,
             0,
@@ -78,13 +76,13 @@ def _job_from_row(
 _JOB_FIELDS = [f.attname for f in Job._meta.concrete_fields]
 
 
-def _job_values(alias: str, row: _Row) -> dict[str, Any]:
+def shared_values(alias: str, row: Row) -> dict[str, Any]:
     """The field values every job of an enqueue_many call shares (a fresh job's state included)."""
-    template = _job_from_row(alias, row, None, None, None, None, None, None)
+    template = job_from_row(alias, row, None, None, None, None, None, None)
     return {field: template.__dict__[field] for field in _JOB_FIELDS}
 
 
-def _job_with(alias: str, shared: dict[str, Any], **fields: Any) -> Job:
+def job_with(alias: str, shared: dict[str, Any], **fields: Any) -> Job:
     """A Job from the shared values and this job's own, built as _job builds one (see there)."""
     job = Job.__new__(Job)
     job.__dict__.update(shared)
@@ -110,14 +108,16 @@ def _job(alias: str, values: Sequence[Any]) -> Job:
     return job
 
 
-def _job_from_text_row(alias: str, values: Sequence[Any]) -> Job:
+def job_from_text_row(alias: str, values: Sequence[Any]) -> Job:
+    """A Job from a whole row as the statements returning whole jobs return it (see rows.sql)."""
     values = list(values)
     for i in (3, 4, 12, 20):  # payload, args, result, trace_context come back as JSON text
         values[i] = None if values[i] is None else json.loads(values[i])
     return _job(alias, values)
 
 
-def _columns(rows: Sequence[_Row], *, extended: bool = False) -> dict[str, list[Any]]:
+def as_columns(rows: Sequence[Row], *, extended: bool = False) -> dict[str, list[Any]]:
+    """The rows as one list of values per column, the arrays the statements unnest."""
     columns: dict[str, list[Any]] = {
         "queue": [r.queue for r in rows],
         "task_name": [r.task_name for r in rows],
@@ -136,7 +136,7 @@ def _columns(rows: Sequence[_Row], *, extended: bool = False) -> dict[str, list[
     return columns
 
 
-def _match_written(
+def match_written(
     cur: Any,
     alias: str,
     keys: Sequence[str | None],
@@ -162,7 +162,12 @@ def _match_written(
             jobs.append(None)
     missing = [k for k, j in zip(keys, jobs, strict=True) if j is None]
     if missing:
-        cur.execute(_PENDING_BY_KEY, {"keys": missing})
-        by_key = {v[10]: _job_from_text_row(alias, v) for v in cur.fetchall()}
+        by_key = {job.key: job for job in holding_keys(cur, alias, missing)}
         jobs = [j if j is not None else by_key[k] for k, j in zip(keys, jobs, strict=True)]
     return jobs  # type: ignore[return-value]
+
+
+def holding_keys(cur: Any, alias: str, keys: Sequence[str | None]) -> list[Job]:
+    """The jobs not started yet (waiting or pending) that hold these keys."""
+    cur.execute(SQL["pending_by_key"], {"keys": list(keys)})
+    return [job_from_text_row(alias, v) for v in cur.fetchall()]

@@ -18,7 +18,7 @@ from ..models import (
     Job,
 )
 from ..models import queue_name_validator as _queue_name_validator
-from .storable import _LONG_DIGITS, INT_MAX, json_refusal, text_refusal
+from .storable import INT_MAX, LONG_DIGITS, json_refusal, text_refusal
 
 
 def check_priority(priority: int) -> int:
@@ -149,7 +149,7 @@ def encode_json(value: Any, what: str) -> str:
         raise InvalidPayload(
             f"{what} must be JSON-serialisable (dicts, lists, strings, numbers, booleans, None): {exc}"
         ) from None
-    why = json_refusal(text) if "\\u" in text or len(text) >= _LONG_DIGITS else None
+    why = json_refusal(text) if "\\u" in text or len(text) >= LONG_DIGITS else None
     if why is not None:
         raise InvalidPayload(f"{what} cannot be stored in PostgreSQL's jsonb: {why}. {_LEAVE_IT_OUT}")
     return text
@@ -176,7 +176,7 @@ class JobSpec:
     on_dependency_failure: str | None = None
     serial_group: str | None = None
 
-    def validated(self) -> _Row:
+    def validated(self) -> Row:
         check_key(self.key)
         check_text(self.http_path, "path")
         check_tenant_id(self.tenant_id)
@@ -194,7 +194,7 @@ class JobSpec:
         check_serial_group(self.serial_group)
         args = encode_json(list(self.args), "args") if self.args else "[]"
         payload = payload_text(self.payload, len(args))
-        return _Row(
+        return Row(
             queue=check_queue_name(self.queue or conf.get("DEFAULT_QUEUE")),
             task_name=self.task_name,
             payload=payload,
@@ -208,7 +208,9 @@ class JobSpec:
 
 
 @dataclasses.dataclass
-class _Row:
+class Row:
+    """A JobSpec checked and encoded: the values the enqueue statements bind (None: the queue's default)."""
+
     queue: str
     task_name: str
     payload: str

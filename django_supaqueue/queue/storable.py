@@ -29,8 +29,8 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: A number that may be out of numeric's range, or too long for Python to read
 #: back, has a long exponent or a long run of digits; shorter ones always fit.
 _LONG_EXPONENT = re.compile(r"[eE][-+]?\d{4}")
-_LONG_DIGITS = 4000
-_LONG_RUN_OF_DIGITS = re.compile(rf"(?<!\d)\d{{{_LONG_DIGITS}}}")
+LONG_DIGITS = 4000
+_LONG_RUN_OF_DIGITS = re.compile(rf"(?<!\d)\d{{{LONG_DIGITS}}}")
 
 #: numeric's limits: digits before the decimal point, and after it.
 _NUMERIC_WHOLE_DIGITS = 131072
@@ -74,7 +74,7 @@ def json_refusal(text: str) -> str | None:
         "NaN" in text
         or "Infinity" in text
         or _LONG_EXPONENT.search(text) is not None
-        or (len(text) >= _LONG_DIGITS and _LONG_RUN_OF_DIGITS.search(text) is not None)
+        or (len(text) >= LONG_DIGITS and _LONG_RUN_OF_DIGITS.search(text) is not None)
     )
     if not (strings or numbers):
         return None

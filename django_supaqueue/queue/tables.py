@@ -1,4 +1,8 @@
-"""Table names, notification channels and job statuses: the vocabulary of the SQL."""
+"""The queue's vocabulary for Python code: table names, channels, job statuses, and its database.
+
+The .sql files spell table names and statuses literally; tests/test_queue_sql.py
+checks them against the models these names come from.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +34,7 @@ SUCCESSFUL = Job.Status.SUCCESSFUL.value
 CANCELLED = Job.Status.CANCELLED.value
 IN_PROGRESS = Job.Status.IN_PROGRESS.value
 
-#: The event of an attempt that ended after its job was cancelled (its lease kept until then).
-STOPPED = JobEvent.Kind.STOPPED.value
 
-#: The conflict target of every job insert: the partial unique index of keys held by
-#: jobs not started yet (waiting or pending), which a new job with the same key meets.
-ON_PENDING_KEY = f"ON CONFLICT (key) WHERE status IN ('{WAITING}', '{PENDING}') AND key IS NOT NULL"
-
-
-def _db_alias() -> str:
+def db_alias() -> str:
+    """The entry of settings.DATABASES that holds the queue's tables (SUPAQUEUE['DATABASE'])."""
     return conf.get("DATABASE")

@@ -6,9 +6,9 @@ process busy at a time, and while the server works the Python side waits, and
 the other way round: on a 2-core machine a draining worker with one connection
 used about one core in all. So a worker splits its slots among up to
 CLAIM_CONNECTIONS lanes, each a claim loop on a thread with its own connection
-and its own slots, and their cycles overlap. The first lane (the Worker that
-registered) keeps the process's chores: listening, schedules, recovery,
-pruning. The others only claim, run and renew their own leases.
+and its own slots, and their cycles overlap. The first lane keeps the
+process's chores: listening, schedules, recovery, pruning (see process.py).
+The others only claim, run and renew their own leases.
 
 This module routes what arrives for the process to its lanes: a job
 notification to the lane with the most free slots, a cancellation or a timer
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .runtime import Worker
+    from .claim_loop import ClaimLoop
 
 
 def lane_sizes(concurrency: int, connections: int) -> list[int]:
@@ -32,38 +32,32 @@ def lane_sizes(concurrency: int, connections: int) -> list[int]:
 
 
 class Lanes:
-    """The claim lanes of one worker process, the registered Worker first."""
+    """Routes what arrives for a worker process to its claim loops (the first one listens)."""
 
-    def __init__(self, first: Worker) -> None:
-        self.members: list[Worker] = [first]
-
-    def add(self, lane: Worker) -> None:
-        self.members.append(lane)
-
-    def others(self, lane: Worker) -> list[Worker]:
-        return [m for m in self.members if m is not lane]
+    def __init__(self, loops: list[ClaimLoop]) -> None:
+        self.loops = loops  # the process's list: loops added later are routed to too
 
     def route_jobs(self, due_epoch: float) -> None:
-        """New jobs: runnable now, wake the freest lane; due later, every lane keeps the timer."""
+        """New jobs: runnable now, wake the freest loop; due later, every loop keeps the timer."""
         if due_epoch:
-            for m in self.members:
-                m._on_notify(due_epoch)
+            for loop in self.loops:
+                loop.notify(due_epoch)
             return
-        best = max(self.members, key=lambda m: m.slots - len(m._running))  # ties: the first, listening
-        best._on_notify(0.0)
+        if self.loops:
+            max(self.loops, key=lambda loop: loop.free_slots).notify()  # ties: the first, listening
 
     def route_cancel(self, job_id: int, attempt: int) -> None:
-        """Only the lane running the attempt acts on it; the others find nothing to stop."""
-        for m in self.members:
-            m._on_cancel(job_id, attempt)
+        """Only the loop running the attempt acts on it; the others find nothing to stop."""
+        for loop in self.loops:
+            loop.cancel(job_id, attempt)
 
     def wake_all(self) -> None:
-        """Notifications may have been missed (a reconnect): every lane claims."""
-        for m in self.members:
-            m._on_notify(0.0)
+        """Notifications may have been missed (a reconnect): every loop claims."""
+        for loop in self.loops:
+            loop.notify()
 
-    def wake_others(self, lane: Worker) -> None:
-        """A lane's claim came back full: more is waiting, so its siblings claim too."""
-        for m in self.members:
-            if m is not lane:
-                m._on_notify(0.0)
+    def wake_others(self, lane: ClaimLoop) -> None:
+        """A loop's claim came back full: more is waiting, so its siblings claim too."""
+        for loop in self.loops:
+            if loop is not lane:
+                loop.notify()

@@ -25,9 +25,9 @@ logger = logging.getLogger("django_supaqueue.worker")
 def run_workers(*, processes: int = 1, **worker_options: Any) -> int:
     """Run until stopped; returns the exit status for the command."""
     if processes <= 1:
-        from .runtime import Worker
+        from .process import WorkerProcess
 
-        worker = Worker(**worker_options)
+        worker = WorkerProcess(**worker_options)
         worker.run()
         _exit_if_left_behind(worker)
         return worker.exit_code
@@ -52,9 +52,9 @@ def _child_main(settings_module: str, worker_options: dict[str, Any], parent_pid
     import django
 
     django.setup()
-    from .runtime import Worker  # only now: models need the app registry
+    from .process import WorkerProcess  # only now: models need the app registry
 
-    worker = Worker(**worker_options, parent_pid=parent_pid)
+    worker = WorkerProcess(**worker_options, parent_pid=parent_pid)
     worker.run()
     _exit_if_left_behind(worker)
     if worker.exit_code:

@@ -20,7 +20,7 @@ from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from django_supaqueue.handlers import secrets
+from django_supaqueue import secrets
 
 #: The entry of SUPAQUEUE["HTTP_SECRETS"] that the webhook queue names and this view checks.
 SECRET_ALIAS = "demo-webhook"

@@ -1,9 +1,11 @@
 """A project of one app, the README's shop, whose migration installs a job trigger.
 
-tests/test_job_trigger_migrations.py migrates a brand-new database with it
-(DATABASE_URL). The app label "shop" sorts before "supaqueue", so on a fresh
-database Django runs the shop's trigger migration as soon as supaqueue's 0001
-is applied, before the later supaqueue migrations: the case to get right.
+tests/test_job_trigger_migrations.py and tests/test_migrations.py migrate
+brand-new databases with it (DATABASE_URL, see project.py). The app label "shop"
+sorts before "supaqueue", so on a fresh database Django runs the shop's trigger
+migration as soon as supaqueue's 0001 is applied, before any supaqueue migration
+added later: why the operation reads the queue table's columns from the
+migration's state.
 """
 
 import environ

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from django_supaqueue.signals import EnqueueOnChange, on_delete, on_save
+from django_supaqueue.change_jobs import EnqueueOnChange, on_delete, on_save
 
 
 class Execution(models.Model):

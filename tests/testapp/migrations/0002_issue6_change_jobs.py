@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django_supaqueue.operations
-import django_supaqueue.signals
+import django_supaqueue.change_jobs
 from django.db import migrations, models
 
 
@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('testapp', '0001_initial'),
-        ('supaqueue', '0003_execution_mode_and_release'),
+        ('supaqueue', '0001_initial'),
     ]
 
     operations = [
@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('title', models.CharField(max_length=200)),
                 ('published', models.BooleanField(default=False)),
             ],
-            bases=(django_supaqueue.signals.EnqueueOnChange, models.Model),
+            bases=(django_supaqueue.change_jobs.EnqueueOnChange, models.Model),
         ),
         migrations.CreateModel(
             name='Product',

@@ -1,18 +1,16 @@
-"""Wake workers on every insert into the job table, whoever inserts.
+-- Wake workers on every insert into the job table, whoever inserts.
+--
+-- A trigger, so that the ORM, bulk inserts, job triggers and raw SQL all announce
+-- their jobs. One statement-level trigger (not one per row) sends one notification
+-- per queue per statement, so a bulk insert of 20,000 jobs costs one NOTIFY. The
+-- payload is "<queue name> <epoch>": 0 when a job is runnable now, else the earliest
+-- future run_at, which listening workers keep as a timer. The channel is
+-- django_supaqueue.constants.CHANNEL, written in here by the migration.
 
-One statement-level trigger (not one per row) sends one notification per
-queue per statement, so a bulk insert of 20,000 jobs costs one NOTIFY. The
-payload is "<queue name> <epoch>": 0 when a job is runnable now, else the
-earliest future run_at, which listening workers keep as a timer.
-"""
-
-from django.db import migrations
-
-CREATE = """
 CREATE OR REPLACE FUNCTION supaqueue_notify_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM pg_notify('supaqueue', q.name || ' ' ||
+  PERFORM pg_notify(:'channel', q.name || ' ' ||
                     CASE WHEN n.first_run_at <= now() THEN '0'
                          ELSE extract(epoch FROM n.first_run_at)::text END)
   FROM (SELECT queue_id, min(run_at) AS first_run_at FROM supaqueue_new_jobs
@@ -24,14 +22,7 @@ $$;
 CREATE TRIGGER supaqueue_job_notify AFTER INSERT ON supaqueue_job
 REFERENCING NEW TABLE AS supaqueue_new_jobs
 FOR EACH STATEMENT EXECUTE FUNCTION supaqueue_notify_jobs();
-"""
 
-DROP = """
+-- reverse
 DROP TRIGGER IF EXISTS supaqueue_job_notify ON supaqueue_job;
 DROP FUNCTION IF EXISTS supaqueue_notify_jobs();
-"""
-
-
-class Migration(migrations.Migration):
-    dependencies = [("supaqueue", "0001_initial")]
-    operations = [migrations.RunSQL(CREATE, DROP)]

@@ -6,6 +6,9 @@ sent to its hosts and nowhere else, because whoever may change a queue could oth
 a server of their own and read the secret from the request. And since an endpoint can echo what
 it was sent, every form of the secret a call sent is replaced by ``[secret]`` in whatever is stored
 or logged about the call.
+
+It imports nothing of the app but ``conf``, so the validators under the models can look up the hosts
+an alias is bound to, and the HTTP handler redacts with the same entries.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .. import conf
+from . import conf
 
 REDACTED = "[secret]"
 #: The loggers of the HTTP libraries: at INFO and DEBUG they write the status text and the response

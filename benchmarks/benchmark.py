@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The benchmark: ``python3 tests/benchmark.py [--quick] [--only NAME,...]``.
+"""The benchmark: ``python3 benchmarks/benchmark.py [--quick] [--only NAME,...]``.
 
 Runs each workload against a throwaway database (created and dropped here) and,
 in the same run, the raw psycopg baseline for the same work, then prints every

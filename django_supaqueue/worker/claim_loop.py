@@ -1,0 +1,409 @@
+"""One claim loop: a connection, a share of the process's slots, and the round trip that feeds them.
+
+The loop sleeps until something happens (a notification, a finished job, a
+timer) and then, in a single round trip, records every finished attempt and
+claims as many jobs as it has free slots. An idle loop therefore sends
+nothing but its heartbeat and the fallback poll. A worker process runs
+several loops, one per claim connection (see lanes.py); the first one also
+runs the process's chores (see process.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from .. import conf
+from .. import queue as q
+from ..queue import ClaimedJob, Failure, Success
+from . import attempts
+from .executor import Executor, Outcome
+from .listener import Wakeup
+from .running import RunningAttempts
+
+if TYPE_CHECKING:
+    from .process import WorkerProcess
+
+logger = logging.getLogger("django_supaqueue.worker")
+
+# Conflicts with a concurrent transaction: the same statements succeed on a new snapshot.
+_RETRYABLE = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.UniqueViolation,
+)
+
+#: Seconds a stopping loop waits for the attempts it interrupts to end, before
+#: it leaves the rest behind (their threads are blocked in C, say) and the process exits.
+STOP_WAIT = 1.0
+
+
+class ClaimLoop:
+    """Claims jobs for ``slots`` slots of ``process`` and records their outcomes, on its own connection."""
+
+    def __init__(self, process: WorkerProcess, slots: int, *, chores: bool, listens: bool) -> None:
+        self.process = process
+        self.slots = slots
+        self.chores = chores  # this loop also heartbeats the Worker row, recovers, prunes and fires schedules
+        self.listens = listens  # its connection LISTENs (no separate LISTEN_DATABASE)
+        self.processed = 0
+        self.stopping = False
+        self.capped = True  # lock capped queues in the claim (False while none is served)
+        self.left_behind: list = []  # attempts whose threads would not stop (see RunningAttempts)
+        self.finished: list[attempts.Finished] = []  # what was written, when the process reports it
+        self._wake = Wakeup()
+        self._conn: psycopg.Connection | None = None
+        self._executor: Executor | None = None
+        self._running: RunningAttempts | None = None
+        self._cancelled: collections.deque[tuple[int, int]] = collections.deque()
+        self._grace_deadline = math.inf
+        self._stop_deadline: float | None = None  # set when a stopping loop interrupts what runs
+        self._unflushed: list[Outcome] = []
+        self._outcome_jobs: dict[tuple[int, int], ClaimedJob] = {}  # for the life-cycle signals
+        self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
+        self._freed_groups: set[str] = set()  # serial groups whose job ended: wake their queues' workers
+        self._serial = True  # claim serial queues and groups too (False while none has work)
+        self._left_out = False  # the last claim left out serial or capped queues that turned out to matter
+        self._wanted = True  # claim on the next turn of the loop
+        # Written on notification (by this thread or a Listener's): a counter (so one that
+        # arrives during a claim's round trip is not lost) and the earliest
+        # known future run_at, both under _notify_lock.
+        self._notify_lock = threading.Lock()
+        self._notify_seq = 0
+        self._next_due = math.inf
+
+    # -- what other threads call -------------------------------------------
+    @property
+    def running(self) -> list[tuple[int, int]]:
+        """The (job id, attempt) of every attempt this loop holds."""
+        return self._running.keys() if self._running is not None else []
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.running)
+
+    def notify(self, due_epoch: float = 0.0) -> None:
+        """New jobs: runnable now (0), or a future run_at to wake up for."""
+        with self._notify_lock:
+            if due_epoch:
+                self._next_due = min(self._next_due, due_epoch)
+            else:
+                self._notify_seq += 1
+        self._wake.set()
+
+    def cancel(self, job_id: int, attempt: int) -> None:
+        self._cancelled.append((job_id, attempt))
+        self._wake.set()
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming; running jobs get SHUTDOWN_GRACE to finish (``now``: none)."""
+        if self.stopping or now:
+            self._grace_deadline = time.monotonic()
+        else:
+            self._grace_deadline = time.monotonic() + float(conf.get("SHUTDOWN_GRACE"))
+        self.stopping = True
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> None:
+        """Claim and run until stopped; on the way out, record what finished and release the rest."""
+        p = self.process
+        self._conn = p.connect(listens=self.listens)
+        self._executor = Executor(self.slots, self._on_done)
+        self._running = RunningAttempts(
+            self._executor, interrupt_grace=p.interrupt_grace, record=self._record, freed=self._free
+        )
+        try:
+            self._loop()
+        finally:
+            self._executor.shutdown(wait=False)
+            self._wake.close()
+
+    def close(self) -> psycopg.Connection | None:
+        """Hand the connection over (the process's final writes use it), or close it."""
+        conn, self._conn = self._conn, None
+        return conn
+
+    def _on_done(self, job: ClaimedJob, outcome: Outcome) -> None:
+        self._running.done.append((job, outcome))
+        self._wake.set()
+
+    def _loop(self) -> None:
+        p = self.process
+        running = self._running
+        self._heartbeat()  # before the first claim: its chores recover what a crash left
+        now = time.monotonic()
+        next_poll = now + p.poll_interval
+        next_beat = now + p.heartbeat_interval
+        next_fire = now if self.chores and p.schedule_interval else math.inf
+        seen_seq = -1
+        while True:
+            self._wake.clear()
+            self._take_notifications()
+            running.collect()
+            self._apply_cancellations()
+            if self.stopping and (not running or time.monotonic() >= self._grace_deadline):
+                if self._stop_deadline is None:
+                    self._stop_deadline = time.monotonic() + STOP_WAIT
+                    running.interrupt_all("release")
+                    running.collect()
+                if not running or time.monotonic() >= self._stop_deadline:
+                    self._release_running()
+                    return
+            if not self.stopping and time.monotonic() >= next_fire:
+                if p.fire_schedules():
+                    self._wanted = True  # the NOTIFY will come too; no need to wait for it
+                next_fire = time.monotonic() + p.schedule_interval
+            seq = self._take_wake_reasons()
+            if seq != seen_seq:
+                seen_seq = seq
+                self._wanted = True
+            if time.monotonic() >= next_poll:
+                self._wanted = True
+            free = self._capacity() - len(running)
+            limit = min(free, self.claim_batch, p.claims_left())
+            claim = not self.stopping and limit > 0 and (self._wanted or p.burst)
+            if claim or self._unflushed:
+                claimed = self._flush(claim=claim, limit=limit)
+                if claim:
+                    next_poll = time.monotonic() + p.poll_interval
+                    # A full batch may have left more behind; a notification that
+                    # arrived meanwhile is picked up by the counter on the next turn.
+                    self._wanted = len(claimed) == limit or self._left_out
+                    if len(claimed) == limit:
+                        p.lanes.wake_others(self)
+                    self._dispatch(claimed)
+                    if p.burst and not (claimed or running or running.done or self._unflushed):
+                        return
+            if p.burst and p.claims_left() <= 0 and not (running or running.done or self._unflushed):
+                return  # a process limited to a number of jobs has run them all
+            stuck = running.enforce_timeouts()
+            if stuck is not None and not self.stopping:
+                p.give_up(stuck)
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + p.heartbeat_interval
+            if (
+                running.done
+                or self._unflushed
+                or self._notify_seq != seen_seq
+                or (self._wanted and not self.stopping and len(running) < self._capacity())
+            ):
+                continue
+            self._wake.wait(
+                self._sleep_time(next_poll, next_beat, next_fire),
+                self._conn.fileno() if self.listens else None,
+            )
+
+    @property
+    def claim_batch(self) -> int:
+        return self.process.claim_batch
+
+    def _take_notifications(self) -> None:
+        """Route what the claim connection has received: during its last round trip, or while idle."""
+        if not self.listens:
+            return
+        try:
+            self.process.notifications.drain(self._conn)
+        except psycopg.Error as exc:
+            self._on_database_error(exc)
+
+    def _take_wake_reasons(self) -> int:
+        """Fold expired timers into ``_wanted``; returns the notify counter."""
+        with self._notify_lock:
+            if time.time() >= self._next_due:
+                self._next_due = math.inf
+                self._wanted = True
+            return self._notify_seq
+
+    def _sleep_time(self, next_poll: float, next_beat: float, next_fire: float) -> float:
+        now = time.monotonic()
+        wake_at = min(next_poll, next_beat, next_fire, self._running.next_wake(), self._grace_deadline)
+        with self._notify_lock:
+            next_due = self._next_due
+        if next_due != math.inf:
+            wake_at = min(wake_at, now + max(0.0, next_due - time.time()))
+        if self._stop_deadline is not None:
+            wake_at = min(wake_at, self._stop_deadline)
+        return max(0.0, wake_at - now)
+
+    def _capacity(self) -> int:
+        """Jobs this loop may hold: its slots, plus jobs claimed ahead while its jobs are short.
+
+        Claiming ahead makes each round trip carry more jobs (fewer commits per
+        job) without running more than its slots at once. It is sized so a job
+        claimed ahead should start within PREFETCH_WAIT seconds, and stops as
+        soon as the recent attempts get long (a slow job never holds others
+        hostage for long) or the worker is stopping.
+        """
+        d = self._running.typical_duration
+        wait = self.process.prefetch_wait
+        if self.stopping or wait <= 0 or d is None:
+            return self.slots
+        ahead = int(self.slots * wait / max(d, 1e-4))
+        return self.slots + min(ahead, self.claim_batch)
+
+    # -- attempts --------------------------------------------------------------
+    def _dispatch(self, claimed: list[ClaimedJob]) -> None:
+        attempts.announce_started(claimed)
+        for job in claimed:
+            self._running.start(job)
+
+    def _record(self, job: ClaimedJob, outcome: Outcome) -> None:
+        self._unflushed.append(outcome)
+        self._outcome_jobs[(job.id, job.attempt)] = job
+        self.processed += 1
+
+    def _free(self, job: ClaimedJob) -> None:
+        """The attempt's body has ended: wake the workers its cap, serial queue or group held back."""
+        if job.capped:
+            self._freed_capped.add(job.queue)
+            self._wanted = True
+        if job.serial_group is not None:
+            self._freed_groups.add(job.serial_group)
+
+    def _apply_cancellations(self) -> None:
+        """Stop attempts cancelled in the database (the job's status is already written)."""
+        while self._cancelled:
+            key = self._cancelled.popleft()
+            if key in self._running:
+                logger.info("job %s attempt %s cancelled; interrupting it", *key)
+                self._running.interrupt(key, "cancel")
+
+    def _release_running(self) -> None:
+        """Record what finished, give back what stopped, and leave behind what would not stop."""
+        while True:
+            self._flush(claim=False)
+            if self._unflushed:  # the database refused it for now
+                self._heartbeat()
+                continue
+            try:
+                with self._conn.transaction():
+                    released = q.release(
+                        self._conn,
+                        worker_id=self.process.worker_id,
+                        worker_name=self.process.name,
+                        held=self._running.released,
+                    )
+                break
+            except _RETRYABLE:
+                continue
+            except psycopg.Error as exc:
+                self._on_database_error(exc)
+                self._heartbeat()
+        if released:
+            logger.warning(
+                "worker %s released %s unfinished jobs: %s", self.process.name, len(released), released
+            )
+        self._running.released.clear()
+        self.left_behind = self._running.leave_behind()
+
+    # -- database ------------------------------------------------------------
+    def _flush(self, *, claim: bool, limit: int = 0) -> list[ClaimedJob]:
+        """Record finished attempts and claim new jobs in one round trip.
+
+        If it fails (other than by a conflict worth retrying at once), the
+        outcomes stay unflushed for the next turn of the loop, which keeps
+        heartbeating meanwhile: a lock held for longer than a lease must not
+        make this worker's own leases expire.
+        """
+        if not claim and not self._unflushed:
+            return []
+        p = self.process
+        successes = [o for o in self._unflushed if isinstance(o, Success)]
+        failures = [o for o in self._unflushed if isinstance(o, Failure)]
+        while True:
+            try:
+                done = q.finish_and_claim(
+                    self._conn,
+                    worker_id=p.worker_id,
+                    worker_name=p.name,
+                    successes=successes,
+                    failures=failures,
+                    freed_queues=self._freed_capped,
+                    freed_groups=self._freed_groups,
+                    serial=self._serial,
+                    lock=self.capped,
+                    queues=p.queues,
+                    limit=limit if claim else 0,
+                    lease_seconds=p.lease,
+                    free=max(0, self.slots - len(self._running)),
+                    job_ids=p.job_ids,
+                )
+                break
+            except _RETRYABLE:
+                continue
+            except psycopg.Error as exc:
+                self._on_database_error(exc)
+                self._wanted = True
+                return []
+        self._unflushed.clear()
+        self._freed_capped.clear()
+        self._freed_groups.clear()
+        if claim:
+            self._left_out = (done.serial_work and not self._serial) or (done.capped and not self.capped)
+            self._serial, self.capped = done.serial_work, done.capped
+            p.claimed(done.jobs)
+        for r in done.retries:
+            if r.status == q.PENDING:
+                self.notify(r.run_at.timestamp())  # a retry this loop scheduled: a timer
+        jobs, self._outcome_jobs = self._outcome_jobs, {}
+        finished = attempts.announce_recorded(jobs, successes, failures, done.retries)
+        if p.report:
+            self.finished += finished
+        if done.rate_wake is not None:
+            self.notify(done.rate_wake)  # a rate-limited queue has room again then
+        return done.jobs
+
+    def _heartbeat(self) -> None:
+        """Renew this loop's leases, interrupt attempts whose lease was lost; the chores if it has them."""
+        p = self.process
+        try:
+            held = self._running.keys()
+            # Attempts that ended but are not written yet (the database refused the
+            # write for now) still hold their leases: they are renewed too.
+            waiting = [(o.job_id, o.attempt) for o in self._unflushed] + self._running.released
+            beat = q.heartbeat(self._conn, p.worker_id, p.lease, held + waiting)
+            for key in set(held) - beat.renewed:
+                logger.error(
+                    "worker %s lost the lease of job %s attempt %s (it could not renew it in time); "
+                    "interrupting it, since the job may run elsewhere",
+                    p.name,
+                    *key,
+                )
+                self._running.interrupt(key, "lost")
+            if self.chores and p.chores(self._conn, registered=beat.registered):
+                self._wanted = True
+        except psycopg.Error as exc:
+            self._on_database_error(exc)
+
+    def _on_database_error(self, exc: psycopg.Error) -> None:
+        """Reconnect if the connection died; otherwise (a cancelled statement, a lock or statement
+        timeout) the transaction was rolled back and the caller tries again, on the same connection
+        and under the same registration: the worker has not died, and its leases are still its own.
+        """
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            logger.warning(
+                "worker %s lost its database connection (%s); reconnecting", self.process.name, exc
+            )
+            if conn is not None:
+                conn.close()
+            self._conn = self.process.connect(listens=self.listens)
+            self._wanted = True
+            if self.listens:
+                self.process.lanes.wake_all()  # notifications sent while it was away are lost
+            return
+        logger.warning(
+            "worker %s: a statement failed (%s: %s); trying again",
+            self.process.name,
+            type(exc).__name__,
+            str(exc).strip(),
+        )
+        time.sleep(0.5)
