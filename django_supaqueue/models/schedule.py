@@ -54,6 +54,15 @@ class Schedule(models.Model):
     )
     http_path = models.CharField("HTTP path", max_length=1000, blank=True)
     payload = models.JSONField(default=dict, blank=True, help_text=_("Keyword arguments, or the JSON body."))
+    key = models.CharField(
+        max_length=255,
+        blank=True,
+        db_default="",
+        help_text=_(
+            "Job key of the jobs it fires: with the default dedupe, a tick while its last job is "
+            "still pending enqueues nothing."
+        ),
+    )
     priority = models.SmallIntegerField(
         null=True, blank=True, validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)]
     )
