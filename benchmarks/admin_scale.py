@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time every admin screen with a million jobs in the table: ``python benchmarks/admin_scale.py``.
 
-Not a test: it prints figures for the README and the issue notes. It runs
+Not a test: it prints the figures of docs/explanation/performance.md. It runs
 against the database in $DATABASE_URL (default ``postgres://postgres@127.0.0.1:5432/supaqueue_admin_scale``),
 creating it if missing, migrating it, and filling it once with ``--jobs`` jobs
 (default 1,000,000) and about two events per job, written by

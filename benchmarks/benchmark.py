@@ -13,7 +13,8 @@ latency with an idle worker vs a raw LISTEN/NOTIFY round trip; draining with
 1,000,000 future jobs in the table vs 10,000 (claim cost must stay flat); the
 worker's peak memory; throughput with 1, 2 and 4 worker processes.
 
-Not a test: nothing here asserts a time. The figures go in the README.
+Not a test: nothing here asserts a time. ``--write-docs`` puts the table of a full run
+on the documentation's performance page (docs/explanation/performance.md).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ bootstrap()
 import psycopg  # noqa: E402
 
 DSN = f"{SERVER}/{DB}"
+#: The page that shows the current table, between these two marker lines.
+DOCS_PAGE = ROOT / "docs" / "explanation" / "performance.md"
+TABLE_START = "<!-- benchmark-table:start -->"
+TABLE_END = "<!-- benchmark-table:end -->"
 
 
 def admin_exec(sql: str) -> None:
@@ -373,7 +378,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller N, no 1M-row or scaling runs")
     parser.add_argument("--only", default="", help="comma-separated workloads to run")
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help=f"put the table on {DOCS_PAGE.relative_to(ROOT)} (a full run)",
+    )
     args = parser.parse_args()
+    if args.write_docs and (args.quick or args.only):
+        parser.error("--write-docs takes a full run: leave out --quick and --only")
     only = set(filter(None, args.only.split(",")))
     n_single, n_bulk, n_drain, n_lat = (500, 5000, 5000, 50) if args.quick else (2000, 20000, 20000, 200)
 
@@ -450,10 +462,30 @@ def main() -> None:
             base = base or rate
             row(f"drain with {procs} worker process(es), c=10", rate, base, raw_label="(1 process)")
 
+    with conn() as c:
+        server = c.info.server_version // 10000
     admin_exec(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-    print("\n| workload | django-supaqueue | raw baseline | ratio |\n| --- | --- | --- | --- |")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    table = markdown_table(rows)
+    print("\n" + table)
+    if args.write_docs:
+        write_docs_table(f"A full run on a {os.cpu_count()}-core machine, PostgreSQL {server}:\n\n{table}")
+        print(f"\nwrote the table to {DOCS_PAGE.relative_to(ROOT)}")
+
+
+def markdown_table(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| workload | django-supaqueue | raw baseline | ratio |", "| --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_docs_table(text: str) -> None:
+    """Replace what is between the performance page's two marker lines with ``text``."""
+    page = DOCS_PAGE.read_text()
+    head, start, rest = page.partition(TABLE_START)
+    _old, end, tail = rest.partition(TABLE_END)
+    if not start or not end:
+        sys.exit(f"{DOCS_PAGE} has lost its {TABLE_START} / {TABLE_END} lines")
+    DOCS_PAGE.write_text(f"{head}{TABLE_START}\n{text}\n{TABLE_END}{tail}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The public API is small::
 
-    from django_supaqueue import task, enqueue, enqueue_many, enqueue_http, cancel
+    from django_supaqueue import task, enqueue, enqueue_many, enqueue_http, cancel, reschedule
     from django_supaqueue import Pipeline, dependency_results
 
 Names resolve lazily so that importing this package (as INSTALLED_APPS does,
@@ -20,13 +20,14 @@ __all__ = [
     "enqueue_many",
     "enqueue_http",
     "cancel",
+    "reschedule",
     "Pipeline",
     "dependency_results",
     "__version__",
 ]
 
 if TYPE_CHECKING:
-    from .api import cancel, enqueue, enqueue_http, enqueue_many
+    from .api import cancel, enqueue, enqueue_http, enqueue_many, reschedule
     from .pipelines import Pipeline, dependency_results
     from .tasks import task
 
@@ -40,7 +41,7 @@ def __getattr__(name: str) -> Any:
         from . import pipelines
 
         return getattr(pipelines, name)
-    if name in ("enqueue", "enqueue_many", "enqueue_http", "cancel"):
+    if name in ("enqueue", "enqueue_many", "enqueue_http", "cancel", "reschedule"):
         from . import api
 
         return getattr(api, name)

@@ -1,4 +1,4 @@
-"""The public calls behind ``from django_supaqueue import enqueue, enqueue_many, enqueue_http, cancel``.
+"""The public calls behind ``from django_supaqueue import enqueue, …, cancel, reschedule``.
 
 Thin doors: a job is written and announced by ``producer.produce``, a
 cancellation by the queue package and announced here, so that the queue
@@ -83,6 +83,7 @@ def enqueue_http(
     queue: str,
     payload: Mapping[str, Any] | None = None,
     path: str | None = None,
+    method: str | None = None,
     *,
     priority: int | None = None,
     run_at: datetime | timedelta | None = None,
@@ -94,13 +95,17 @@ def enqueue_http(
     depends_on: Sequence[Job | int] = (),
     on_dependency_failure: str | None = None,
 ) -> Job:
-    """Enqueue one call to the HTTP queue ``queue``: ``enqueue_http("hooks", {"id": 1}, path="orders")``."""
+    """Enqueue one call to the HTTP queue ``queue``: ``enqueue_http("hooks", {"id": 1}, path="orders")``.
+
+    ``method`` (GET, POST, PUT, PATCH or DELETE) is this call's; None: the queue's when the call is made.
+    """
     from .handlers.http import http_job_spec  # not at import: a process without HTTP queues skips httpx
 
     spec = http_job_spec(
         queue,
         payload,
         path,
+        method=method,
         priority=priority,
         run_at=run_at,
         key=key,
@@ -120,3 +125,18 @@ def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     for job_id in cancelled:
         signals.send(signals.job_cancelled, job_id=job_id, reason=reason)
     return cancelled
+
+
+def reschedule(
+    jobs: Iterable[Job | int],
+    *,
+    run_at: datetime | timedelta | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+) -> int:
+    """Change when jobs not started yet run, their priority or their attempts; returns how many changed.
+
+    ``reschedule([job], run_at=timedelta(hours=1))``: the same operation as the SQL function
+    ``supaqueue_reschedule_jobs`` and the admin's Reschedule action (see queue.reschedule).
+    """
+    return q.reschedule(jobs, run_at=run_at, priority=priority, max_attempts=max_attempts)

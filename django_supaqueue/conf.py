@@ -102,7 +102,7 @@ DEFAULTS: dict[str, Any] = {
     "QUEUES": {},
     # Recurring jobs declared in settings (name -> dict): "task" (or "http_queue" and
     # "http_path"), "cron" (or "schedule_info"), and optionally "timezone", "payload",
-    # "queue", "priority", "max_attempts", "enabled", "missed", "catch_up_limit".
+    # "queue", "priority", "max_attempts", "key", "enabled", "missed", "catch_up_limit".
     # runworkers syncs them to Schedule rows at start-up (see scheduling.py).
     "SCHEDULES": {},
     # Seconds between a worker's looks for due schedules; None: this process fires none.

@@ -103,6 +103,15 @@ class RateSlotMissed(SupaqueueError):
     """
 
 
+class SQLWorkerError(SupaqueueError):
+    """Names the error of an attempt a worker outside Python failed (recorded, never raised).
+
+    A worker written in another language reports a failure through the SQL function
+    ``supaqueue_fail_job(job_id, worker_name, error_message)``: its message is the event's
+    message, and this class its error class, since no Python exception was raised.
+    """
+
+
 class ChildProcessDied(SupaqueueError):
     """Names the error of an attempt whose child process died (processes mode; recorded, never raised)."""
 

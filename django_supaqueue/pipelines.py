@@ -37,14 +37,16 @@ class Step:
 
 
 class Pipeline:
-    """A graph of new jobs written together::
+    """A graph of new jobs, written together in one transaction by ``enqueue()``::
 
-    p = Pipeline()
-    a = p.add(fetch, url="https://a")
-    b = p.add(fetch, url="https://b")
-    p.add(merge, depends_on=[a, b])          # runs after both succeed
-    p.chain(p.add(extract), p.add(transform), p.add(load))
-    jobs = p.enqueue()                       # one transaction
+        p = Pipeline()
+        a = p.add(fetch, url="https://a")
+        b = p.add(fetch, url="https://b")
+        p.add(merge, depends_on=[a, b])          # runs after both succeed
+        p.chain(p.add(extract), p.add(transform), p.add(load))
+        jobs = p.enqueue()                       # one transaction
+
+    Steps are named (``name=``, else the task's name and a number) so ``depends_on`` can name them.
     """
 
     def __init__(self) -> None:

@@ -14,6 +14,11 @@ ever fire the same tick) loses on the constraint and enqueues nothing.
 **Missed ticks** (no worker was running): ``skip`` fires the latest missed tick
 once and drops the older ones; ``catch_up`` fires each missed tick, oldest first,
 at most ``catch_up_limit`` of them (the newest ones).
+
+**Already scheduled.** A schedule's ``key`` goes on the jobs it fires, so the
+queue's key dedupe gives a tick the job still waiting under it instead of a new
+one (@pgpm/jobs' ``run_scheduled_job`` refuses with "already scheduled"). The
+tick is spent all the same, and records that job with the reason.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from . import conf
 from . import queue as q
 from .cron import Timing
 from .exceptions import EnqueueError, InvalidOption, InvalidPayload, InvalidSchedule
-from .models import Queue, Schedule, ScheduleTick, default_timezone
+from .models import ALREADY_SCHEDULED, Job, Queue, Schedule, ScheduleTick, default_timezone
 from .producer import produce
 from .tasks import get_task, registered_tasks
 
@@ -63,6 +68,7 @@ def check_target(schedule: Schedule, *, http_queue_exists: bool = True) -> None:
         q.check_queue_name(schedule.queue)
     if schedule.priority is not None:
         q.check_priority(schedule.priority)
+    q.check_key(schedule.job_key)
     if not isinstance(schedule.payload, dict):
         raise InvalidPayload(f"payload must be a JSON object, not {type(schedule.payload).__name__}.")
     if schedule.is_http:
@@ -95,6 +101,7 @@ def _job_spec(schedule: Schedule) -> q.JobSpec:
             schedule.http_path,
             priority=schedule.priority,
             max_attempts=schedule.max_attempts,
+            key=schedule.job_key,
         )
     task = get_task(schedule.task_name)
     task.check_arguments((), schedule.payload)
@@ -104,7 +111,7 @@ def _job_spec(schedule: Schedule) -> q.JobSpec:
         queue=schedule.queue or None,
         priority=schedule.priority,
         run_at=None,
-        key=None,
+        key=schedule.job_key,
         max_attempts=schedule.max_attempts,
     )
 
@@ -211,12 +218,28 @@ def _fire_tick(cur: Any, schedule: Schedule, at: datetime, *, manual: bool = Fal
     tick = ScheduleTick(pk=claimed[0], schedule=schedule, tick_at=at, manual=manual)
     try:
         with transaction.atomic(using=_alias()):
+            waiting = _job_holding(schedule.job_key)
             tick.job = produce(_job_spec(schedule))[0]
     except (EnqueueError, DatabaseError) as exc:  # the task went away, the queue lost its URL...: spent
         tick.error = f"{type(exc).__name__}: {exc}"
         logger.error("schedule %s could not enqueue its job: %s", schedule.name, tick.error)
+    else:
+        if tick.job.pk == waiting:
+            tick.error = (
+                f"{ALREADY_SCHEDULED}: job #{waiting} holds the key {schedule.key!r}, not started yet"
+            )
+            logger.info("schedule %s enqueued nothing: %s", schedule.name, tick.error)
     ScheduleTick.objects.using(_alias()).filter(pk=tick.pk).update(job=tick.job, error=tick.error)
     return tick
+
+
+def _job_holding(key: str | None) -> int | None:
+    """The job not started yet that holds ``key``: the one the key dedupe gives back instead of a new one."""
+    if key is None:
+        return None
+    not_started = [Job.Status.WAITING, Job.Status.PENDING]
+    holders = Job.objects.using(_alias()).filter(key=key, status__in=not_started)
+    return holders.values_list("pk", flat=True).first()
 
 
 def _advance(
@@ -271,6 +294,7 @@ _SETTING_KEYS = {
     "payload": "payload",
     "priority": "priority",
     "max_attempts": "max_attempts",
+    "key": "key",
     "cron": "cron",
     "schedule_info": "schedule_info",
     "timezone": "timezone",
@@ -288,6 +312,7 @@ def _row_defaults() -> dict[str, Any]:
         "payload": {},
         "priority": None,
         "max_attempts": None,
+        "key": "",
         "cron": "",
         "schedule_info": None,
         "timezone": default_timezone(),
@@ -305,6 +330,8 @@ def declared_schedules() -> dict[str, dict[str, Any]]:
             fields = {"task_name": task.name, "cron": task.options.cron}
             if task.options.cron_timezone:
                 fields["timezone"] = task.options.cron_timezone
+            if task.options.cron_key:
+                fields["key"] = task.options.cron_key
             declared[task.name] = {**_row_defaults(), **fields}
     for name, entry in (conf.get("SCHEDULES") or {}).items():
         if not isinstance(entry, dict):

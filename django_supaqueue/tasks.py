@@ -13,9 +13,9 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import InvalidPayload, InvalidSchedule, ReservedParameter, UnknownTask
+from .exceptions import InvalidOption, InvalidPayload, InvalidSchedule, ReservedParameter, UnknownTask
 from .producer import produce
-from .queue import JobSpec, check_max_attempts, check_priority, check_queue_name
+from .queue import JobSpec, check_key, check_max_attempts, check_priority, check_queue_name
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -52,6 +52,7 @@ class TaskOptions:
     timeout: float | None = None
     cron: str | None = None  # a schedule declared in code: synced to a Schedule row by runworkers
     cron_timezone: str | None = None
+    cron_key: str | None = None
 
 
 class Task:
@@ -251,11 +252,13 @@ def task(
     timeout: float | None = None,
     cron: str | None = None,
     cron_timezone: str | None = None,
+    cron_key: str | None = None,
 ) -> Any:
     """Register a function as a task: ``@task`` or ``@task(queue="emails", max_attempts=5)``.
 
     ``cron="0 2 * * *"`` (read in ``cron_timezone``, default settings.TIME_ZONE)
-    also declares a schedule named after the task, which calls it with no arguments.
+    also declares a schedule named after the task, which calls it with no arguments;
+    with ``cron_key``, a tick while its last job has not started enqueues nothing.
     """
     from .cron import check_cron, zone
 
@@ -269,6 +272,13 @@ def task(
         cron = check_cron(cron)
     if cron_timezone is not None:
         zone(cron_timezone)
+    if cron_key is not None and cron is None:
+        raise InvalidSchedule("cron_key is the key of the jobs cron= fires: give cron= too.")
+    if cron_key is not None:
+        try:
+            check_key(cron_key)
+        except InvalidOption as exc:
+            raise InvalidSchedule(f"cron_key: {exc}") from None
     options = TaskOptions(
         queue=queue,
         priority=priority,
@@ -278,6 +288,7 @@ def task(
         timeout=timeout,
         cron=cron,
         cron_timezone=cron_timezone,
+        cron_key=cron_key,
     )
 
     def register(f: Callable[..., Any]) -> Task:

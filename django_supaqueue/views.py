@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import socket
 import sys
@@ -23,6 +24,8 @@ import threading
 import uuid
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.dateparse import parse_datetime
@@ -32,9 +35,11 @@ from django.views.decorators.http import require_GET, require_POST
 from . import conf
 from . import queue as q
 from .api import enqueue_http
-from .exceptions import EnqueueError, InvalidOption, UnknownTask
+from .exceptions import EnqueueError, InvalidOption, InvalidSchedule, UnknownTask
 from .models import Job, Queue
 from .producer import produce
+
+logger = logging.getLogger("django_supaqueue.worker")
 
 TOKEN_HEADER = "HTTP_X_SUPAQUEUE_TOKEN"
 TENANT_HEADER = "HTTP_X_SUPAQUEUE_TENANT"
@@ -96,6 +101,7 @@ def _job_json(job: Job) -> dict[str, Any]:
         "queue": job.queue.name,
         "task": job.task_name,
         "path": job.http_path,
+        "method": (job.http_method or job.queue.http_method) if job.queue.http_url else None,
         "status": job.status,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
@@ -133,6 +139,7 @@ def create_job(request: HttpRequest) -> HttpResponse:
         "payload",
         "args",
         "path",
+        "method",
         "priority",
         "run_at",
         "key",
@@ -157,8 +164,8 @@ def create_job(request: HttpRequest) -> HttpResponse:
     owner_id = None if caller.token else caller.user.pk
     try:
         if body.get("task"):
-            if "path" in body:
-                return _error(400, "path is only for HTTP queues")
+            if "path" in body or "method" in body:
+                return _error(400, "path and method are only for HTTP queues")
             job = _enqueue_task(body, options, owner_id, caller.tenant_id)
         else:
             if not isinstance(body.get("queue"), str):
@@ -167,6 +174,7 @@ def create_job(request: HttpRequest) -> HttpResponse:
                 body["queue"],
                 body.get("payload") or {},
                 body.get("path"),
+                body.get("method"),
                 owner=owner_id,
                 tenant_id=caller.tenant_id,
                 **options,
@@ -264,10 +272,49 @@ def run(request: HttpRequest) -> JsonResponse:
     most = int(conf.get("RUN_MAX_LIMIT"))
     if not 1 <= limit <= most:
         return _error(400, f"limit must be between 1 and {most}")
-    if not Queue.objects.using(conf.get("DATABASE")).filter(name=name).exists():
+    if not _queue_known(name):
         return _error(404, f"no queue named {name!r}")
     outcomes = run_jobs(name, status=status, limit=limit)
     return JsonResponse({"queue": name, "status": status, "jobs": outcomes})
+
+
+def _queue_known(name: str) -> bool:
+    """The queue has a row, or code names it (the default queue, a task's), so the worker creates it.
+
+    A fresh deployment driven by pg_cron alone may have no queue row yet while a
+    due schedule would make one: a 404 then would keep its jobs from ever firing.
+    """
+    from .tasks import registered_tasks
+
+    if name == conf.get("DEFAULT_QUEUE") or any(t.options.queue == name for t in registered_tasks().values()):
+        return True
+    return Queue.objects.using(conf.get("DATABASE")).filter(name=name).exists()
+
+
+#: What code declared when this process last synced its schedules (None: never synced).
+_synced_declarations: dict[str, Any] | None = None
+_sync_lock = threading.Lock()
+
+
+def _sync_declared_schedules() -> None:
+    """Bring the schedules declared in code into the database, as runworkers does at start-up.
+
+    With pg_cron as the only worker no runworkers ever starts, so the run endpoint
+    does it: on a process's first call, and again only when the declarations
+    change. A declaration that cannot work is logged (``manage.py check`` names
+    it too) and the jobs still run.
+    """
+    global _synced_declarations
+    from .scheduling import declared_schedules, sync_declared
+
+    with _sync_lock:
+        try:
+            declared = declared_schedules()
+            if declared != _synced_declarations:
+                sync_declared()
+                _synced_declarations = declared
+        except (ImproperlyConfigured, EnqueueError, InvalidSchedule, DatabaseError) as exc:
+            logger.error("the run endpoint could not sync the schedules declared in code: %s", exc)
 
 
 def run_jobs(queue: str, *, status: str, limit: int) -> list[dict[str, Any]]:
@@ -286,12 +333,11 @@ def run_jobs(queue: str, *, status: str, limit: int) -> list[dict[str, Any]]:
     name = f"http:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     job_ids = None
     if status == "failed":
+        # With none to retry, the worker still runs: it claims nothing, but does its chores.
         with connect(application_name="supaqueue run endpoint") as conn:
             job_ids = q.retry_failed(
                 conn, queue=queue, limit=limit, worker_name=name, reason="run endpoint, status=failed"
             )
-        if not job_ids:
-            return []
     worker = WorkerProcess(
         queues=[queue],
         concurrency=min(limit, 8),
@@ -303,7 +349,14 @@ def run_jobs(queue: str, *, status: str, limit: int) -> list[dict[str, Any]]:
         claim_connections=1,
         report=True,
     )
-    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False}, name="supaqueue-run")
+
+    def work() -> None:
+        try:
+            _sync_declared_schedules()
+        finally:
+            worker.run(handle_signals=False)
+
+    thread = threading.Thread(target=work, name="supaqueue-run")
     thread.start()
     thread.join()
     report = []

@@ -71,14 +71,16 @@ if django.VERSION >= (6, 0):
     # Django's Tasks API, run by the queue (tests/test_backends.py); QUEUES=[]: any queue name.
     TASKS = {"default": {"BACKEND": "django_supaqueue.backends.SupaqueueBackend", "QUEUES": []}}
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {
-        "django_supaqueue": {
-            "handlers": ["console"],
-            "level": os.environ.get("SUPAQUEUE_LOG_LEVEL", "WARNING"),
-        }
-    },
-}
+# SUPAQUEUE_TEST_NO_LOGGING=1: a project without a LOGGING setting, as runworkers' console tests need.
+if not os.environ.get("SUPAQUEUE_TEST_NO_LOGGING"):
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"console": {"class": "logging.StreamHandler"}},
+        "loggers": {
+            "django_supaqueue": {
+                "handlers": ["console"],
+                "level": os.environ.get("SUPAQUEUE_LOG_LEVEL", "WARNING"),
+            }
+        },
+    }

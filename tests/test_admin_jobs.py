@@ -154,8 +154,8 @@ def test_a_running_jobs_page_links_its_worker_and_offers_cancel_not_delete(admin
     "job_kwargs, offered",
     [
         ({"status": "failed", "attempts": 3}, ["retry_now", "delete_selected"]),
-        ({}, ["run_now", "cancel", "hold", "delete_selected"]),
-        ({"enabled": False}, ["run_now", "cancel", "release_hold", "delete_selected"]),
+        ({}, ["run_now", "reschedule", "cancel", "hold", "delete_selected"]),
+        ({"enabled": False}, ["run_now", "reschedule", "cancel", "release_hold", "delete_selected"]),
     ],
 )
 def test_a_jobs_page_offers_the_actions_that_apply_to_its_state(admin_client, job_kwargs, offered):

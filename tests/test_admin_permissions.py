@@ -54,7 +54,7 @@ def test_changing_jobs_allows_life_cycle_actions_but_not_delete(staff_client):
     client = staff_client("view_job", "change_job")
     job = JobFactory(status="failed", attempts=1)
     choices = [name for name, _label in client.get(JOBS).context["action_form"].fields["action"].choices]
-    assert choices[1:] == ["retry_now", "run_now", "cancel", "hold", "release_hold"]
+    assert choices[1:] == ["retry_now", "run_now", "reschedule", "cancel", "hold", "release_hold"]
     post_action(client, JOBS, "retry_now", [job])
     job.refresh_from_db()
     assert job.status == "pending"

@@ -95,8 +95,19 @@ def test_a_tenant_header_that_cannot_be_stored_is_a_400_naming_it(api, tenant):
         ({"task": ["tests.testapp.tasks.noop"]}, "task"),
         ({"task": "tests.testapp.broken_tasks.anything"}, "task"),
         ({"queue": "hooks", "path": "a\ud800"}, "path"),
+        ({"queue": "hooks", "method": "TRACE"}, "method"),
+        ({"queue": "hooks", "method": "P\u0000T"}, "method"),
     ],
-    ids=["max_attempts", "key", "queue", "task", "task in a module that fails to import", "path"],
+    ids=[
+        "max_attempts",
+        "key",
+        "queue",
+        "task",
+        "task in a module that fails to import",
+        "path",
+        "method",
+        "method with NUL",
+    ],
 )
 def test_other_fields_postgresql_or_python_could_not_take_are_a_400_naming_them(api, body, field):
     before = written()
@@ -176,6 +187,7 @@ FIELDS = {
     ),
     "args": st.one_of(st.lists(JSON, max_size=3), JSON),
     "path": JSON,
+    "method": st.one_of(st.sampled_from(["GET", "PUT", "delete", "TRACE", "P\x00T"]), JSON),
     "priority": st.one_of(NUMBERS, JSON),
     "run_at": st.one_of(HOSTILE_TEXT, JSON),
     "key": st.one_of(HOSTILE_TEXT, JSON),
@@ -189,6 +201,7 @@ VALID_BODIES = st.sampled_from(
         {"task": "tests.testapp.tasks.noop", "key": "k"},
         {"task": "tests.testapp.tasks.ticket_row", "payload": {"row": {}}, "queue": "fuzzed"},
         {"queue": "hooks", "payload": {"n": 1}, "path": "a/b"},
+        {"queue": "hooks", "payload": {"n": 1}, "method": "PUT"},
     ]
 )
 ONE_FIELD = st.sampled_from(sorted(FIELDS)).flatmap(

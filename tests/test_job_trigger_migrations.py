@@ -1,6 +1,6 @@
 """A job trigger installed by a user's migration, on a brand-new database migrated from nothing.
 
-The README tells users to depend on ("supaqueue", "0001_initial"). The trigger's
+docs/howto/model-changes.md tells users to depend on ("supaqueue", "0001_initial"). The trigger's
 queue row is written in the columns the queue table has in that migration's
 historical state, not in today's model: a later supaqueue migration that adds a
 queue column may run after it on a fresh database (tests/shop/settings.py says

@@ -131,7 +131,7 @@ def test_signals_and_triggers_give_the_same_payload_shapes():
     removed = assert_enqueued(tasks.product_removed, count=2)
     signal_price, trigger_price = (j.payload for j in repriced)
     assert signal_price.keys() == trigger_price.keys() and signal_price["sku"] == trigger_price["sku"]
-    # Decimals: Django's encoder writes a string, PostgreSQL's to_jsonb a number (see the README).
+    # Decimals: Django's encoder writes a string, to_jsonb a number (see docs/howto/model-changes.md).
     assert Decimal(signal_price["price"]) == Decimal(str(trigger_price["price"])) == Decimal("5.00")
     signal_row, trigger_row = (j.payload["row"] for j in removed)
     assert signal_row.keys() == trigger_row.keys() == {"id", "sku", "name", "price", "stock"}

@@ -119,7 +119,7 @@ def test_a_stopped_worker_thread_leaves_no_connection_open(run_worker, monkeypat
 
 
 def test_prepare_threshold_none_in_options_turns_the_workers_preparing_off(monkeypatch):
-    """Behind a PgBouncer older than 1.21 in transaction mode, the README says to set it."""
+    """Behind a PgBouncer older than 1.21 in transaction mode, docs/howto/many-hosts.md says to set it."""
     from django_supaqueue.worker.connection import connect
 
     with connect() as conn:

@@ -34,6 +34,7 @@ STATEMENTS = {
 # Names in the statements that are not tables: the database functions, the trigger's transition tables.
 NOT_TABLES = {
     "supaqueue_settle_dependents",
+    "supaqueue_reschedule_jobs",
     "supaqueue_enqueue_changed_rows",
     "supaqueue_new_rows",
     "supaqueue_old_rows",

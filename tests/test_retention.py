@@ -48,6 +48,18 @@ def test_prune_command_works_in_batches(capsys):
     assert not Job.objects.exists()
 
 
+def test_prune_command_shows_its_progress(capsys):
+    for _ in range(25):
+        finished("successful", 48)
+    call_command("supaqueue_prune", "--successful-hours", "24", "--batch", "10", "-v", "2")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines[:2]] == [
+        "deleted 10 finished jobs so far",
+        "deleted 20 finished jobs so far",
+    ]
+    assert lines[2].startswith("deleted 25 finished jobs in ")
+
+
 def test_workers_prune_on_their_own(settings):
     settings.SUPAQUEUE = {
         **settings.SUPAQUEUE,

@@ -1,11 +1,12 @@
 """The operator actions on jobs: the list's actions and the buttons on a job's page.
 
 Each is one of the queue's own operations (``queue.retry_now``, ``run_now``,
-``cancel``, ``hold``, ``release_hold``, ``delete``), which respect leases and
-write an event. An action works on the ticked jobs, or on every job matching
-the filter ("select all"), in batches of ``BATCH_SIZE`` ids, each its own short
-transaction. Moving a job through its life cycle asks for ``change_job``
-(the "manage" permission), deleting for ``delete_job``.
+``reschedule``, ``cancel``, ``hold``, ``release_hold``, ``delete``), which respect
+leases; all but ``reschedule`` (a change of plan, not of state) write an event.
+An action works on the ticked jobs, or on every job matching the filter
+("select all"), in batches of ``BATCH_SIZE`` ids, each its own short transaction.
+Moving a job through its life cycle asks for ``change_job`` (the "manage"
+permission), deleting for ``delete_job``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
@@ -22,7 +24,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import api, queue, stats
-from ..models import Job
+from ..models import PRIORITY_MAX, PRIORITY_MIN, Job
+from ..queue.storable import INT_MAX
 
 #: Jobs per statement when an action works through a selection.
 BATCH_SIZE = 1000
@@ -58,6 +61,13 @@ def _apply(
     for ids in in_batches(queryset):
         seen += len(ids)
         changed += len(operation(ids, reason=_reason(request)))
+    _report(modeladmin, request, seen, changed, done, applies_to)
+
+
+def _report(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, seen: int, changed: int, done: str, applies_to: str
+) -> None:
+    """Say how many of the jobs an action went through it changed, and why it left the others alone."""
     text = ngettext("%(verb)s %(n)d job.", "%(verb)s %(n)d jobs.", changed) % {"verb": done, "n": changed}
     if seen > changed:
         text += " " + ngettext(
@@ -117,6 +127,58 @@ release_hold = _job_action(
 )
 
 
+class RescheduleForm(forms.Form):
+    """What Reschedule changes; a blank field leaves that value as each job has it."""
+
+    run_at = forms.DateTimeField(
+        label=_("Run at"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"),
+    )
+    priority = forms.IntegerField(
+        label=_("Priority"), required=False, min_value=PRIORITY_MIN, max_value=PRIORITY_MAX
+    )
+    max_attempts = forms.IntegerField(label=_("Max attempts"), required=False, min_value=1, max_value=INT_MAX)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.errors and all(data.get(name) is None for name in self.fields):
+            raise forms.ValidationError(_("Give a run time, a priority or max attempts to change."))
+        return data
+
+
+@admin.action(description=_("Reschedule"), permissions=["manage"])
+def reschedule(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+    """Ask for the new run time, priority or max attempts, then apply them in batches.
+
+    The form comes back with its errors until it is valid. The work is
+    ``api.reschedule``, the SQL function ``supaqueue_reschedule_jobs``, which
+    changes only jobs not started yet.
+    """
+    form = RescheduleForm(request.POST if request.POST.get("post") == "yes" else None)
+    if not form.is_valid():
+        context = {
+            **modeladmin.admin_site.each_context(request),
+            "title": _("Reschedule jobs"),
+            "opts": modeladmin.model._meta,
+            "form": form,
+            "count": stats.count(queryset),
+            "select_across": request.POST.get("select_across") == "1",
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "action": "reschedule",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = modeladmin.admin_site.name
+        return TemplateResponse(request, "django_supaqueue/admin/job_reschedule.html", context)
+    seen = changed = 0
+    for ids in in_batches(queryset):
+        seen += len(ids)
+        changed += api.reschedule(ids, **form.cleaned_data)
+    rule = _("only jobs not started yet (waiting or pending) can be rescheduled")
+    _report(modeladmin, request, seen, changed, _("Rescheduled"), rule)
+    return None
+
+
 @admin.action(description=_("Delete"), permissions=["delete"])
 def delete_selected(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
@@ -160,4 +222,6 @@ def delete_selected(
 
 
 #: The actions a job's own page offers, by name.
-JOB_ACTIONS = {f.__name__: f for f in (retry_now, run_now, cancel, hold, release_hold, delete_selected)}
+JOB_ACTIONS = {
+    f.__name__: f for f in (retry_now, run_now, reschedule, cancel, hold, release_hold, delete_selected)
+}

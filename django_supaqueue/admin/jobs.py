@@ -44,6 +44,7 @@ from .job_actions import (
     hold,
     in_batches,
     release_hold,
+    reschedule,
     retry_now,
     run_now,
 )
@@ -65,7 +66,7 @@ class JobAdmin(admin.ModelAdmin):
     search_help_text = _(
         "A job id (123 or #123), an exact key or serial group, or a task name (full, or its last part)."
     )
-    actions = [retry_now, run_now, cancel, hold, release_hold, delete_selected]
+    actions = [retry_now, run_now, reschedule, cancel, hold, release_hold, delete_selected]
     change_list_template = "django_supaqueue/admin/job_change_list.html"
     change_form_template = "django_supaqueue/admin/job_change_form.html"
     fieldsets = [
@@ -142,7 +143,8 @@ class JobAdmin(admin.ModelAdmin):
         """The task's last name; for an HTTP queue's job, which has no task, the call it makes."""
         if not job.task_name and job.queue.is_http:
             url = job.queue.http_url.rstrip("/") + "/" + job.http_path
-            return format_html('<span title="{}">{} /{}</span>', url, job.queue.http_method, job.http_path)
+            method = job.http_method or job.queue.http_method
+            return format_html('<span title="{}">{} /{}</span>', url, method, job.http_path)
         return format_html('<span title="{}">{}</span>', job.task_name, job.task_name.rsplit(".", 1)[-1])
 
     @admin.display(description=_("attempts"))
@@ -221,6 +223,7 @@ class JobAdmin(admin.ModelAdmin):
         applies = {
             "retry_now": state in (Job.Status.FAILED, Job.Status.CANCELLED) or waiting,
             "run_now": state == Job.Status.PENDING,
+            "reschedule": state in (Job.Status.WAITING, Job.Status.PENDING),
             "cancel": state in (Job.Status.PENDING, Job.Status.IN_PROGRESS),
             "hold": state == Job.Status.PENDING and job.enabled,
             "release_hold": state == Job.Status.PENDING and not job.enabled,

@@ -5,7 +5,9 @@ Schedules are edited with a form whose errors come from ``Schedule.clean``
 declared in code are synced from code at every ``runworkers`` start, so their
 definition is read-only here; they can still be enabled or disabled until then.
 The actions (enable, disable, run now) go through ``scheduling`` and need
-``change_schedule``.
+``change_schedule``. A tick that found the schedule's key held by a job not
+started yet enqueued nothing: it shows that job, marked "already scheduled",
+not as a failure.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ _DECLARED_FIELDS = [
     "queue",
     "http_path",
     "payload",
+    "key",
     "priority",
     "max_attempts",
     "cron",
@@ -50,14 +53,14 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     list_display = ["name", "target", "expression", "enabled", "last_run", "next_run", "last_outcome"]
     list_filter = ["enabled", "origin"]
-    search_fields = ["name", "task_name", "queue"]
+    search_fields = ["name", "task_name", "queue", "key"]
     actions = ["enable", "disable", "run_now"]
     readonly_fields = ["origin", "last_run_at", "next_run_at", "last_error", "recent_outcomes"]
     fieldsets = [
         (None, {"fields": ["name", "enabled", "origin"]}),
         (
             _("What it enqueues"),
-            {"fields": ["task_name", "queue", "http_path", "payload", "priority", "max_attempts"]},
+            {"fields": ["task_name", "queue", "http_path", "payload", "key", "priority", "max_attempts"]},
         ),
         (_("When"), {"fields": ["cron", "schedule_info", "timezone", "missed", "catch_up_limit"]}),
         (_("Runs"), {"fields": ["last_run_at", "next_run_at", "last_error", "recent_outcomes"]}),
@@ -90,7 +93,7 @@ class ScheduleAdmin(admin.ModelAdmin):
             for word, moment in (("from", timing.start), ("until", timing.end))
             if moment is not None
         )
-        return format_html("<code>{}</code> {}{}", timing.cron, timing.zone.key, bounds)
+        return format_html("<code>{}</code> {}{}", timing.expression, timing.zone.key, bounds)
 
     @admin.display(description=_("last run"), ordering="last_run_at")
     def last_run(self, obj: Schedule) -> str:
@@ -104,12 +107,13 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("last outcome"))
     def last_outcome(self, obj: Schedule) -> SafeString | str:
-        if obj.last_error:
+        if obj.last_error and not obj.already_scheduled:
             return badge("failed", _("Not enqueued"))
         status = getattr(obj, "last_status", None)
         if status:
             return format_html(
-                '<a href="{}">{}</a>',
+                '{}<a href="{}">{}</a>',
+                _already_scheduled_badge(obj.already_scheduled),
                 reverse("admin:supaqueue_job_change", args=[obj.last_job_id]),
                 status_badge(status),
             )
@@ -136,12 +140,13 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @staticmethod
     def _outcome(tick) -> SafeString:
-        if tick.error:
+        if tick.error and not tick.already_scheduled:
             return format_html("{} {}", badge("failed", _("Not enqueued")), tick.error)
         if tick.job is None:
             return format_html("{}", _("job deleted by retention"))
         return format_html(
-            '<a href="{}">#{}</a> {}',
+            '{}<a href="{}">#{}</a> {}',
+            _already_scheduled_badge(tick.already_scheduled),
             reverse("admin:supaqueue_job_change", args=[tick.job.pk]),
             tick.job.pk,
             status_badge(tick.job.status),
@@ -161,7 +166,9 @@ class ScheduleAdmin(admin.ModelAdmin):
     def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         for schedule in queryset:
             tick = scheduling.run_now(schedule)
-            if tick.error:
+            if tick.already_scheduled:
+                self.message_user(request, f"{schedule.name}: {tick.error}.", messages.WARNING)
+            elif tick.error:
                 self.message_user(request, f"{schedule.name}: {tick.error}", messages.ERROR)
             else:
                 self.message_user(request, f"{schedule.name}: enqueued job #{tick.job_id}.", messages.SUCCESS)
@@ -172,3 +179,8 @@ class ScheduleAdmin(admin.ModelAdmin):
             ngettext(one, many, len(changed)) % {"n": len(changed)},
             messages.SUCCESS if changed else messages.WARNING,
         )
+
+
+def _already_scheduled_badge(already: bool) -> SafeString | str:
+    """Such a tick enqueued nothing but is no failure: it is shown with the job that held the key."""
+    return format_html("{} ", badge("already-scheduled", _("Already scheduled"))) if already else ""

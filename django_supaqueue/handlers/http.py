@@ -1,8 +1,9 @@
 """HTTP queues: a job is one call to the queue's endpoint.
 
 The queue row holds the base URL, method, headers, timeout and the *alias* of
-a secret in ``SUPAQUEUE["HTTP_SECRETS"]``; a job holds only its payload and an
-optional relative path. So a job can never choose the host it reaches, and a
+a secret in ``SUPAQUEUE["HTTP_SECRETS"]``; a job holds only its payload, an
+optional relative path and an optional method of its own (else the queue's, as
+it is at the call). So a job can never choose the host it reaches, and a
 secret never sits in a row; what a call stores or logs has the secret it sent
 redacted, and a secret bound to hosts goes nowhere else (``django_supaqueue.secrets``). The URL,
 header and path checks live in ``django_supaqueue.validators``, below the models that use them.
@@ -10,14 +11,15 @@ header and path checks live in ``django_supaqueue.validators``, below the models
 Response rules: 2xx is a success (status and size-capped body are the
 result); 5xx, 408, 429, timeouts and connection errors are retried with
 back-off (Retry-After honoured); other statuses fail for good unless the queue
-retries client errors.
+retries client errors. Every call carries the job's identity
+(``Idempotency-Key``, ``X-Supaqueue-Job-Id``, ``X-Supaqueue-Attempt``), so an
+endpoint can do its work once however often a job's call reaches it.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
-import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -31,8 +33,6 @@ from .. import conf, secrets
 from ..exceptions import InvalidOption, InvalidPayload
 from ..secrets import Secret
 from ..validators import check_path, check_secret_host, is_local_address
-
-logger = logging.getLogger("django_supaqueue.worker")
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 _client_lock = threading.Lock()
@@ -56,16 +56,21 @@ def http_job_spec(
     payload: Mapping[str, Any] | None = None,
     path: str | None = None,
     *,
+    method: str | None = None,
     owner: Any = None,
     tenant_id: str | None = None,
     depends_on: Any = (),
     **options: Any,
 ) -> Any:
-    """The JobSpec of one call to an HTTP queue, checked; ``producer.produce`` writes it."""
+    """The JobSpec of one call to an HTTP queue, checked; ``producer.produce`` writes it.
+
+    ``method`` None leaves the method to the queue, read when the call is made.
+    """
     from ..models import Queue
-    from ..queue import JobSpec, check_queue_name
+    from ..queue import JobSpec, check_http_method, check_queue_name
 
     check_queue_name(queue)
+    http_method = "" if method is None else check_http_method(method)
     if payload is not None and not isinstance(payload, Mapping):
         raise InvalidPayload(f"payload must be a JSON object (a dict), not {type(payload).__name__}.")
     row = Queue.objects.using(conf.get("DATABASE")).filter(name=queue).values_list("http_url").first()
@@ -85,6 +90,7 @@ def http_job_spec(
         payload=dict(payload or {}),
         queue=queue,
         http_path=check_path(path),
+        http_method=http_method,
         owner_id=getattr(owner, "pk", owner),
         tenant_id=tenant_id,
         depends_on=list(depends_on or ()),
@@ -114,8 +120,24 @@ def _client() -> httpx.Client:
     return _shared
 
 
-def _headers(config: Mapping[str, Any], secret: Secret | None, has_body: bool) -> dict[str, str]:
-    headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+def _headers(job: Any, secret: Secret | None, has_body: bool) -> dict[str, str]:
+    """The queue's headers, then the job's identity, then the secret's header.
+
+    The identity lets an endpoint do its work once however often it is called:
+    ``Idempotency-Key`` is the same on every attempt of a job, and
+    ``X-Supaqueue-Attempt`` tells a retry from a first call.
+    """
+    config = job.http
+    identity = {
+        "Idempotency-Key": f"supaqueue-{job.id}",
+        "X-Supaqueue-Job-Id": str(job.id),
+        "X-Supaqueue-Attempt": str(job.attempt),
+    }
+    taken = {name.lower() for name in identity}
+    headers = {
+        str(k): str(v) for k, v in (config.get("headers") or {}).items() if str(k).lower() not in taken
+    }
+    headers.update(identity)
     if has_body:
         headers.setdefault("Content-Type", "application/json")
     if secret is not None:
@@ -273,17 +295,7 @@ def perform_http(job: Any) -> Any:
             http_status=status,
             uncounted=uncounted,
         )
-        logger.warning(
-            "job %s (HTTP %s %s) attempt %s failed: %s: %s",
-            job.id,
-            method,
-            job.queue,
-            job.attempt,
-            error_class,
-            message,
-            extra={"job_id": job.id, "queue": job.queue, "attempt": job.attempt, "outcome": "failed"},
-        )
-        return outcome
+        return outcome  # logged with its fate once written (worker/attempts.py)
 
     try:
         url = build_url(config["url"], config.get("path") or "")
@@ -291,7 +303,7 @@ def perform_http(job: Any) -> Any:
         sent = (secret.value,) if secret is not None else ()
         check_secret_host(url, secret)  # the row may have been changed past its form
         has_body = method != "GET"
-        headers = _headers(config, secret, has_body)
+        headers = _headers(job, secret, has_body)
     except (InvalidOption, LookupError, ValueError, ImproperlyConfigured) as exc:
         return failure("django_supaqueue.exceptions.HTTPConfigError", str(exc), final=True)
     request: dict[str, Any] = {"headers": headers, "timeout": timeout, "extensions": {"trace": _Gate(job)}}

@@ -8,10 +8,11 @@ public name is importable from here, as it was when this was one module.
 
 from .job import Dashboard, Job, JobDependency, JobEvent
 from .queue import PRIORITY_MAX, PRIORITY_MIN, Queue, QueueCall, queue_name_validator
-from .schedule import Schedule, ScheduleTick, default_timezone
+from .schedule import ALREADY_SCHEDULED, Schedule, ScheduleTick, default_timezone
 from .worker import CurrentJob, Worker
 
 __all__ = [
+    "ALREADY_SCHEDULED",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "CurrentJob",

@@ -117,6 +117,14 @@ class Job(models.Model):
         db_default=OnDependencyFailure.CANCEL,
         help_text=_("What happens when a dependency fails for good or is cancelled."),
     )
+    http_method = models.CharField(
+        "HTTP method",
+        max_length=7,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("The method of an HTTP queue's call; blank: the queue's when the call is made."),
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -18,6 +18,10 @@ from ..exceptions import EnqueueError, InvalidSchedule
 from .job import Job
 from .queue import PRIORITY_MAX, PRIORITY_MIN, queue_name_validator
 
+#: How a tick's ``error`` (and the schedule's ``last_error``) begins when the schedule's key was
+#: held by a job not started yet: the tick enqueued nothing and records that job instead.
+ALREADY_SCHEDULED = "already scheduled"
+
 
 def default_timezone() -> str:
     """settings.TIME_ZONE, else UTC: the zone a schedule's cron reads in when none is given."""
@@ -173,6 +177,16 @@ class Schedule(models.Model):
     def is_http(self) -> bool:
         return not self.task_name
 
+    @property
+    def job_key(self) -> str | None:
+        """The key its jobs carry; None when blank, or unsaved and left to the database's default."""
+        return self.key if isinstance(self.key, str) and self.key else None
+
+    @property
+    def already_scheduled(self) -> bool:
+        """The last tick found ``last_job`` still waiting under the key, so it enqueued nothing."""
+        return self.last_error.startswith(ALREADY_SCHEDULED)
+
     def timing(self) -> Timing:
         """This schedule's ``cron.Timing``; raises InvalidSchedule for a bad expression, rule or zone."""
         return timing_of(cron=self.cron, schedule_info=self.schedule_info, timezone=self.timezone)
@@ -214,3 +228,8 @@ class ScheduleTick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id} at {self.tick_at}"
+
+    @property
+    def already_scheduled(self) -> bool:
+        """The tick's job was already waiting under the schedule's key: the tick enqueued nothing."""
+        return self.error.startswith(ALREADY_SCHEDULED)

@@ -15,7 +15,7 @@ this list:
 - ``leases``: worker registration, heartbeats, lease expiry;
 - ``outcomes``: success, failure and retry, release, recovery of expired leases,
   and the worker's round trip (finish, then claim);
-- ``actions``: cancel and the operators' actions, pruning;
+- ``actions``: cancel and the operators' actions (reschedule among them), pruning;
 - ``graph``: writing jobs with dependencies (settling them is ``outcomes``' part);
 - ``prepared``: statements bound on the server (and prepared) on Django's connection;
 - ``enqueue``: writing jobs (``enqueue_job``, ``enqueue_jobs``), keys and key modes;
@@ -41,6 +41,7 @@ from .actions import (
     pause_queues,
     prune,
     release_hold,
+    reschedule,
     resume_queues,
     retry_failed,
     retry_now,
@@ -78,6 +79,8 @@ from .spec import (
     DEPENDENCY_POLICIES,
     KEY_MODES,
     JobSpec,
+    check_http_method,
+    check_key,
     check_max_attempts,
     check_priority,
     check_queue_name,
@@ -130,6 +133,8 @@ __all__ = [
     "DEPENDENCY_POLICIES",
     "JobSpec",
     "KEY_MODES",
+    "check_http_method",
+    "check_key",
     "check_max_attempts",
     "check_priority",
     "check_queue_name",
@@ -170,6 +175,7 @@ __all__ = [
     "pause_queues",
     "prune",
     "release_hold",
+    "reschedule",
     "resume_queues",
     "retry_failed",
     "retry_now",

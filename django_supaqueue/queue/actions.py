@@ -1,16 +1,19 @@
-"""Operator actions and maintenance: cancel, retry, run now, hold, delete, pause, prune."""
+"""Operator actions and maintenance: cancel, retry, run now, reschedule, hold, delete, pause, prune."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, transaction
 
 from ..constants import CANCEL_CHANNEL
+from ..exceptions import InvalidOption
 from ..models import Job
 from . import queries
 from .outcomes import notify_queues
+from .spec import check_max_attempts, check_priority, check_run_at
 from .tables import db_alias
 
 SQL = queries.load("actions.sql")
@@ -131,6 +134,38 @@ def run_now(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     if not ids:
         return []
     return _act(SQL["run_now"], {"job_id": ids, "reason": reason, "kind": "run_now"}, wake=True)
+
+
+def reschedule(
+    jobs: Iterable[Job | int],
+    *,
+    run_at: datetime | timedelta | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+) -> int:
+    """Change when jobs not started yet run, their priority or their attempts; returns how many changed.
+
+    Jobs waiting for dependencies or pending (held or not, a retry's back-off
+    included) change; the others are left alone. None leaves a value as it
+    is. The work is the database function supaqueue_reschedule_jobs, which
+    SQL callers use too, so the two can never differ; the options are checked
+    here first, so that a bad one raises InvalidOption as enqueue's do.
+    """
+    when = check_run_at(run_at)
+    if priority is not None:
+        check_priority(priority)
+    if max_attempts is not None:
+        check_max_attempts(max_attempts)
+    if when is None and priority is None and max_attempts is None:
+        raise InvalidOption("reschedule needs run_at, priority or max_attempts: it changes those.")
+    ids = _ids(jobs)
+    if not ids:
+        return 0
+    params = {"job_id": ids, "run_at": when, "priority": priority, "max_attempts": max_attempts}
+    alias = db_alias()
+    with transaction.atomic(using=alias), connections[alias].cursor() as cur:
+        cur.execute(SQL["reschedule"], params)
+        return cur.fetchone()[0]
 
 
 def hold(jobs: Iterable[Job | int], reason: str = "") -> list[int]:

@@ -1,4 +1,5 @@
--- Operator actions and maintenance: cancel, retry, run now, hold, delete, pause, prune (run by actions.py).
+-- Operator actions and maintenance: cancel, retry, run now, reschedule, hold, delete, pause, prune
+-- (run by actions.py).
 --
 -- The operators' job statements (retry_now, run_now, set_enabled) end alike: given
 -- upd, the jobs changed (id, queue_id, attempts), they write one event of the
@@ -137,6 +138,14 @@ WITH upd AS (
   SELECT id, %(kind)s, NULLIF(attempts, 0), '', now(), '', %(reason)s, '' FROM upd
 )
 SELECT upd.id, q.name FROM upd JOIN supaqueue_queue q ON q.id = upd.queue_id
+
+
+-- name: reschedule
+-- Change when jobs not started yet run, their priority or their attempts; return how many changed.
+-- The database function is the one definition (sql/reschedule_jobs.sql, migration
+-- 0004), for SQL callers and this module alike; it wakes the queues it made runnable.
+SELECT supaqueue_reschedule_jobs(%(job_id)s::bigint[], %(run_at)s::timestamptz, %(priority)s::int,
+                                 %(max_attempts)s::int)
 
 
 -- name: settle_deleted

@@ -131,7 +131,7 @@ WITH q AS (
   UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
   FROM lease WHERE j.id = lease.job_id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
+            j.priority, j.run_at, j.http_path, j.http_method, j.trace_context, j.serial_group
 ), calls AS (
   INSERT INTO supaqueue_queuecall (queue_id, at)
   SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
@@ -142,7 +142,8 @@ WITH q AS (
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
        q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
-       q.http || jsonb_build_object('path', c.http_path),
+       q.http || jsonb_build_object('path', c.http_path,
+                                    'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
        extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
 FROM claimed c JOIN q ON q.id = c.queue_id
 WHERE set_config('supaqueue.serial_claimed', (SELECT count(*) FROM claimed)::text, true) <> ''
@@ -198,7 +199,7 @@ WITH q AS (
   UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
   FROM (SELECT id FROM picked LIMIT (SELECT n FROM want)) p WHERE j.id = p.id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
-            j.priority, j.run_at, j.http_path, j.trace_context, j.serial_group
+            j.priority, j.run_at, j.http_path, j.http_method, j.trace_context, j.serial_group
 ), pruned AS (
   DELETE FROM supaqueue_queuecall x USING q
   WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
@@ -215,7 +216,8 @@ WITH q AS (
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
        q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
-       q.http || jsonb_build_object('path', c.http_path),
+       q.http || jsonb_build_object('path', c.http_path,
+                                    'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
        extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
 FROM claimed c JOIN q ON q.id = c.queue_id
 ORDER BY c.priority DESC, c.run_at, c.id

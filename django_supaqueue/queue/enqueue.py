@@ -96,6 +96,7 @@ def enqueue_job(spec: JobSpec) -> Job:
         "max_attempts": row.max_attempts,
         "key": row.key,
         "http_path": spec.http_path,
+        "http_method": spec.http_method,
         "owner_id": spec.owner_id,
         "tenant_id": spec.tenant_id,
         "serial_group": spec.serial_group,
@@ -224,8 +225,13 @@ def _batch_jobs(
 
 
 def _insert_many(cur: Any, alias: str, rows: list[Row]) -> list[Job]:
-    if any(r.spec.http_path or r.spec.owner_id is not None or r.spec.tenant_id is not None for r in rows):
-        raise InvalidOption("http_path, owner and tenant_id are set one job at a time (enqueue_job).")
+    if any(
+        r.spec.http_path or r.spec.http_method or r.spec.owner_id is not None or r.spec.tenant_id is not None
+        for r in rows
+    ):
+        raise InvalidOption(
+            "http_path, http_method, owner and tenant_id are set one job at a time (enqueue_job)."
+        )
     params = as_columns(rows)
     params.update(trace=rows[0].trace, **queue_defaults())
     written = prepared.execute(alias, SQL["insert_many"], params).fetchall()

@@ -16,13 +16,13 @@
 -- The single enqueue, prepared once per connection and run by libpq (prepared.py).
 INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                            max_attempts, key, enabled, last_error, created_at, http_path, owner_id, tenant_id,
-                           trace_context, serial_group)
+                           trace_context, serial_group, http_method)
 SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, 'pending',
        COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
        COALESCE(%(run_at)s::timestamptz, now()), 0,
        COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
        %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb,
-       %(serial_group)s
+       %(serial_group)s, %(http_method)s
 FROM supaqueue_queue q WHERE q.name = %(queue)s
 ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO NOTHING
 RETURNING id, queue_id, priority, run_at, max_attempts, created_at
@@ -84,17 +84,19 @@ FROM written
 -- jobs (see rows.sql).
 INSERT INTO supaqueue_job AS j (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                                 max_attempts, key, enabled, last_error, created_at, http_path, owner_id,
-                                tenant_id, trace_context, serial_group)
+                                tenant_id, trace_context, serial_group, http_method)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, 'pending',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group
+       u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group,
+       u.http_method
 FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
             %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
-            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[])
+            %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[],
+            %(http_method)s::text[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
-                          owner_id, tenant_id, serial_group, n)
+                          owner_id, tenant_id, serial_group, http_method, n)
 JOIN supaqueue_queue q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO UPDATE SET
@@ -102,11 +104,12 @@ ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO 
   args = EXCLUDED.args, priority = EXCLUDED.priority, max_attempts = EXCLUDED.max_attempts,
   run_at = CASE WHEN %(key_mode)s = 'replace' THEN EXCLUDED.run_at ELSE j.run_at END,
   http_path = EXCLUDED.http_path, owner_id = EXCLUDED.owner_id, tenant_id = EXCLUDED.tenant_id,
-  trace_context = EXCLUDED.trace_context, serial_group = EXCLUDED.serial_group
+  trace_context = EXCLUDED.trace_context, serial_group = EXCLUDED.serial_group,
+  http_method = EXCLUDED.http_method
 RETURNING id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
        max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
        http_path, owner_id, tenant_id, trace_context::text, serial_group, waiting_for, has_dependents,
-       on_dependency_failure
+       on_dependency_failure, http_method
 
 
 -- name: ensure_queues

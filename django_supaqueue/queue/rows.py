@@ -69,6 +69,7 @@ def job_from_row(
             0,
             False,
             Job.OnDependencyFailure.CANCEL,
+            spec.http_method,
         ),
     )
 
@@ -131,6 +132,7 @@ def as_columns(rows: Sequence[Row], *, extended: bool = False) -> dict[str, list
     }
     if extended:
         columns["http_path"] = [r.spec.http_path for r in rows]
+        columns["http_method"] = [r.spec.http_method for r in rows]
         columns["owner_id"] = [r.spec.owner_id for r in rows]
         columns["tenant_id"] = [r.spec.tenant_id for r in rows]
     return columns

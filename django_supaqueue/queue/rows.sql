@@ -11,6 +11,6 @@
 SELECT id, queue_id, task_name, payload::text, args::text, status, priority, run_at, attempts,
        max_attempts, key, enabled, result::text, last_error, created_at, started_at, finished_at,
        http_path, owner_id, tenant_id, trace_context::text, serial_group, waiting_for, has_dependents,
-       on_dependency_failure
+       on_dependency_failure, http_method
 FROM supaqueue_job
 WHERE key = ANY(%(keys)s::text[]) AND status IN ('waiting', 'pending')

@@ -16,6 +16,7 @@ from ..models import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     Job,
+    Queue,
 )
 from ..models import queue_name_validator as _queue_name_validator
 from .storable import INT_MAX, LONG_DIGITS, json_refusal, text_refusal
@@ -59,6 +60,17 @@ def check_queue_name(name: str) -> str:
     if len(_VALID_QUEUE_NAMES) < 10_000:
         _VALID_QUEUE_NAMES.add(name)
     return name
+
+
+def check_http_method(method: str) -> str:
+    """An HTTP call's method, in upper case: one a queue could have, so that the endpoint sees no surprise."""
+    methods = Queue.HTTPMethod.values
+    if isinstance(method, str) and method.upper() in methods:
+        return method.upper()
+    raise InvalidOption(
+        f"method must be {', '.join(methods[:-1])} or {methods[-1]} (or left out for the queue's), "
+        f"not {method!r}."
+    )
 
 
 def check_serial_group(group: str | None) -> str | None:
@@ -168,6 +180,7 @@ class JobSpec:
     key: str | None = None
     max_attempts: int | None = None
     http_path: str = ""
+    http_method: str = ""  # an HTTP call's own method; "" = its queue's
     owner_id: int | None = None
     tenant_id: str | None = None
     key_mode: str = "dedupe"

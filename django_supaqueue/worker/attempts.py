@@ -12,6 +12,8 @@ sends the record of one batch and the next claim in one round trip
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +22,10 @@ from .. import signals
 from ..queue import ClaimedJob, Failure, Retry, Success
 
 Outcome = Success | Failure
+
+#: A line per finished attempt, written once its outcome is: successes at INFO,
+#: a failure that will be retried at WARNING, one that failed for good at ERROR.
+log = logging.getLogger("django_supaqueue.worker.attempts")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -86,12 +92,100 @@ def announce_recorded(
             error_message=f.error_message,
             retry_at=r.run_at if r.status == q.PENDING else None,
         )
+    log_finished(finished)
     return finished
 
 
+def log_finished(finished: Sequence[Finished]) -> None:
+    """A line for each attempt just written; a failure's says what comes next (a retry, or nothing).
+
+    Nothing is formatted for a level the logger drops: below ``-v 2`` a batch
+    of successes costs one ``isEnabledFor`` call.
+    """
+    if not finished or not log.isEnabledFor(logging.WARNING):
+        return
+    successes = log.isEnabledFor(logging.INFO)
+    for f in finished:
+        if isinstance(f.outcome, Success) and not successes:
+            continue
+        level, message, fields = _describe_finished(f)
+        if not log.isEnabledFor(level):
+            continue
+        if isinstance(f.outcome, Failure) and f.outcome.traceback and log.isEnabledFor(logging.DEBUG):
+            message += "\n" + f.outcome.traceback.rstrip()
+        log.log(level, message, extra=fields)
+
+
+def _describe_finished(f: Finished) -> tuple[int, str, dict[str, object]]:
+    """The level, message and ``extra`` fields of an attempt's line."""
+    job, outcome = f.job, f.outcome
+    fields: dict[str, object] = {
+        "job_id": job.id,
+        "queue": job.queue,
+        "task": job.task_name,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "duration": round(outcome.duration, 6),
+    }
+    head = f"job {job.id} ({job.task_name}) attempt {job.attempt}"
+    if isinstance(outcome, Success):
+        fields["outcome"] = "succeeded" if f.written else "not recorded"
+        if not f.written:
+            return logging.WARNING, f"{head} succeeded but was not recorded: its lease was lost", fields
+        return logging.INFO, f"{head} succeeded in {_seconds(outcome.duration)}", fields
+    fields["error_class"] = outcome.error_class
+    failed = f"{head} failed: {outcome.error_class}: {outcome.error_message}"
+    r = f.retry
+    if r is None:
+        fields["outcome"] = "not recorded"
+        return logging.WARNING, f"{failed}; not recorded: the job was cancelled or its lease was lost", fields
+    if r.status == q.PENDING:
+        fields["retry_at"] = r.run_at.isoformat()
+        when = _clock(r.run_at)
+        if outcome.uncounted:
+            fields["outcome"] = "given back"
+            return (
+                logging.INFO,
+                f"{head} was given back: {outcome.error_message}; runs again at {when}",
+                fields,
+            )
+        fields["outcome"] = "retry"
+        return (
+            logging.WARNING,
+            f"{failed}; retry at {when} (attempt {job.attempt + 1} of {job.max_attempts})",
+            fields,
+        )
+    fields["outcome"] = "failed"
+    why = "" if job.attempt >= job.max_attempts else ", not retried"
+    return (
+        logging.ERROR,
+        f"{failed}; failed for good (attempt {job.attempt} of {job.max_attempts}{why})",
+        fields,
+    )
+
+
+def _seconds(duration: float) -> str:
+    """A duration as people read one: milliseconds below a second."""
+    return f"{duration * 1000:.1f}ms" if duration < 1 else f"{duration:.2f}s"
+
+
+def _clock(moment: datetime.datetime) -> str:
+    """HH:MM:SS in the process's time zone, as the log lines' own times; the date too if not today."""
+    local = moment.astimezone()
+    today = datetime.datetime.now(local.tzinfo).date()
+    return local.strftime("%H:%M:%S" if local.date() == today else "%Y-%m-%d %H:%M:%S")
+
+
 def announce_lost(retries: Sequence[Retry]) -> None:
-    """``job_lost`` for attempts whose lease ran out and were recovered."""
+    """``job_lost`` (and a warning) for attempts whose lease ran out and were recovered."""
     for r in retries:
+        fate = f"retry at {_clock(r.run_at)}" if r.status == q.PENDING else "failed for good"
+        log.warning(
+            "job %s: its attempt's lease expired (the worker running it stopped); %s",
+            r.job_id,
+            fate,
+            extra={"job_id": r.job_id, "outcome": "retry" if r.status == q.PENDING else "failed"},
+        )
         signals.send(signals.job_lost, job_id=r.job_id, status=r.status)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
 import queue as queue_lib
 import threading
 import time
@@ -27,8 +26,6 @@ from ..exceptions import AttemptInterrupted
 from ..queue import ClaimedJob, Failure, Success, storable
 from ..tasks import get_task
 from .child import ChildProcess
-
-logger = logging.getLogger("django_supaqueue.worker")
 
 Outcome = Success | Failure
 
@@ -68,53 +65,18 @@ def run_attempt(job: ClaimedJob) -> Outcome:
                 value = task.func(*job.args, **job.payload)
         result = None if value is None else json.dumps(value, allow_nan=False, separators=(",", ":"))
     except BaseException as exc:  # noqa: BLE001  every failure must be recorded, even SystemExit
-        duration = time.monotonic() - started
         opts = _task_options(job.task_name)
-        failure = Failure(
+        return Failure(
             job_id=job.id,
             attempt=job.attempt,
             error_class=_qualname(exc),
             error_message=_message(exc),
             traceback="".join(traceback.format_exception(exc)),
-            duration=duration,
+            duration=time.monotonic() - started,
             backoff=opts.retry_backoff if opts else None,
             backoff_max=opts.retry_backoff_max if opts else None,
         )
-        logger.warning(
-            "job %s (%s) attempt %s failed: %s: %s",
-            job.id,
-            job.task_name,
-            job.attempt,
-            failure.error_class,
-            failure.error_message,
-            extra={
-                "job_id": job.id,
-                "queue": job.queue,
-                "task": job.task_name,
-                "attempt": job.attempt,
-                "duration": duration,
-                "outcome": "failed",
-            },
-        )
-        return failure
-    duration = time.monotonic() - started
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(
-            "job %s (%s) attempt %s succeeded in %.3fs",
-            job.id,
-            job.task_name,
-            job.attempt,
-            duration,
-            extra={
-                "job_id": job.id,
-                "queue": job.queue,
-                "task": job.task_name,
-                "attempt": job.attempt,
-                "duration": duration,
-                "outcome": "succeeded",
-            },
-        )
-    return Success(job_id=job.id, attempt=job.attempt, result=result, duration=duration)
+    return Success(job_id=job.id, attempt=job.attempt, result=result, duration=time.monotonic() - started)
 
 
 def _task_options(name: str) -> Any:

@@ -19,11 +19,17 @@ from typing import Any
 
 from django.conf import settings
 
+from .console import Console
+
 logger = logging.getLogger("django_supaqueue.worker")
 
 
-def run_workers(*, processes: int = 1, **worker_options: Any) -> int:
-    """Run until stopped; returns the exit status for the command."""
+def run_workers(*, processes: int = 1, console: Console | None = None, **worker_options: Any) -> int:
+    """Run until stopped; returns the exit status for the command.
+
+    ``console``: the logging the command set up in this process, to set up in
+    each spawned one too (None: the project's LOGGING decides there as well).
+    """
     if processes <= 1:
         from .process import WorkerProcess
 
@@ -31,7 +37,7 @@ def run_workers(*, processes: int = 1, **worker_options: Any) -> int:
         worker.run()
         _exit_if_left_behind(worker)
         return worker.exit_code
-    return _Supervisor(processes, worker_options).run()
+    return _Supervisor(processes, worker_options, console).run()
 
 
 def _exit_if_left_behind(worker: Any) -> None:
@@ -46,12 +52,16 @@ def _exit_if_left_behind(worker: Any) -> None:
         os._exit(worker.exit_code)
 
 
-def _child_main(settings_module: str, worker_options: dict[str, Any], parent_pid: int) -> None:
+def _child_main(
+    settings_module: str, worker_options: dict[str, Any], parent_pid: int, console: Console | None
+) -> None:
     os.setpgrp()
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     import django
 
     django.setup()
+    if console is not None:
+        console.install()
     from .process import WorkerProcess  # only now: models need the app registry
 
     worker = WorkerProcess(**worker_options, parent_pid=parent_pid)
@@ -62,9 +72,10 @@ def _child_main(settings_module: str, worker_options: dict[str, Any], parent_pid
 
 
 class _Supervisor:
-    def __init__(self, processes: int, worker_options: dict[str, Any]) -> None:
+    def __init__(self, processes: int, worker_options: dict[str, Any], console: Console | None) -> None:
         self.processes = processes
         self.options = worker_options
+        self.console = console
         self.burst = bool(worker_options.get("burst"))
         self.stopping = False
         self.ctx = multiprocessing.get_context("spawn")
@@ -93,6 +104,7 @@ class _Supervisor:
             if all(not c.is_alive() for c in self.children):
                 break
             time.sleep(0.2)
+        logger.info("supervisor: all %s worker processes stopped", len(self.children))
         return 1 if failed and self.burst else 0
 
     def _start(self, index: int) -> multiprocessing.process.BaseProcess:
@@ -102,7 +114,7 @@ class _Supervisor:
         child = self.ctx.Process(
             target=_child_main,
             name="supaqueue-worker",
-            args=(settings.SETTINGS_MODULE, options, os.getpid()),
+            args=(settings.SETTINGS_MODULE, options, os.getpid(), self.console),
         )
         child.start()
         return child

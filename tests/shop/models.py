@@ -1,4 +1,4 @@
-"""The README's shop: an order whose status changes enqueue a job through a trigger."""
+"""The docs' shop (docs/howto/model-changes.md): a trigger enqueues a job when an order's status changes."""
 
 from django.db import models
 

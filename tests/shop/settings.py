@@ -1,4 +1,4 @@
-"""A project of one app, the README's shop, whose migration installs a job trigger.
+"""A project of one app, the docs' shop, whose migration installs a job trigger.
 
 tests/test_job_trigger_migrations.py and tests/test_migrations.py migrate
 brand-new databases with it (DATABASE_URL, see project.py). The app label "shop"

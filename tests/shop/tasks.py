@@ -3,4 +3,4 @@ from django_supaqueue import task
 
 @task
 def status_changed(number: str, status: str) -> None:
-    """The README's trigger task; the tests only look at the jobs it gets."""
+    """The docs' trigger task; the tests only look at the jobs it gets."""

@@ -1,14 +1,33 @@
-"""``manage.py runworkers``: run the queue's workers."""
+"""``manage.py runworkers``: run the queue's workers, and say so.
+
+It speaks by default, as Celery's and Procrastinate's workers do: a start
+banner, each worker's ready and stop lines, failures with what comes next,
+and at ``-v 2`` a line per finished attempt (see worker/console.py for how a
+project's own LOGGING takes precedence).
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
-from ... import conf
+from ... import __version__, conf
 from ...exceptions import InvalidSchedule
+from ...worker.console import Console
 from ...worker.supervisor import run_workers
+
+logger = logging.getLogger("django_supaqueue.worker")
+
+#: How the banner and the lines after it name what the schedule sync did.
+SYNC_LABELS = {
+    "created": "created",
+    "updated": "updated",
+    "disabled": "no longer in code, disabled",
+    "admin_owned": "declared in code but created in the admin, left alone",
+}
 
 
 class Command(BaseCommand):
@@ -53,6 +72,13 @@ class Command(BaseCommand):
             help="Serve Prometheus metrics on this port (with -p N, on port, port+1, ...).",
         )
         parser.add_argument("--name", default=None, help="Worker name (default: host:pid:random).")
+        parser.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            default="text",
+            help="The console's lines: text, or one JSON object per line with the job's fields "
+            "(used when LOGGING does not route django_supaqueue's logs already).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         concurrency = options["concurrency"] or int(conf.get("CONCURRENCY"))
@@ -68,9 +94,17 @@ class Command(BaseCommand):
                 )
         if options["name"] and processes > 1:
             raise CommandError("--name names one process; leave it out with --processes > 1.")
-        self.sync_schedules(options["verbosity"])
+        console = Console(options["verbosity"], options["log_format"])
+        attached = console.install()
+        if not attached and console.format != "text":
+            self.stderr.write(
+                f"--log-format {console.format} has no effect: LOGGING routes django_supaqueue's logs already"
+            )
+        synced = self.sync_schedules()
+        self.announce(options["queues"], concurrency, processes, synced)
         status = run_workers(
             processes=processes,
+            console=console if attached else None,
             queues=options["queues"],
             concurrency=concurrency,
             burst=options["burst"],
@@ -81,20 +115,42 @@ class Command(BaseCommand):
         if status:
             raise SystemExit(status)
 
-    def sync_schedules(self, verbosity: int) -> None:
+    def sync_schedules(self) -> dict[str, list[str]]:
         """Bring the schedules declared in code into the database before any worker fires one."""
         from ...scheduling import sync_declared
 
         try:
-            report = sync_declared()
+            return sync_declared()
         except InvalidSchedule as exc:
             raise CommandError(str(exc)) from None
-        labels = {
-            "created": "schedules created",
-            "updated": "schedules updated",
-            "disabled": "schedules no longer in code, disabled",
-            "admin_owned": "schedules declared in code but created in the admin, left alone",
-        }
-        for what, names in report.items():
-            if names and verbosity >= 1:
-                self.stdout.write(f"{labels[what]}: {', '.join(names)}")
+
+    def announce(
+        self, queues: list[str] | None, concurrency: int, processes: int, synced: dict[str, list[str]]
+    ) -> None:
+        """The start banner: what will run, where, how wide; then which schedules the sync changed."""
+        alias = conf.get("DATABASE")
+        db = connections[alias].settings_dict
+        where = f"{db['HOST'] or 'local socket'}:{db['PORT'] or 5432}/{db['NAME']}"
+        changed = ", ".join(f"{len(names)} {SYNC_LABELS[what]}" for what, names in synced.items() if names)
+        logger.info(
+            "django-supaqueue %s starting: database %s (%s), queues %s, concurrency %s, processes %s, "
+            "schedules synced (%s)",
+            __version__,
+            alias,
+            where,
+            ",".join(sorted(set(queues))) if queues else "* (every queue)",
+            concurrency,
+            processes,
+            changed or "no changes",
+            extra={
+                "version": __version__,
+                "database": f"{alias} ({where})",
+                "queues": sorted(set(queues)) if queues else None,
+                "concurrency": concurrency,
+                "processes": processes,
+                "schedules": {what: len(names) for what, names in synced.items()},
+            },
+        )
+        for what, names in synced.items():
+            if names and what != "admin_owned":  # scheduling.py has warned about those
+                logger.info("schedules %s: %s", SYNC_LABELS[what], ", ".join(names))

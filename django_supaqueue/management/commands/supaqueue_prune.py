@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -9,6 +10,9 @@ from django.db import connections
 
 from ... import conf
 from ... import queue as q
+
+#: Seconds between progress lines at -v 1 (-v 2: a line per batch).
+PROGRESS_EVERY = 2.0
 
 
 class Command(BaseCommand):
@@ -39,9 +43,11 @@ class Command(BaseCommand):
         if any(h is not None and h < 0 for h in hours.values()):
             raise CommandError("Retention hours must be >= 0.")
         batch = options["batch"] or int(conf.get("PRUNE_BATCH"))
+        verbosity = options["verbosity"]
         total = 0
         connection = connections[conf.get("DATABASE")]
         connection.ensure_connection()
+        started = last_said = time.monotonic()
         while True:
             deleted = q.prune(
                 connection.connection,
@@ -53,4 +59,11 @@ class Command(BaseCommand):
             total += deleted
             if deleted < batch:
                 break
-        self.stdout.write(f"deleted {total} finished jobs")
+            now = time.monotonic()
+            if verbosity >= 2 or (verbosity == 1 and now - last_said >= PROGRESS_EVERY):
+                # A prune after a retention change can take minutes: say it is moving, and how fast.
+                rate = total / max(now - started, 1e-3)
+                self.stdout.write(f"deleted {total} finished jobs so far ({rate:.0f}/s)")
+                last_said = now
+        if verbosity >= 1:
+            self.stdout.write(f"deleted {total} finished jobs in {time.monotonic() - started:.1f}s")

@@ -45,7 +45,7 @@ class Command(BaseCommand):
 def describe(schedule: Schedule) -> dict[str, Any]:
     """A schedule as plain values: a schedule_info rule is shown as the cron expression it fires on."""
     try:
-        cron = schedule.timing().cron
+        cron = schedule.timing().expression
     except InvalidSchedule as exc:
         cron = f"invalid: {exc}"
     return {
