@@ -165,6 +165,11 @@ class _Gate:
     time to build a client and connect counts too), and a connection that reached a loopback or
     link-local address when HTTP_REFUSE_LOCAL_HOSTS is on, whatever name led there. A pooled
     connection was opened, and so looked at, by an earlier call.
+
+    The time this call spent opening a new connection (TCP, then TLS) is not counted as lateness:
+    an endpoint that closes its connections after each response would otherwise make every call
+    late on a loaded machine, and each put back, so none would ever be sent. The client's
+    start-up, the wait for a slot and everything else before the first byte are counted.
     """
 
     def __init__(self, job: Any) -> None:
@@ -173,11 +178,17 @@ class _Gate:
         self.allowed = float(conf.get("RATE_LIMIT_MARGIN")) / 2
         self.refuse_local = bool(conf.get("HTTP_REFUSE_LOCAL_HOSTS"))
         self.address: str | None = None
+        self.connecting = 0.0  # seconds spent opening this call's connection
+        self._step_started = 0.0
 
     def __call__(self, event: str, info: Mapping[str, Any]) -> None:
-        if event == "connection.connect_tcp.complete":
-            peer = info["return_value"].get_extra_info("server_addr")
-            self.address = str(peer[0]) if peer else None
+        if event in ("connection.connect_tcp.started", "connection.start_tls.started"):
+            self._step_started = time.monotonic()
+        elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.connecting += time.monotonic() - self._step_started
+            if event == "connection.connect_tcp.complete":
+                peer = info["return_value"].get_extra_info("server_addr")
+                self.address = str(peer[0]) if peer else None
         elif event.endswith(".send_request_headers.started"):
             if self.refuse_local and self.address is not None and is_local_address(self.address):
                 raise _NotSent(
@@ -185,7 +196,7 @@ class _Gate:
                     "address, which SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] refuses",
                     late=False,
                 )
-            late = 0.0 if self.received is None else time.monotonic() - self.received
+            late = 0.0 if self.received is None else time.monotonic() - self.received - self.connecting
             if late > self.allowed:
                 # Half the margin is for this wait; the other half covers the trip to the endpoint.
                 raise _NotSent(
