@@ -65,6 +65,9 @@ DATABASES = {
 }
 
 SUPAQUEUE = {
+    # The demo's web server, worker and PostgreSQL share one machine's cores: a wider margin keeps
+    # its rate-limited webhook calls from being given back as late while the machine is busy.
+    "RATE_LIMIT_MARGIN": 0.5,
     # Applied when the queue is first created; after that the admin is the authority.
     "QUEUES": {"emails": {"concurrency_limit": 2}},
     # Secrets of HTTP queues, by alias: the "webhooks" queue row names "demo-webhook"
