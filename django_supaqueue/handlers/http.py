@@ -103,12 +103,6 @@ def http_job_spec(
 # --------------------------------------------------------------------------
 
 
-def warm_up() -> None:
-    """Build the shared client now, at worker start: building it (its TLS context) takes a
-    noticeable fraction of a second, which a rate-limited first call would count as lateness."""
-    _client()
-
-
 def _client() -> httpx.Client:
     """One client per process, shared by the job threads (httpx clients are thread-safe), so
     connections to an endpoint are reused between jobs. Redirects are not followed: a response

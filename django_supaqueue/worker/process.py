@@ -26,7 +26,7 @@ from django.db import DatabaseError, connections
 
 from .. import conf, scheduling
 from .. import queue as q
-from ..handlers import http as _http
+from ..handlers import http as _http  # noqa: F401  imported up front: a first HTTP call pays no import
 from ..queue import ClaimedJob
 from ..tasks import registered_tasks
 from . import attempts
@@ -124,7 +124,6 @@ class WorkerProcess:
             from .. import metrics
 
             metrics.serve(self.metrics_port)
-        _http.warm_up()
         listens = self.listen and listens_on_claim_connection()
         conn = self.connect(listens=False)
         try:
