@@ -32,8 +32,12 @@ def enqueue(
     depends_on: Sequence[Job | int] | None = None,
     on_dependency_failure: str | None = None,
     serial_group: str | None = None,
+    tenant_id: str | None = None,
 ) -> Job:
-    """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``."""
+    """Enqueue a registered task by name: ``enqueue("app.tasks.f", {"x": 1}, queue="q")``.
+
+    ``tenant_id`` says whose job it is (@pgpm/jobs' ``database_id``).
+    """
     return get_task(task_name).enqueue(
         *args,
         queue=queue,
@@ -45,6 +49,7 @@ def enqueue(
         depends_on=depends_on,
         on_dependency_failure=on_dependency_failure,
         serial_group=serial_group,
+        tenant_id=tenant_id,
         **dict(payload or {}),
     )
 
@@ -61,10 +66,12 @@ def enqueue_many(
     depends_on: Sequence[Job | int] | None = None,
     on_dependency_failure: str | None = None,
     serial_group: str | None = None,
+    tenant_id: str | None = None,
 ) -> list[Job]:
     """Enqueue one job per payload in a constant number of statements; all or nothing.
 
-    A payload may carry a ``key``; ``key_mode`` applies to all of them.
+    A payload may carry a ``key``, and a ``tenant_id`` of its own instead of the call's;
+    ``key_mode`` applies to all of them.
     """
     return get_task(task_name).enqueue_many(
         payloads,
@@ -76,6 +83,7 @@ def enqueue_many(
         depends_on=depends_on,
         on_dependency_failure=on_dependency_failure,
         serial_group=serial_group,
+        tenant_id=tenant_id,
     )
 
 

@@ -137,6 +137,7 @@ def check_change_jobs(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
         payload = operation.payload
         keywords = ("id",) if payload == "id" else ("row",) if payload == "row" else tuple(payload)
         fields = (*(() if isinstance(payload, str) else payload), *operation.changed)
+        fields += (operation.tenant_id,) if operation.tenant_id else ()
         errors += _job_problems(where, operation.task, keywords, model, fields)
     return errors
 

@@ -44,10 +44,13 @@ class InstallJobTrigger(Operation):
     ``payload``: "id" (``id=<pk>``), "row" (``row=<the whole row as JSON>``) or a
     list of field names (one keyword argument each): the shapes
     ``enqueue_on_save`` gives. ``on``: any of "insert", "update", "delete".
-    ``changed``: fire on updates only when one of these fields changed. The
-    queue, priority and max attempts are fixed when the migration runs: the
-    ones given here, else the task's ``@task`` options if it is registered then,
-    else the queue's and the settings' defaults.
+    ``changed``: fire on updates only when one of these fields changed.
+    ``tenant_id``: a field whose value (as text; NULL or '' for none) is each
+    job's tenant; it is read in SQL, where nothing checks it but the job's
+    column (a value over 255 characters fails the row's statement). The queue,
+    priority and max attempts are fixed when the migration runs: the ones given
+    here, else the task's ``@task`` options if it is registered then, else the
+    queue's and the settings' defaults.
     """
 
     reduces_to_sql = False  # it reads the settings and creates the queue row
@@ -64,6 +67,7 @@ class InstallJobTrigger(Operation):
         priority: int | None = None,
         max_attempts: int | None = None,
         name: str | None = None,
+        tenant_id: str | None = None,
     ) -> None:
         self.model_name = model_name
         self.task = task
@@ -74,6 +78,7 @@ class InstallJobTrigger(Operation):
         self.priority = priority
         self.max_attempts = max_attempts
         self.name = name or default_trigger_name(task)
+        self.tenant_id = tenant_id
         self._validate()
 
     def _validate(self) -> None:
@@ -98,6 +103,8 @@ class InstallJobTrigger(Operation):
             raise TriggerConfigError(f"changed must be a list of field names, not {self.changed!r}.")
         if self.changed and "update" not in self.on:
             raise TriggerConfigError('changed= only applies to "update" triggers.')
+        if self.tenant_id is not None and (not isinstance(self.tenant_id, str) or not self.tenant_id):
+            raise TriggerConfigError(f"tenant_id must name a field of the model, not {self.tenant_id!r}.")
         if not self.name or len(self.name) > 56:
             raise TriggerConfigError(f"name must be 1 to 56 characters, not {self.name!r}.")
 
@@ -148,6 +155,7 @@ class InstallJobTrigger(Operation):
             changed=tuple(_column(model, name) for name in self.changed),
             priority=self.priority if self.priority is not None else options.get("priority"),
             max_attempts=self.max_attempts if self.max_attempts is not None else options.get("max_attempts"),
+            tenant_column=None if self.tenant_id is None else _column(model, self.tenant_id),
         )
 
 

@@ -19,7 +19,7 @@ from . import conf, context
 from .exceptions import DependencyCycle, InvalidOption, NotInAJob
 from .models import Job, JobDependency
 from .producer import produce
-from .queue import JobSpec
+from .queue import JobSpec, check_tenant_id
 from .tasks import get_task, task_name
 
 
@@ -47,11 +47,13 @@ class Pipeline:
         jobs = p.enqueue()                       # one transaction
 
     Steps are named (``name=``, else the task's name and a number) so ``depends_on`` can name them.
+    ``Pipeline(tenant_id="acme")`` gives every step that tenant, unless a step gives its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tenant_id: str | None = None) -> None:
         self.steps: list[Step] = []
         self._names: dict[str, Step] = {}
+        self.tenant_id = check_tenant_id(tenant_id)
 
     def add(
         self,
@@ -65,6 +67,7 @@ class Pipeline:
         max_attempts: int | None = None,
         key: str | None = None,
         on_dependency_failure: str | None = None,
+        tenant_id: str | None = None,
         **kwargs: Any,
     ) -> Step:
         """Add a call of ``task``; ``depends_on`` takes steps, step names, jobs or job ids."""
@@ -79,6 +82,7 @@ class Pipeline:
             key=key,
             max_attempts=max_attempts,
             on_dependency_failure=on_dependency_failure,
+            tenant_id=self.tenant_id if tenant_id is None else tenant_id,
         )
         return self._add(name or f"{t.name}#{len(self.steps) + 1}", spec, depends_on)
 
@@ -95,6 +99,8 @@ class Pipeline:
         """Add a call to an HTTP queue (the options of ``enqueue_http``)."""
         from .handlers.http import http_job_spec
 
+        if options.get("tenant_id") is None:
+            options["tenant_id"] = self.tenant_id
         spec = http_job_spec(queue, payload, path, **options)
         return self._add(name or f"{queue}#{len(self.steps) + 1}", spec, depends_on)
 

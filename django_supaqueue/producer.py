@@ -24,14 +24,16 @@ def produce(
     specs: q.JobSpec | Sequence[q.JobSpec],
     payloads: Sequence[dict[str, Any]] | None = None,
     keys: Sequence[str | None] | None = None,
+    tenants: Sequence[str | None] | None = None,
 ) -> list[Job]:
     """Write jobs in the caller's transaction, send ``job_enqueued`` for each, and return them.
 
     Which statement writes them follows from what the caller has, and costs it nothing to choose:
 
     - one ``JobSpec``: one job, by the single-row statement (``Task.enqueue``, the hot path);
-    - one ``JobSpec`` and ``payloads`` (each with its key in ``keys``): the spec is a template
-      for one job per payload, the columnar statement ``enqueue_many`` needs at thousands of jobs;
+    - one ``JobSpec`` and ``payloads`` (each with its key in ``keys``, its tenant in ``tenants``):
+      the spec is a template for one job per payload, the columnar statement ``enqueue_many``
+      needs at thousands of jobs;
     - several ``JobSpec``: written together, all or nothing, edges included (a pipeline's graph).
 
     A key held by a pending job gives that job back, and it is announced as the call's job.
@@ -40,7 +42,8 @@ def produce(
         if payloads is None:
             jobs = [q.enqueue_job(specs)]
         else:
-            jobs = q.enqueue_batch(specs, payloads, [None] * len(payloads) if keys is None else keys)
+            keys = [None] * len(payloads) if keys is None else keys
+            jobs = q.enqueue_batch(specs, payloads, keys, tenants)
     else:
         jobs = q.enqueue_jobs(specs)
     if job_enqueued.receivers:  # no receiver, no signal arguments built: the single enqueue is hot

@@ -102,6 +102,7 @@ def _job_spec(schedule: Schedule) -> q.JobSpec:
             priority=schedule.priority,
             max_attempts=schedule.max_attempts,
             key=schedule.job_key,
+            tenant_id=schedule.tenant_id or None,
         )
     task = get_task(schedule.task_name)
     task.check_arguments((), schedule.payload)
@@ -113,6 +114,7 @@ def _job_spec(schedule: Schedule) -> q.JobSpec:
         run_at=None,
         key=schedule.job_key,
         max_attempts=schedule.max_attempts,
+        tenant_id=schedule.tenant_id or None,
     )
 
 
@@ -295,6 +297,7 @@ _SETTING_KEYS = {
     "priority": "priority",
     "max_attempts": "max_attempts",
     "key": "key",
+    "tenant_id": "tenant_id",
     "cron": "cron",
     "schedule_info": "schedule_info",
     "timezone": "timezone",
@@ -313,6 +316,7 @@ def _row_defaults() -> dict[str, Any]:
         "priority": None,
         "max_attempts": None,
         "key": "",
+        "tenant_id": None,
         "cron": "",
         "schedule_info": None,
         "timezone": default_timezone(),
@@ -381,6 +385,7 @@ def sync_declared() -> dict[str, list[str]]:
             for key, value in fields.items():
                 setattr(row, key, value)
             try:
+                q.check_tenant_id(row.tenant_id or None)  # a form checks the field; settings, here
                 check_target(row, http_queue_exists=False)
                 row.save(using=alias)
             except (InvalidSchedule, EnqueueError) as exc:

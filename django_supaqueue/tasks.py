@@ -34,6 +34,7 @@ RESERVED_OPTIONS = frozenset(
         "depends_on",
         "on_dependency_failure",
         "serial_group",
+        "tenant_id",
     }
 )
 
@@ -96,6 +97,7 @@ class Task:
         depends_on: Sequence[Job | int] | None = None,
         on_dependency_failure: str | None = None,
         serial_group: str | None = None,
+        tenant_id: str | None = None,
     ) -> BoundTask:
         """Options for the next enqueue, Django-Tasks style: ``task.using(priority=5).enqueue(...)``."""
         return BoundTask(
@@ -110,6 +112,7 @@ class Task:
                 depends_on=depends_on,
                 on_dependency_failure=on_dependency_failure,
                 serial_group=serial_group,
+                tenant_id=tenant_id,
             ),
         )
 
@@ -125,6 +128,7 @@ class Task:
         depends_on: Sequence[Job | int] | None = None,
         on_dependency_failure: str | None = None,
         serial_group: str | None = None,
+        tenant_id: str | None = None,
         **kwargs: Any,
     ) -> Job:
         """Write one job for this task in the caller's transaction and return it.
@@ -132,6 +136,7 @@ class Task:
         ``depends_on`` makes it wait until those jobs have succeeded; see
         ``Pipeline`` to write a whole graph of new jobs in one call.
         ``serial_group``: jobs sharing the name run one at a time, across queues.
+        ``tenant_id``: whose job it is (@pgpm/jobs' ``database_id``), for per-tenant limits and views.
         """
         self.check_arguments(args, kwargs)
         spec = self.job_spec(
@@ -146,6 +151,7 @@ class Task:
             depends_on=depends_on,
             on_dependency_failure=on_dependency_failure,
             serial_group=serial_group,
+            tenant_id=tenant_id,
         )
         return produce(spec)[0]
 
@@ -161,17 +167,23 @@ class Task:
         depends_on: Sequence[Job | int] | None = None,
         on_dependency_failure: str | None = None,
         serial_group: str | None = None,
+        tenant_id: str | None = None,
     ) -> list[Job]:
         """Write one job per mapping of keyword arguments, in a constant number of statements.
 
-        A mapping may carry its own ``key`` (the options apply to every job);
-        ``depends_on`` makes every job of the call wait for those jobs, and
-        ``serial_group`` puts every job of the call in that group (run one at a time, in order).
+        A mapping may carry its own ``key``, and its own ``tenant_id`` instead of
+        the call's, so one call can write jobs of many tenants (both names are
+        reserved: no task takes them as arguments); the other options apply to
+        every job. ``depends_on`` makes every job of the call wait for those
+        jobs, and ``serial_group`` puts every job of the call in that group (run
+        one at a time, in order).
         """
-        payloads, keys = [], []
+        payloads, keys, tenants = [], [], []
         for kwargs in items:
             kwargs = dict(kwargs)
             keys.append(kwargs.pop("key", None))
+            own = kwargs.pop("tenant_id", None)
+            tenants.append(tenant_id if own is None else own)
             self.check_arguments((), kwargs)
             payloads.append(kwargs)
         template = self.job_spec(
@@ -186,8 +198,9 @@ class Task:
             depends_on=depends_on,
             on_dependency_failure=on_dependency_failure,
             serial_group=serial_group,
+            tenant_id=tenant_id,
         )
-        return produce(template, payloads, keys)
+        return produce(template, payloads, keys, tenants)
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         """Refuse arguments that the function could never accept, before anything is written.
@@ -222,6 +235,7 @@ class Task:
             depends_on=list(options.get("depends_on") or ()),
             on_dependency_failure=options.get("on_dependency_failure"),
             serial_group=options.get("serial_group"),
+            tenant_id=options.get("tenant_id"),
         )
 
 

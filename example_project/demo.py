@@ -7,6 +7,12 @@ jobs done per queue until Ctrl-C, and the demo's cron schedule fires every
 minute. With ``--once`` burst workers run until the workload (the schedule's
 job, which the workload fires by hand, included) has finished, the run reports
 whether every job succeeded, and the server is stopped.
+
+What it prints is for someone running it the first time: the inventory sync's
+failures on purpose are marked "expected failure (demonstrates retries)" (the
+settings' log filter, ``example_app.logs``), a re-run says how to reset the admin
+password it no longer shows, the schedule's next run is never a moment gone by
+(after downtime), and the counts are of this run's jobs only.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from psycopg import sql
 
-from django_supaqueue.models import Job, Queue
+from django_supaqueue.models import Job, Queue, Schedule
 from django_supaqueue.worker.connection import connection_params
 from example_project.example_app.workload import (
     FINISHED,
@@ -45,6 +51,7 @@ from example_project.example_app.workload import (
     next_run_at,
     queue_progress,
     report_schedule,
+    run_started,
     workload_jobs,
 )
 from example_project.processes import (
@@ -72,12 +79,9 @@ def run(*, once: bool, timeout: float, port: int) -> int:
     ensure_admin()
     port = free_port(port)
     site = site_url(port)
-    since = timezone.now()
+    since = run_started()
     keys = enqueue_workload(site)
-    print(
-        f"enqueued the demo workload ({len(keys)} jobs, {len(FULFILMENT_STEPS)} of them a pipeline)",
-        flush=True,
-    )
+    print(describe_enqueued(keys, since), flush=True)
     print(describe_schedule(), flush=True)
     print_http_queue()
     try:
@@ -111,14 +115,42 @@ def ensure_database() -> None:
 
 
 def ensure_admin() -> None:
-    """Create the demo superuser once; its password is random and shown only when it is made."""
+    """Create the demo superuser once; its password is random and shown only when it is made.
+
+    A later run cannot show it again (only its hash is stored), so it says how to set a new one.
+    """
     users = get_user_model().objects
     if users.filter(username=ADMIN_USERNAME).exists():
-        print(f"admin login: {ADMIN_USERNAME!r}, made by an earlier run (it showed the password)", flush=True)
+        print(
+            f"admin login: {ADMIN_USERNAME!r}, made by an earlier run (which showed its password). "
+            f"Forgot it? While the demo runs, set a new one from another terminal:\n"
+            f"  {manage_command('changepassword', ADMIN_USERNAME)}",
+            flush=True,
+        )
         return
     password = secrets.token_urlsafe(12)
     users.create_superuser(ADMIN_USERNAME, f"{ADMIN_USERNAME}@example.com", password)
     print(f"created the demo admin login (shown only this once): {ADMIN_USERNAME} / {password}", flush=True)
+
+
+def manage_command(*args: str) -> str:
+    """A ``manage.py`` command line to paste in another terminal: this run's database and Python."""
+    python = Path(sys.executable)
+    shown = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
+    return f"DATABASE_URL='{os.environ['DATABASE_URL']}' {shown} manage.py {' '.join(args)}"
+
+
+def describe_enqueued(keys: list[str], since: datetime) -> str:
+    """How many jobs this run enqueued: keys held by an earlier run's unfinished jobs are not counted."""
+    created = len(workload_jobs(keys, since))
+    text = f"enqueued the demo workload ({created} jobs, {len(FULFILMENT_STEPS)} of them a pipeline)"
+    held = len(keys) + 1 - created  # + 1: the report schedule's job
+    if held > 0:
+        text += (
+            f"; {held} more were already there (an earlier run's, unfinished, or orders confirmed "
+            "before): the workers run them too, this run's counts leave them out"
+        )
+    return text
 
 
 def print_http_queue() -> None:
@@ -165,7 +197,7 @@ def run_once(keys: list[str], since: datetime, timeout: float, server: subproces
     started = time.monotonic()
     deadline = started + timeout
     progress = ProgressPrinter(since)
-    while not is_finished(jobs := workload_jobs(keys)):
+    while not is_finished(jobs := workload_jobs(keys, since)):
         if time.monotonic() > deadline:
             return report_timeout(jobs, timeout)
         if server.poll() is not None:
@@ -237,10 +269,21 @@ def describe_schedule() -> str:
         else:
             outcome = tick.error or "its job was deleted since"
         last = f"last run {tick.fired_at.astimezone(zone):%H:%M:%S} {how}, {outcome}"
-    upcoming = "no next run (disabled)"
-    if schedule.next_run_at is not None:
-        upcoming = f"next run {schedule.next_run_at.astimezone(zone):%H:%M:%S}"
-    return f"schedule {schedule.name!r} ({schedule.cron}, {schedule.timezone}): {last}; {upcoming}"
+    return f"schedule {schedule.name!r} ({schedule.cron}, {schedule.timezone}): {last}; {next_run(schedule)}"
+
+
+def next_run(schedule: Schedule, now: datetime | None = None) -> str:
+    """``next run 12:01:00``, never a moment gone by: after downtime the row's next run is in the past
+    until a worker fires that tick, so it is "due now", followed by the next tick on the cadence."""
+    if schedule.next_run_at is None:
+        return "no next run (disabled)"
+    now = now or timezone.now()
+    zone = ZoneInfo(schedule.timezone)
+    if schedule.next_run_at > now:
+        return f"next run {schedule.next_run_at.astimezone(zone):%H:%M:%S}"
+    then = schedule.timing().next_after(now)
+    after = f", then {then.astimezone(zone):%H:%M:%S}" if then is not None else ""
+    return f"next run due now (missed while no worker ran: the workers fire it){after}"
 
 
 def report_timeout(jobs: list[Job], timeout: float) -> int:
@@ -262,7 +305,7 @@ def serve(keys: list[str], since: datetime, port: int, server: subprocess.Popen)
     def tick() -> None:
         nonlocal announced
         progress.print_if_changed()
-        if not announced and is_finished(workload_jobs(keys)):
+        if not announced and is_finished(workload_jobs(keys, since)):
             announced = True
             print("demo workload complete; the workers keep running (Ctrl-C to stop)", flush=True)
 
@@ -276,13 +319,12 @@ def serve(keys: list[str], since: datetime, port: int, server: subprocess.Popen)
 
 
 def print_instructions(port: int) -> None:
-    python = Path(sys.executable)
-    shown = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python
+    shell = manage_command(
+        "shell", "-c", '"from example_project.example_app.tasks import add; add.enqueue(1, 2)"'
+    )
     print(
         f"\nadmin: http://127.0.0.1:{port}/admin/   (schedules, with their runs and Run now: "
-        f"/admin/supaqueue/schedule/)\nenqueue more from another terminal with\n"
-        f"  DATABASE_URL='{os.environ['DATABASE_URL']}' {shown} manage.py shell -c "
-        '"from example_project.example_app.tasks import add; add.enqueue(1, 2)"\n'
+        f"/admin/supaqueue/schedule/)\nenqueue more from another terminal with\n  {shell}\n"
         "Ctrl-C stops the web server, the workers and the database.\n",
         flush=True,
     )

@@ -86,10 +86,12 @@ SUPAQUEUE = {
     },
 }
 
+# The demo's failures on purpose (the inventory sync's first calls) read as expected, not as errors.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"expected_failures": {"()": "example_project.example_app.logs.MarkExpectedFailures"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["expected_failures"]}},
     "loggers": {
         "django_supaqueue": {"handlers": ["console"], "level": env("SUPAQUEUE_LOG_LEVEL", default="INFO")}
     },

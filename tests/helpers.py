@@ -87,6 +87,7 @@ def job_statuses() -> dict[str, int]:
 #: The admin queue form's required fields, at their defaults.
 QUEUE_FORM_DEFAULTS = {
     "execution_mode": "threads",
+    "limit_scope": "queue",
     "rate_period": "1.0",
     "http_method": "POST",
     "http_headers": "{}",

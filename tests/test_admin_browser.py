@@ -1,16 +1,20 @@
 """The admin in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
 A person's path through the screens: log in, open the dashboard and watch it
-refresh itself, filter the jobs, retry a failed job and see it succeed once a
-worker has run, pause a queue. Screenshots of each screen are saved under
-``test-artifacts/admin-browser/``. Skipped only where Playwright is not
-installed (the ``browser`` extra); CI installs it and Chromium for the 3.12 pass
-and sets SUPAQUEUE_REQUIRE_BROWSER, under which a missing Playwright fails instead.
+refresh itself, pause a queue from it, filter the jobs, retry a failed job and
+see it succeed once a worker has run, resume the queue; run a schedule now from
+its page. A screenshot of every screen is saved under ``test-artifacts/admin-browser/``;
+with SUPAQUEUE_DOCS_SCREENSHOTS=1 the same screens also go to ``docs/images/admin-<page>.png``
+(the viewport, 1366 x 900: what the how-to shows). Skipped only where Playwright
+is not installed (the ``browser`` extra); CI installs it and Chromium for both
+passes (Django 6.1 and 5.2) and sets SUPAQUEUE_REQUIRE_BROWSER, under which a
+missing Playwright fails instead.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,13 +28,18 @@ else:
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import connections  # noqa: E402
 
+from django_supaqueue import scheduling  # noqa: E402
 from django_supaqueue.admin import dashboard  # noqa: E402
-from django_supaqueue.models import Job, Queue  # noqa: E402
-from tests.factories import WorkerFactory  # noqa: E402
+from django_supaqueue.models import Job, Schedule  # noqa: E402
+from tests.factories import CurrentJobFactory, ScheduleFactory, WorkerFactory  # noqa: E402
 from tests.testapp import tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "admin-browser"
+DOCS_SHOTS = ROOT / "docs" / "images"
+#: The window the docs' screenshots show, and that every screen must fit without scrolling sideways.
+VIEWPORT = {"width": 1366, "height": 900}
+TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 CHROMIUM = os.environ.get("SUPAQUEUE_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium's own connections are refused in sandboxes.
 CHROMIUM_ARGS = [
@@ -56,7 +65,7 @@ def page(live_server, monkeypatch) -> Iterator[object]:
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+        context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
         context.set_default_timeout(15_000)
         yield context.new_page()
         context.close()
@@ -68,7 +77,15 @@ def page(live_server, monkeypatch) -> Iterator[object]:
 
 
 def shoot(page, name: str) -> None:
+    """The whole page as a test artifact; the viewport into the docs when asked (small PNGs)."""
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if os.environ.get("SUPAQUEUE_DOCS_SCREENSHOTS") == "1":
+        page.mouse.move(0, 0)  # no hover state in the docs
+        page.screenshot(path=str(DOCS_SHOTS / f"admin-{name}.png"))
+
+
+def fits_the_window(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def log_in(page) -> None:
@@ -96,52 +113,103 @@ def test_an_operator_retries_a_failed_job_and_pauses_a_queue(page, drain, monkey
     sync_api.expect(page.get_by_role("heading", name="Jobs per queue")).to_be_visible()
     sync_api.expect(page.get_by_role("img", name="Attempts per minute and failure rate")).to_be_visible()
     sync_api.expect(page.get_by_role("rowheader", name="RuntimeError")).to_be_visible()
+    # Breadcrumbs are a bar, not a numbered list, on Django 5.2 as on 6.
+    crumb = page.locator("ol.breadcrumbs li").first
+    assert crumb.evaluate("li => getComputedStyle(li).display") == "inline-block"
+    status = page.locator("#sq-dashboard-status")
+    sync_api.expect(status).to_have_text(re.compile(rf"^Figures as of {TIME}\.$"))
     page.evaluate("window.loadedOnce = true")
     page.wait_for_function("Number(document.getElementById('sq-dashboard').dataset.refreshes) >= 2")
     assert page.evaluate("window.loadedOnce") is True  # the same document: no reload
+    sync_api.expect(status).to_have_text(re.compile(rf"^Figures as of {TIME}\.$"))  # after refreshes too
     toggle = page.get_by_role("button", name="Pause auto-refresh")
     toggle.focus()
     page.keyboard.press("Enter")
     sync_api.expect(page.get_by_role("button", name="Resume auto-refresh")).to_have_attribute(
         "aria-pressed", "true"
     )
+    assert fits_the_window(page)
     shoot(page, "dashboard")
+
+    # Pause a queue from the dashboard: its jobs stay pending while workers run.
+    page.get_by_role("button", name="Pause default").click()
+    sync_api.expect(page.locator(".messagelist")).to_contain_text("Paused 1 queue.")
+    sync_api.expect(page.get_by_role("row", name=re.compile("^default Paused"))).to_be_visible()
+    sync_api.expect(page.get_by_role("button", name="Resume default")).to_be_visible()
+    held_back = tasks.add.enqueue(20, 22)
+    drain()
+    held_back.refresh_from_db()
+    assert held_back.status == Job.Status.PENDING
 
     # Filter the jobs to the failed ones.
     page.goto("/admin/supaqueue/job/")
     page.locator("#changelist-filter").get_by_role("link", name="Failed").click()
     sync_api.expect(page.locator("#result_list tbody tr")).to_have_count(1)
-    shoot(page, "jobs-failed")
+    shoot(page, "jobs")
 
-    # Retry it from the list, and let a worker run it.
+    # Resume the queue from the queue list: the action bar says "Run" there as on the job list.
+    page.goto("/admin/supaqueue/queue/")
+    sync_api.expect(page.locator("#result_list")).to_contain_text("Paused")
+    page.get_by_label("Select this object for an action - default").check()
+    page.get_by_label("Action:").select_option("resume")
+    page.get_by_role("button", name="Run").click()
+    sync_api.expect(page.locator(".messagelist")).to_contain_text("Resumed 1 queue.")
+    shoot(page, "queues")
+
+    # Retry the failed job from the list, and let a worker run it (and the held-back one).
+    page.goto("/admin/supaqueue/job/?status__exact=failed")
     page.get_by_label(f"Select this object for an action - {failing}").check()
     page.get_by_label("Action:").select_option("retry_now")
     page.get_by_role("button", name="Run").click()
     sync_api.expect(page.locator(".messagelist")).to_contain_text("Retried 1 job.")
     drain()
+    held_back.refresh_from_db()
+    assert held_back.status == Job.Status.SUCCESSFUL
     page.goto(f"/admin/supaqueue/job/{failing.pk}/change/")
     sync_api.expect(page.locator(".field-status_badge")).to_contain_text("Successful")
     timeline = page.get_by_role("table", name="Every event of this job, oldest first")
     sync_api.expect(timeline).to_contain_text("Retried by hand")
     sync_api.expect(timeline.locator("tr").last).to_contain_text("Succeeded")
-    shoot(page, "job-detail")
+    shoot(page, "job")
 
     # Workers: the silent one stands out (made after the drains, whose chores remove such rows).
+    busy = CurrentJobFactory(worker=WorkerFactory(name="web-1:4242:a1b2c3")).worker
     WorkerFactory(name="old-host:4242:gone", last_heartbeat_at="2000-01-01T00:00:00Z")
     page.goto("/admin/supaqueue/worker/")
     sync_api.expect(page.locator("#result_list")).to_contain_text("Stale")
     shoot(page, "workers")
+    page.goto(f"/admin/supaqueue/worker/{busy.pk}/change/")
+    sync_api.expect(page.locator("#content")).to_contain_text("web-1:4242:a1b2c3")
+    shoot(page, "worker")
 
-    # Pause a queue: its jobs stay pending while workers run.
-    page.goto("/admin/supaqueue/queue/")
-    default = Queue.objects.get(name="default")
-    page.get_by_label(f"Select this object for an action - {default}").check()
-    page.get_by_label("Action:").select_option("pause")
-    page.get_by_role("button", name="Run").click()
-    sync_api.expect(page.locator(".messagelist")).to_contain_text("Paused 1 queue.")
-    sync_api.expect(page.locator("#result_list")).to_contain_text("Paused")
-    shoot(page, "queues")
-    held_back = tasks.add.enqueue(20, 22)
-    drain()
-    held_back.refresh_from_db()
-    assert held_back.status == Job.Status.PENDING
+
+def test_an_operator_runs_a_schedule_now_from_its_page(page):
+    nightly = ScheduleFactory(
+        name="nightly-report",
+        task_name="tests.testapp.tasks.noop",
+        cron="0 2 * * *",
+        timezone="Europe/Berlin",
+    )
+    ScheduleFactory(name="sync-inventory", cron="*/15 * * * 1-5", task_name=tasks.noop.name)
+    missed = ScheduleFactory(name="weekly-digest", cron="30 7 * * 1", task_name=tasks.noop.name)
+    scheduling.run_now(missed)
+    Schedule.objects.filter(pk=missed.pk).update(next_run_at="2000-01-03T07:30:00Z")  # after downtime
+    log_in(page)
+
+    # The list fits the window: the cron in words, the next run ahead even after downtime.
+    page.goto("/admin/supaqueue/schedule/")
+    sync_api.expect(page.locator("#result_list")).to_contain_text("At 02:00")
+    sync_api.expect(page.locator("#result_list")).to_contain_text("Overdue")
+    assert fits_the_window(page)
+    header = page.locator("#result_list thead th").last.bounding_box()
+    assert header["x"] + header["width"] <= VIEWPORT["width"]
+    shoot(page, "schedules")
+
+    # Run now from the schedule's own page: one job, a message saying which.
+    page.get_by_role("link", name="nightly-report").click()
+    page.get_by_role("button", name="Run now").click()
+    sync_api.expect(page.locator(".messagelist")).to_contain_text("enqueued job #")
+    (tick,) = nightly.ticks.all()
+    assert tick.manual and Job.objects.filter(pk=tick.job_id).exists()
+    sync_api.expect(page.locator(".field-recent_outcomes")).to_contain_text(re.compile(TIME))
+    shoot(page, "schedule")

@@ -3,6 +3,8 @@ secret, its cron schedule fires, its pipeline runs in order, and the demo worklo
 calling that webhook included) finishes."""
 
 import http.server
+import io
+import logging
 import subprocess
 import sys
 import threading
@@ -495,3 +497,103 @@ def test_a_web_server_that_never_answers_fails_the_run_after_the_timeout():
     finally:
         child.kill()
         child.wait()
+
+
+# -- what the demo prints ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def example_console():
+    """The example settings' console filter on a handler of the queue's logger: what the demo prints."""
+    from django.utils.module_loading import import_string
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    for name in example_settings.LOGGING["handlers"]["console"]["filters"]:
+        handler.addFilter(import_string(example_settings.LOGGING["filters"][name]["()"])())
+    package = logging.getLogger("django_supaqueue")
+    package.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        package.removeHandler(handler)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demos_failures_on_purpose_read_as_expected(drain, example_console):
+    sync = WarehouseSync.objects.create(name="test")
+    job = tasks.sync_inventory.enqueue(sync.pk)
+    drain_until_finished(drain, lambda: [Job.objects.get(pk=job.pk)])
+    lines = [line for line in example_console.getvalue().splitlines() if f"job {job.pk} " in line]
+    failed = [line for line in lines if " failed: " in line]
+    assert len(failed) == tasks.WAREHOUSE_FAILURES
+    for line in failed:
+        assert line.startswith("expected failure (demonstrates retries): ") and "ConnectionError" in line
+
+
+def test_a_failure_for_good_is_not_marked_expected():
+    from example_project.example_app.logs import MarkExpectedFailures
+
+    extra = {"task": "example_project.example_app.tasks.sync_inventory", "levelno": logging.ERROR}
+    final = logging.makeLogRecord({"msg": "job 1 failed for good", "outcome": "failed", **extra})
+    retry = logging.makeLogRecord({"msg": "job 1 attempt 1 failed", "outcome": "retry", **extra})
+    assert MarkExpectedFailures().filter(final) and final.getMessage() == "job 1 failed for good"
+    assert MarkExpectedFailures().filter(retry) and retry.levelno == logging.INFO
+    assert retry.getMessage() == "expected failure (demonstrates retries): job 1 attempt 1 failed"
+
+
+@pytest.mark.django_db
+def test_a_rerun_says_how_to_reset_the_admin_password(capsys, monkeypatch):
+    from example_project import demo
+
+    monkeypatch.setenv("DATABASE_URL", "postgres://demo@127.0.0.1:5432/demo")
+    demo.ensure_admin()
+    assert "created the demo admin login (shown only this once): admin / " in capsys.readouterr().out
+    demo.ensure_admin()
+    out = capsys.readouterr().out
+    assert "made by an earlier run" in out and "Forgot it?" in out
+    assert "DATABASE_URL='postgres://demo@127.0.0.1:5432/demo' " in out
+    assert out.rstrip().endswith("manage.py changepassword admin")
+
+
+@pytest.mark.django_db
+def test_the_schedules_next_run_is_never_printed_in_the_past():
+    from example_project import demo
+
+    scheduling.sync_declared()
+    schedule = workload.report_schedule()
+    now = timezone.now()
+    schedule.next_run_at = now - timedelta(hours=2)  # the demo was stopped for two hours
+    line = demo.next_run(schedule, now)
+    upcoming = schedule.timing().next_after(now)
+    assert (
+        line
+        == f"next run due now (missed while no worker ran: the workers fire it), then {upcoming:%H:%M:%S}"
+    )
+    assert f"{schedule.next_run_at:%H:%M:%S}" not in line
+    schedule.next_run_at = upcoming
+    assert demo.next_run(schedule, now) == f"next run {upcoming:%H:%M:%S}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reruns_summary_counts_only_its_own_jobs(capsys):
+    from example_project import demo
+
+    workload.enqueue_workload(SITE)
+    Job.objects.update(status=Job.Status.SUCCESSFUL, attempts=1)  # the first run finished
+    since = workload.run_started()
+    keys = workload.enqueue_workload(SITE)
+    Job.objects.filter(created_at__gte=since).update(status=Job.Status.SUCCESSFUL, attempts=1)
+    jobs = workload.workload_jobs(keys, since)
+    created = Job.objects.filter(created_at__gte=since).count()
+    # The orders exist already: their confirmations are the first run's, not this one's.
+    assert len(jobs) == created == sum(WORKLOAD_QUEUES.values()) - len(workload.ORDER_NUMBERS)
+    assert demo.report(jobs, elapsed=1.0) == 0
+    assert (
+        f"all {created} jobs successful (default 7, emails 8, orders 3, webhooks 7)"
+        in capsys.readouterr().out
+    )
+    progress = workload.queue_progress(since)
+    assert sum(counts["successful"] for counts in progress.values()) == created
+    assert demo.describe_enqueued(keys, since).startswith(f"enqueued the demo workload ({created} jobs")
+    assert "3 more were already there" in demo.describe_enqueued(keys, since)

@@ -39,12 +39,16 @@ NOT_INHERITED = (
     "VIRTUAL_ENV",
 )
 #: The summary's lines for the pipeline and the schedule, which fired at least once (by hand or on its tick).
+#: Its next run is a time to come, or "due now" when the minute turned after the last worker stopped.
 PIPELINE_DONE = "the last step returned 'shipping mail for order DEMO-1 sent, tracking TRK-DEMO-1-3'"
 SCHEDULE_FIRED = re.compile(
     r"^schedule 'orders-report' \(\* \* \* \* \*, UTC\): last run \d\d:\d\d:\d\d (by hand|on its cron tick), "
-    r"job \d+ successful; next run \d\d:\d\d:\d\d$",
+    r"job \d+ successful; next run (due now \(missed while no worker ran: the workers fire it\), then )?"
+    r"\d\d:\d\d:\d\d$",
     re.MULTILINE,
 )
+#: A second run counts only its own jobs: the three demo orders exist, their confirmations are not redone.
+SECOND_RUN_JOBS = 28 - 3
 
 
 #: Run with the clone's Python in the clone after a run: the newest job of each key on the demo's HTTP
@@ -190,7 +194,8 @@ def test_a_second_run_reuses_the_venv_the_data_and_the_admin_login(first_run: Ru
     assert again.status == 0, again.output
     assert "installing" not in again.output
     assert "created the demo admin login" not in again.output
-    assert "demo workload complete: all 28 jobs successful" in again.output
+    assert "manage.py changepassword admin" in again.output  # how to get in without the first password
+    assert f"demo workload complete: all {SECOND_RUN_JOBS} jobs successful" in again.output
     assert "HTTP calls answered: 7 x HTTP 200" in again.output
     assert PIPELINE_DONE in again.output
     assert SCHEDULE_FIRED.search(again.output), again.output

@@ -91,8 +91,11 @@ def test_the_job_table_has_the_claim_indexes_and_no_others():
         "supaqueue_job_finished",
         "supaqueue_job_owner",
         "supaqueue_job_tenant",
+        "supaqueue_job_tenant_claim",
     }
     assert "(queue_id, priority DESC, run_at, id) WHERE (enabled AND" in indexes["supaqueue_job_claim"]
+    # Only jobs with a tenant: the index costs nothing to enqueues without one.
+    assert "(tenant_id IS NOT NULL)" in indexes["supaqueue_job_tenant_claim"]
     assert indexes["supaqueue_job_pending_key"].startswith("CREATE UNIQUE INDEX")
     assert "WHERE ((key IS NOT NULL)" in indexes["supaqueue_job_pending_key"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.apps import apps
 
-from django_supaqueue.models import Job, JobEvent
+from django_supaqueue.models import Job, JobEvent, Queue
 from django_supaqueue.queue import (
     KEY_MODES,
     actions,
@@ -109,6 +109,7 @@ def test_every_word_quoted_in_the_statements_is_a_status_an_event_kind_or_a_know
         set(Job.Status.values)
         | set(JobEvent.Kind.values)
         | set(KEY_MODES)
+        | set(Queue.LimitScope.values)
         | HTTP_CALL_KEYS
         | our_tables()
         | {"row", "null"}  # the trigger's payload kind, and JSON's null
@@ -136,15 +137,17 @@ def test_a_statement_returning_whole_jobs_returns_the_models_columns_in_order(st
 
 
 def test_the_two_claim_statements_share_their_queues_room_and_returned_columns():
-    serial, rest = claims.SQL["claim_serial"], claims.SQL["claim"]
+    serial, tenants, rest = claims.SQL["claim_serial"], claims.SQL["claim_tenants"], claims.SQL["claim"]
     for start, end in (
         ("q AS (", "name = ANY(%(queues)s::text[])) )"),
         ("SELECT q.id, LEAST(", "END) AS n FROM q"),
         ("calls AS (", "c.serial_group FROM claimed c JOIN q ON q.id = c.queue_id"),
     ):
-        assert between(serial, start, end) == between(rest, start, end)
-    assert flat(serial).endswith("ORDER BY c.priority DESC, c.run_at, c.id")
-    assert flat(rest).endswith("ORDER BY c.priority DESC, c.run_at, c.id")
+        assert between(serial, start, end) == between(rest, start, end) == between(tenants, start, end)
+    tenant_room = ("tenant_room AS (", "JOIN room ON room.id = q.id )")
+    assert between(serial, *tenant_room) == between(tenants, *tenant_room)
+    for statement in (serial, tenants, rest):
+        assert flat(statement).endswith("ORDER BY c.priority DESC, c.run_at, c.id")
 
 
 def test_a_failure_and_a_lost_attempt_are_resolved_alike():

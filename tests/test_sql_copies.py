@@ -83,15 +83,18 @@ def as_copied(statement: str) -> str:
             "WHERE j.id = lease.job_id",
         ),
         ("supaqueue_get_job", 0, claims.SQL["claim_serial"], "calls AS (", "'', '', '' FROM claimed )"),
+        ("supaqueue_get_job", 1, claims.SQL["claim_tenants"], "WHERE NOT paused", "), claimed AS ("),
+        ("supaqueue_get_job", 1, claims.SQL["claim_tenants"], "claimed AS ( UPDATE", "WHERE j.id = p.id"),
+        ("supaqueue_get_job", 1, claims.SQL["claim_tenants"], "lease AS (", "'', '', '' FROM claimed )"),
         (
             "supaqueue_get_job",
-            1,
+            2,
             claims.SQL["claim"],
             "WHERE NOT paused",
             "LIMIT claim_limit ), claimed AS (",
         ),
-        ("supaqueue_get_job", 1, claims.SQL["claim"], "claimed AS ( UPDATE", "started_at = now()"),
-        ("supaqueue_get_job", 1, claims.SQL["claim"], "pruned AS (", "'', '', '' FROM claimed )"),
+        ("supaqueue_get_job", 2, claims.SQL["claim"], "claimed AS ( UPDATE", "started_at = now()"),
+        ("supaqueue_get_job", 2, claims.SQL["claim"], "pruned AS (", "'', '', '' FROM claimed )"),
         ("supaqueue_complete_job", 0, outcomes.SQL["complete"], "done AS (", "ON done.id = lease.job_id )"),
         ("supaqueue_fail_job", 0, outcomes.SQL["fail"], "upd AS (", "FROM upd )"),
     ],
@@ -99,7 +102,8 @@ def as_copied(statement: str) -> str:
 def test_the_sql_workers_statements_are_the_python_workers(function, part, statement, start, end):
     body = functions(SQL_WORKER)[function].split("IF taken IS NULL THEN")[part]
     original = as_copied(statement)
-    if "WHERE NOT paused" in start and "want AS (" in original:  # the claim after claim_serial: one job
+    if "WHERE NOT paused" in start and "want AS (" in original and "before AS (" not in original:
+        # the claim, after claim_serial and claim_tenants took nothing: one job
         original = re.sub(r"want AS \(.*?\) AS n \), ", "", original)
     assert segment(body, start, end) == segment(original, start, end)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.views.main import ChangeList
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .. import stats
@@ -59,9 +60,16 @@ class KeysetChangeList(ChangeList):
         first = str(ordering[0]) if ordering else "-pk"
         return first.startswith("-")
 
+    def page_queryset(self, queryset: QuerySet) -> QuerySet:
+        """The query of the shown page only: where a subclass adds per-row annotations.
+
+        Kept off ``self.queryset``, which the estimate and "select all" actions also read.
+        """
+        return queryset
+
     def get_results(self, request: HttpRequest) -> None:
         descending = self.descending()
-        queryset = self.queryset
+        queryset = self.page_queryset(self.queryset)
         backwards = False
         if self.cursor is not None:
             name, value = self.cursor

@@ -1,15 +1,19 @@
 """The dashboard's throughput chart as server-rendered SVG: no script library, no CDN, works offline.
 
 Bars are attempts per minute (succeeded below, failed on top); the line is the
-failure rate on its own 0-100 % axis. The SVG carries a title and a text
+failure rate on its own 0-100 % axis. A minute without attempts has no rate, so
+the line stops there and starts again after it (a rate standing alone is a dot):
+joining across the gap would draw rates nobody measured. The SVG carries a title and a text
 summary for screen readers, each minute has a tooltip, and the dashboard shows
 the same figures as a table beside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
@@ -36,6 +40,30 @@ def nice_ceiling(value: int, minimum: int = 1) -> int:
         step *= 10
 
 
+def _hm(moment: datetime) -> str:
+    """A minute as the user reads it: their time zone, like the table and ``display.local_time``."""
+    return timezone.localtime(moment).strftime("%H:%M")
+
+
+def rate_segments(minutes: Sequence[Minute], xs: Sequence[float], y: Callable[[float], float]) -> SafeString:
+    """The failure-rate line, broken at minutes without attempts: a polyline per run, a dot alone."""
+    runs: list[list[str]] = [[]]
+    for x, m in zip(xs, minutes, strict=True):
+        if m.failure_rate is None:
+            if runs[-1]:
+                runs.append([])
+            continue
+        runs[-1].append(f"{x:.1f},{y(m.failure_rate):.1f}")
+    parts = []
+    for run in filter(None, runs):
+        if len(run) == 1:
+            cx, cy = run[0].split(",")
+            parts.append(format_html('<circle class="sq-rate-dot" cx="{}" cy="{}" r="2.5"/>', cx, cy))
+        else:
+            parts.append(format_html('<polyline class="sq-rate" points="{}"/>', " ".join(run)))
+    return SafeString("".join(parts))
+
+
 def summary(minutes: Sequence[Minute]) -> str:
     ok = sum(m.succeeded for m in minutes)
     bad = sum(m.failed for m in minutes)
@@ -48,7 +76,7 @@ def summary(minutes: Sequence[Minute]) -> str:
     if total:
         text += _(" (failure rate %(rate).1f %%)") % {"rate": 100 * bad / total}
         peak = max(minutes, key=lambda m: m.total)
-        at = peak.minute.strftime("%H:%M")
+        at = _hm(peak.minute)
         text += _("; busiest minute %(at)s with %(n)d.") % {"at": at, "n": peak.total}
     else:
         text += "."
@@ -65,20 +93,19 @@ def throughput_svg(minutes: Sequence[Minute], chart_id: str = "sq-chart") -> Saf
         return TOP + plot_h - plot_h * value / top
 
     bars = []
-    rate_points = []
+    centres = []
     for i, m in enumerate(minutes):
         x = LEFT + i * slot + (slot - bar_w) / 2
         ok_top, bad_top = y(m.succeeded), y(m.total)
         label = _("%(at)s: %(ok)d succeeded, %(bad)d failed") % {
-            "at": m.minute.strftime("%H:%M"),
+            "at": _hm(m.minute),
             "ok": m.succeeded,
             "bad": m.failed,
         }
         bars.append(
             (label, *_n(x, ok_top, bar_w, TOP + plot_h - ok_top), *_n(x, bad_top, bar_w, ok_top - bad_top))
         )
-        if m.failure_rate is not None:
-            rate_points.append(f"{x + bar_w / 2:.1f},{TOP + plot_h - plot_h * m.failure_rate:.1f}")
+        centres.append(x + bar_w / 2)
     bar_svg = format_html_join(
         "",
         '<g><title>{}</title><rect class="sq-ok" x="{}" y="{}" width="{}" height="{}"/>'
@@ -111,14 +138,12 @@ def throughput_svg(minutes: Sequence[Minute], chart_id: str = "sq-chart") -> Saf
         '<text class="sq-tick" x="{}" y="{}" text-anchor="end">{}</text>',
         LEFT,
         HEIGHT - 8,
-        first.strftime("%H:%M") if first else "",
+        _hm(first) if first else "",
         WIDTH - RIGHT,
         HEIGHT - 8,
-        last.strftime("%H:%M") if last else "",
+        _hm(last) if last else "",
     )
-    line = (
-        format_html('<polyline class="sq-rate" points="{}"/>', " ".join(rate_points)) if rate_points else ""
-    )
+    line = rate_segments(minutes, centres, lambda rate: TOP + plot_h - plot_h * rate)
     return format_html(
         '<svg class="sq-chart" viewBox="0 0 {} {}" role="img" '
         'aria-labelledby="{}-title" aria-describedby="{}-desc" preserveAspectRatio="xMidYMid meet">'

@@ -1,4 +1,4 @@
-"""Small pieces of HTML the admin screens share: status badges, ages, pretty JSON."""
+"""Small pieces of HTML the admin screens share: status badges, times and ages, errors, pretty JSON."""
 
 from __future__ import annotations
 
@@ -62,6 +62,89 @@ def age(moment: datetime | None, now: datetime | None = None) -> str:
     if seconds < 0:
         return f"in {short_duration(-seconds)}"
     return short_duration(seconds)
+
+
+#: The one format every admin screen shows a moment in, server-rendered or refreshed live.
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(moment: datetime | None) -> SafeString | str:
+    """A moment in the user's time zone, to the second, in a <time> element.
+
+    One format everywhere (lists, detail pages, the dashboard after a live refresh) so an
+    operator can compare moments across screens; the ISO value lets scripts re-render it.
+    """
+    if moment is None:
+        return "–"
+    local = timezone.localtime(moment)
+    return format_html('<time datetime="{}">{}</time>', local.isoformat(), local.strftime(TIME_FORMAT))
+
+
+def moment_age(moment: datetime | None, now: datetime | None = None) -> SafeString | str:
+    """An age ("3 min 5 s") in a <time> element whose title gives the moment in TIME_FORMAT.
+
+    Lists show how long ago (what an operator scans for); the exact local time is a hover away.
+    """
+    if moment is None:
+        return "–"
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        local.strftime(TIME_FORMAT),
+        age(moment, now),
+    )
+
+
+def short_name(dotted: str) -> str:
+    """The last part of a dotted name: ``send_email`` for ``app.tasks.send_email``."""
+    return dotted.rsplit(".", 1)[-1]
+
+
+def delay_note(job: Job, now: datetime | None = None) -> SafeString | str:
+    """For a pending job due later, when it runs: "· in 59 min" ("· retry in 5 s" after a failure).
+
+    Without it a delayed job and one about to run read the same ("Pending").
+    """
+    now = now or timezone.now()
+    if job.status != Job.Status.PENDING or job.run_at is None or job.run_at <= now:
+        return ""
+    text = age(job.run_at, now)
+    if job.attempts > 0:
+        text = f"retry {text}"
+    local = timezone.localtime(job.run_at).strftime(TIME_FORMAT)
+    return format_html('<span class="sq-due" title="{}">· {}</span>', local, text)
+
+
+#: Characters of a job's last error message the job list shows; the cell's title has it all.
+ERROR_SHOWN = 80
+#: Most characters of an error kept in a title attribute, so a page of long errors stays small.
+ERROR_TITLE_MAX = 1000
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def error_summary(text: str, limit: int = ERROR_SHOWN) -> SafeString | str:
+    """A job's ``last_error`` ("module.ErrorClass: message") as one short line of a list.
+
+    The class by its last name (the module path rarely fits a column), the
+    message cut to ``limit``, and the full text in the title.
+    """
+    if not text:
+        return "–"
+    error_class, sep, message = text.partition(": ")
+    if not sep or not error_class or " " in error_class:
+        error_class, message = "", text  # not "Class: message": show it as it is
+    message = " ".join(message.split())
+    return format_html(
+        '<span class="sq-error" title="{}"><strong>{}</strong>{}{}</span>',
+        _cut(text, ERROR_TITLE_MAX),
+        short_name(error_class),
+        ": " if error_class and message else "",
+        _cut(message, limit),
+    )
 
 
 def pretty_json(value: Any) -> SafeString:

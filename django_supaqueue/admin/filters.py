@@ -9,6 +9,7 @@ equality on an indexed column, and nothing is listed at all.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -22,16 +23,32 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from ..tasks import registered_tasks
+from .display import short_name
 
 
 class TaskFilter(admin.SimpleListFilter):
-    """Tasks registered in this process; a task no longer registered is still found by search."""
+    """Tasks registered in this process; a task no longer registered is still found by search.
+
+    Each task once, by its last name (what the job list's task column shows), with
+    its full name in the link's title; tasks whose last names collide are shown
+    by their full names, so no two choices read the same.
+    """
 
     title = _("task")
     parameter_name = "task"
+    template = "django_supaqueue/admin/task_filter.html"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(name, name.rsplit(".", 1)[-1] + f" ({name})") for name in sorted(registered_tasks())]
+        names = sorted(set(registered_tasks()))
+        shorts = Counter(short_name(name) for name in names)
+        labelled = [(name, short_name(name) if shorts[short_name(name)] == 1 else name) for name in names]
+        return sorted(labelled, key=lambda choice: (choice[1].lower(), choice[0]))
+
+    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:
+        """Django's choices ("All", then one per task), each with the full name for its title."""
+        full_names = ["", *(name for name, _label in self.lookup_choices)]
+        for choice, name in zip(super().choices(changelist), full_names, strict=False):
+            yield {**choice, "full_name": name}
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()

@@ -2,6 +2,7 @@
 
 Jobs are never edited through a form: every change is one of the operator
 actions (``job_actions``), offered on the list and as buttons on a job's page.
+The list refreshes itself in place (``job_list``).
 
 Permissions: ``view_job`` to see jobs, ``change_job`` for the actions that
 move a job through its life cycle, ``delete_job`` to delete.
@@ -15,9 +16,11 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import capfirst
@@ -26,14 +29,17 @@ from django.utils.translation import gettext_lazy as _
 from .. import queue
 from ..models import CurrentJob, Job, JobDependency, JobEvent
 from ..tasks import registered_tasks
-from .changelist import KeysetChangeList
 from .display import (
     DEPENDENCIES_SHOWN,
-    age,
+    delay_note,
+    error_summary,
     http_status_badge,
     job_links,
+    local_time,
+    moment_age,
     pretty_json,
     short_duration,
+    short_name,
     status_badge,
 )
 from .filters import CreatedFilter, HeldFilter, OwnerFilter, TaskFilter, TenantFilter
@@ -48,6 +54,7 @@ from .job_actions import (
     retry_now,
     run_now,
 )
+from .job_list import REFRESH_MS, JobChangeList, as_of, refreshed, wants_refresh
 
 #: Events shown on a job's page (the newest; a job retried thousands of times keeps its page small).
 TIMELINE_LIMIT = 200
@@ -55,7 +62,19 @@ TIMELINE_LIMIT = 200
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "status_badge", "queue", "task", "attempts_of", "priority", "due", "age"]
+    # The last error sits by the attempts it explains, before the columns a narrow window scrolls to.
+    list_display = [
+        "id",
+        "status_badge",
+        "queue",
+        "task",
+        "attempts_of",
+        "error",
+        "duration",
+        "due",
+        "priority",
+        "age",
+    ]
     list_display_links = ["id"]
     list_filter = ["status", "queue", TaskFilter, HeldFilter, CreatedFilter, OwnerFilter, TenantFilter]
     list_select_related = ["queue"]
@@ -88,7 +107,7 @@ class JobAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        (_("Times"), {"fields": ["created_at", "run_at", "started_at", "finished_at"]}),
+        (_("Times"), {"fields": ["created_time", "run_time", "started_time", "finished_time"]}),
         (_("Dependencies"), {"fields": ["dependencies", "dependents_of", "on_dependency_failure"]}),
         (_("Call and outcome"), {"fields": ["payload_json", "args_json", "result_json", "last_error"]}),
     ]
@@ -115,8 +134,20 @@ class JobAdmin(admin.ModelAdmin):
 
     # ------------------------------------------------------------------ the list
 
-    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[KeysetChangeList]:
-        return KeysetChangeList
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[JobChangeList]:
+        return JobChangeList
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The list, or for its live refresh (asked for as JSON) the parts that change, as JSON."""
+        now = timezone.now()
+        extra = {**(extra_context or {}), "refresh_ms": REFRESH_MS, "generated_at": now, "as_of": as_of(now)}
+        response = super().changelist_view(request, extra)
+        if wants_refresh(request) and isinstance(response, TemplateResponse) and response.context_data:
+            response = JsonResponse(refreshed(response.context_data, request))
+        patch_vary_headers(response, ["Accept"])
+        return response
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -133,7 +164,11 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("status"))
     def status_badge(self, job: Job) -> SafeString:
+        """The status; for a pending job due later, when ("Pending · in 59 min"), and whether held."""
         badge = status_badge(job.status)
+        note = delay_note(job)
+        if note:
+            badge = format_html("{} {}", badge, note)
         if not job.enabled and job.status == Job.Status.PENDING:
             return format_html('{} <span class="sq-badge sq-held">{}</span>', badge, _("Held"))
         return badge
@@ -145,21 +180,51 @@ class JobAdmin(admin.ModelAdmin):
             url = job.queue.http_url.rstrip("/") + "/" + job.http_path
             method = job.http_method or job.queue.http_method
             return format_html('<span title="{}">{} /{}</span>', url, method, job.http_path)
-        return format_html('<span title="{}">{}</span>', job.task_name, job.task_name.rsplit(".", 1)[-1])
+        return format_html('<span title="{}">{}</span>', job.task_name, short_name(job.task_name))
 
     @admin.display(description=_("attempts"))
     def attempts_of(self, job: Job) -> str:
         return f"{job.attempts}/{job.max_attempts}"
 
     @admin.display(description=_("run at"))
-    def due(self, job: Job) -> str:
-        return timezone.localtime(job.run_at).strftime("%Y-%m-%d %H:%M:%S")
+    def due(self, job: Job) -> SafeString | str:
+        return local_time(job.run_at)
+
+    @admin.display(description=_("duration"))
+    def duration(self, job: Job) -> SafeString | str:
+        """How long the running attempt has run so far, or how long the last one ran."""
+        if job.status == Job.Status.IN_PROGRESS and job.started_at is not None:
+            seconds = (timezone.now() - job.started_at).total_seconds()
+            return format_html(
+                '<span class="sq-running-for">{} ({})</span>', short_duration(seconds), _("running")
+            )
+        return short_duration(getattr(job, "last_attempt_duration", None))
+
+    @admin.display(description=_("last error"))
+    def error(self, job: Job) -> SafeString | str:
+        return error_summary(job.last_error)
 
     @admin.display(description=_("age"))
-    def age(self, job: Job) -> str:
-        return age(job.created_at)
+    def age(self, job: Job) -> SafeString | str:
+        return moment_age(job.created_at)
 
     # ------------------------------------------------------------------ one job
+
+    @admin.display(description=_("created at"))
+    def created_time(self, job: Job) -> SafeString | str:
+        return local_time(job.created_at)
+
+    @admin.display(description=_("run at"))
+    def run_time(self, job: Job) -> SafeString | str:
+        return local_time(job.run_at)
+
+    @admin.display(description=_("started at"))
+    def started_time(self, job: Job) -> SafeString | str:
+        return local_time(job.started_at)
+
+    @admin.display(description=_("finished at"))
+    def finished_time(self, job: Job) -> SafeString | str:
+        return local_time(job.finished_at)
 
     @admin.display(description=_("held"), boolean=True)
     def held(self, job: Job) -> bool:
@@ -175,7 +240,7 @@ class JobAdmin(admin.ModelAdmin):
             reverse("admin:supaqueue_worker_change", args=[lease.worker_id]),
             lease.worker.name,
             lease.attempt,
-            lease.lease_expires_at.isoformat(timespec="seconds"),
+            local_time(lease.lease_expires_at),
         )
 
     @admin.display(description=_("runs after"))
@@ -211,10 +276,18 @@ class JobAdmin(admin.ModelAdmin):
         truncated = len(events) > TIMELINE_LIMIT
         events = events[:TIMELINE_LIMIT][::-1]
         for event in events:
+            event.at_html = local_time(event.at)
+            event.retry_at_html = local_time(event.retry_at) if event.retry_at is not None else ""
             event.duration_text = short_duration(event.duration) if event.duration is not None else ""
             event.http_badge = http_status_badge(event.http_status) if event.http_status is not None else ""
         http = job.queue.is_http or any(event.http_status is not None for event in events)
-        return {"events": events, "truncated": truncated, "limit": TIMELINE_LIMIT, "http": http}
+        return {
+            "events": events,
+            "truncated": truncated,
+            "limit": TIMELINE_LIMIT,
+            "http": http,
+            "enqueued_at": local_time(job.created_at),
+        }
 
     def job_actions(self, request: HttpRequest, job: Job) -> list[dict[str, Any]]:
         """The actions that apply to this job in its state, as buttons on its page."""

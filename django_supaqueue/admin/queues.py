@@ -3,7 +3,9 @@
 Queue rows are small and few, so they are edited with a plain form; what the
 form cannot do by itself is wake the workers, which ``save_model`` and the
 resume action do through the ``queue`` package so that an unpaused queue or a raised
-concurrency cap takes effect at once rather than at the next poll.
+concurrency cap takes effect at once rather than at the next poll. The dashboard's
+pause and resume buttons post to ``<id>/pause/`` and ``<id>/resume/`` here, which
+run the same actions on that one queue, so both doors check and say the same.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -99,6 +104,7 @@ class QueueAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "paused", "concurrency_limit", "execution_mode"]}),
         (_("One at a time"), {"fields": ["serial", "head_of_line"]}),
         (_("Rate limit"), {"fields": ["rate_limit", "rate_period"]}),
+        (_("Limits per tenant"), {"fields": ["limit_scope"]}),
         (
             _("HTTP queue"),
             {
@@ -128,6 +134,40 @@ class QueueAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return QueueChangeList
+
+    def get_urls(self) -> list[URLPattern]:
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path(
+                "<path:object_id>/pause/",
+                self.admin_site.admin_view(self.toggle_view),
+                {"action": "pause"},
+                name=f"{prefix}_pause",
+            ),
+            path(
+                "<path:object_id>/resume/",
+                self.admin_site.admin_view(self.toggle_view),
+                {"action": "resume"},
+                name=f"{prefix}_resume",
+            ),
+            *super().get_urls(),
+        ]
+
+    def toggle_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """Pause or resume one queue (the dashboard's buttons): the list action on it, POST only.
+
+        Goes back to ``next`` when it is a page of this site (the dashboard), else to the queue list.
+        """
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        getattr(self, action)(request, self.get_queryset(request).filter(pk=obj.pk))
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+            back = reverse("admin:supaqueue_queue_changelist")
+        return HttpResponseRedirect(back)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> list[str]:
         # Workers started with -q name find their queue by name: renaming would orphan them.

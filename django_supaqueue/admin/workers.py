@@ -12,8 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Prefetch, QuerySet
-from django.http import HttpRequest
+from django.db.models import Max, Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -21,11 +21,24 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from .. import conf
-from ..models import CurrentJob, Worker
-from .display import age
+from ..models import CurrentJob, JobEvent, Worker
+from .display import age, local_time, short_duration, short_name, status_badge
 
 #: Running jobs listed per worker in the list (the detail page lists them all).
 RUNNING_SHOWN = 10
+#: Most recent attempts a worker's page lists.
+RECENT_SHOWN = 25
+#: How far back (in events, newest first) a worker's page looks for its recent attempts: a bound on
+#: the read, found through the primary key, for a worker that has run nothing for a long time.
+RECENT_SCAN = 50_000
+#: The events that end an attempt: what a worker's page lists as the jobs it ran.
+OUTCOMES = [
+    JobEvent.Kind.SUCCEEDED,
+    JobEvent.Kind.RETRIED,
+    JobEvent.Kind.FAILED,
+    JobEvent.Kind.STOPPED,
+    JobEvent.Kind.RELEASED,
+]
 
 
 def is_stale(worker: Worker) -> bool:
@@ -43,7 +56,7 @@ def running_jobs(leases: list[CurrentJob], limit: int | None = None) -> SafeStri
             (
                 reverse("admin:supaqueue_job_change", args=[lease.job_id]),
                 lease.job_id,
-                lease.job.task_name.rsplit(".", 1)[-1],
+                short_name(lease.job.task_name),
                 lease.attempt,
                 age(lease.started_at),
             )
@@ -53,6 +66,48 @@ def running_jobs(leases: list[CurrentJob], limit: int | None = None) -> SafeStri
     more = len(leases) - len(shown)
     tail = format_html("<li>{}</li>", _("and %(n)d more") % {"n": more}) if more > 0 else ""
     return format_html('<ul class="sq-running">{}{}</ul>', items, tail)
+
+
+def held_jobs(worker: Worker) -> list[CurrentJob]:
+    """The leases the worker holds now, oldest first, each with its job and times ready to show."""
+    leases = list(CurrentJob.objects.filter(worker=worker).select_related("job").order_by("started_at", "id"))
+    for lease in leases:
+        lease.job_url = reverse("admin:supaqueue_job_change", args=[lease.job_id])
+        lease.task = short_name(lease.job.task_name)
+        lease.status_html = status_badge(lease.job.status)
+        lease.started_html = local_time(lease.started_at)
+        lease.expires_html = local_time(lease.lease_expires_at)
+        lease.running_for = short_duration((timezone.now() - lease.started_at).total_seconds())
+    return leases
+
+
+def recent_attempts(worker: Worker, limit: int = RECENT_SHOWN) -> list[JobEvent]:
+    """The newest attempts the worker finished, newest first, with their jobs' statuses now.
+
+    Events carry the worker's name, which has no index of its own: the read
+    walks the events back through the primary key, no further than the newest
+    ``RECENT_SCAN`` events and the worker's start, so it is bounded at any table size.
+    """
+    newest = JobEvent.objects.aggregate(newest=Max("id"))["newest"]
+    if newest is None:
+        return []
+    events = list(
+        JobEvent.objects.filter(
+            id__gt=newest - RECENT_SCAN,
+            worker_name=worker.name,
+            kind__in=OUTCOMES,
+            at__gte=worker.started_at,
+        )
+        .select_related("job")
+        .order_by("-id")[:limit]
+    )
+    for event in events:
+        event.job_url = reverse("admin:supaqueue_job_change", args=[event.job_id])
+        event.task = short_name(event.job.task_name)
+        event.status_html = status_badge(event.job.status)
+        event.at_html = local_time(event.at)
+        event.duration_text = short_duration(event.duration) if event.duration is not None else ""
+    return events
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -72,17 +127,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(Worker)
 class WorkerAdmin(ReadOnlyAdmin):
     list_display = ["name", "state", "host", "pid", "served", "concurrency", "heartbeat", "running"]
-    readonly_fields = [
-        "state",
-        "host",
-        "pid",
-        "served",
-        "concurrency",
-        "started_at",
-        "heartbeat",
-        "running_all",
-    ]
+    readonly_fields = ["state", "host", "pid", "served", "concurrency", "started", "heartbeat"]
     fields = ["name", *readonly_fields]
+    change_form_template = "django_supaqueue/admin/worker_change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         leases = CurrentJob.objects.select_related("job").order_by("started_at")
@@ -98,20 +145,45 @@ class WorkerAdmin(ReadOnlyAdmin):
     def served(self, worker: Worker) -> str:
         return ", ".join(worker.queues) if worker.queues else str(_("all"))
 
+    @admin.display(description=_("started at"), ordering="started_at")
+    def started(self, worker: Worker) -> SafeString | str:
+        return local_time(worker.started_at)
+
     @admin.display(description=_("last heartbeat"), ordering="last_heartbeat_at")
-    def heartbeat(self, worker: Worker) -> str:
-        return _("%(age)s ago") % {"age": age(worker.last_heartbeat_at)}
+    def heartbeat(self, worker: Worker) -> SafeString:
+        """How long ago (what tells alive from stale at a glance), and the moment itself."""
+        ago = _("%(age)s ago") % {"age": age(worker.last_heartbeat_at)}
+        return format_html("{} ({})", ago, local_time(worker.last_heartbeat_at))
 
     @admin.display(description=_("running"))
     def running(self, worker: Worker) -> SafeString:
         return running_jobs(list(worker.current_jobs.all()), RUNNING_SHOWN)
 
-    @admin.display(description=_("running"))
-    def running_all(self, worker: Worker) -> SafeString:
-        return running_jobs(list(worker.current_jobs.all()))
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The worker's page, with the jobs it holds now and the attempts it finished lately."""
+        worker = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if worker is not None:
+            extra.update(held_jobs=held_jobs(worker), recent_attempts=recent_attempts(worker))
+            extra.update(recent_shown=RECENT_SHOWN)
+        return super().change_view(request, object_id, form_url, extra)
 
 
 @admin.register(CurrentJob)
 class CurrentJobAdmin(ReadOnlyAdmin):
-    list_display = ["job", "worker", "attempt", "started_at", "lease_expires_at"]
+    list_display = ["job", "worker", "attempt", "started", "lease_until"]
     list_select_related = ["job", "worker"]
+
+    @admin.display(description=_("started at"), ordering="started_at")
+    def started(self, lease: CurrentJob) -> SafeString | str:
+        return local_time(lease.started_at)
+
+    @admin.display(description=_("lease expires at"), ordering="lease_expires_at")
+    def lease_until(self, lease: CurrentJob) -> SafeString | str:
+        return local_time(lease.lease_expires_at)

@@ -67,7 +67,7 @@ def http_job_spec(
     ``method`` None leaves the method to the queue, read when the call is made.
     """
     from ..models import Queue
-    from ..queue import JobSpec, check_http_method, check_queue_name
+    from ..queue import JobSpec, check_http_method, check_queue_name, check_tenant_id
 
     check_queue_name(queue)
     http_method = "" if method is None else check_http_method(method)
@@ -79,10 +79,7 @@ def http_job_spec(
             f"queue {queue!r} is not an HTTP queue: create it with an HTTP URL (admin, or "
             "Queue.objects.create(name=..., http_url=...)) before enqueueing calls to it."
         )
-    if tenant_id is not None and (not isinstance(tenant_id, str) or not tenant_id or len(tenant_id) > 255):
-        raise InvalidOption(
-            f"tenant_id must be a non-empty string of at most 255 characters, not {tenant_id!r}."
-        )
+    check_tenant_id(tenant_id)
     if options.get("key_mode") is None:
         options["key_mode"] = "dedupe"
     return JobSpec(

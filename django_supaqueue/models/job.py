@@ -150,6 +150,17 @@ class Job(models.Model):
             models.Index(
                 fields=["tenant_id"], condition=Q(tenant_id__isnull=False), name="supaqueue_job_tenant"
             ),
+            # Queues whose limits are per tenant: the claim walks their tenants with pending jobs
+            # here, and takes each tenant's jobs in claim order. Jobs without a tenant are not in it.
+            models.Index(
+                "queue",
+                "tenant_id",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                condition=Q(status="pending", enabled=True, tenant_id__isnull=False),
+                name="supaqueue_job_tenant_claim",
+            ),
             # The claim finds each serial group's head here; jobs without a group are not in it.
             models.Index(
                 "serial_group",

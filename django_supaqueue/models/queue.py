@@ -98,6 +98,22 @@ class Queue(models.Model):
             "starts until it has run. Off: later jobs pass it."
         ),
     )
+
+    class LimitScope(models.TextChoices):
+        QUEUE = "queue", _("The queue: one cap and one rate limit for all its jobs")
+        TENANT = "tenant", _("Each tenant: every tenant_id gets the cap and the rate limit to itself")
+
+    limit_scope = models.CharField(
+        max_length=8,
+        choices=LimitScope.choices,
+        default=LimitScope.QUEUE,
+        db_default=LimitScope.QUEUE,
+        help_text=_(
+            "What the concurrency cap and the rate limit count: the whole queue, or each tenant's "
+            "jobs apart, so that one busy tenant cannot hold back the others. Jobs without a "
+            "tenant_id count as one tenant."
+        ),
+    )
     rate_period = models.FloatField(
         default=1.0,
         db_default=1.0,
@@ -162,6 +178,12 @@ class Queue(models.Model):
                 | Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
                 name="supaqueue_queue_priority_range",
             ),
+            # A serial queue runs one job at a time in one order: there is no room to share out.
+            models.CheckConstraint(
+                condition=Q(limit_scope="queue") | Q(serial=False),
+                name="supaqueue_queue_serial_scope",
+                violation_error_message=_("A serial queue's limits apply to the queue, not per tenant."),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -198,6 +220,9 @@ class QueueCall(models.Model):
     id = models.BigAutoField(primary_key=True)
     queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="+", db_index=False)
     at = models.DateTimeField()
+    #: The tenant whose window this start counts in, when the queue's limits are per tenant;
+    #: '' otherwise, and for jobs without a tenant (no tenant_id is ever '').
+    tenant_id = models.CharField(max_length=255, blank=True, default="", db_default="")
 
     class Meta:
         indexes = [models.Index(fields=["queue", "at"], name="supaqueue_call_queue_at")]

@@ -67,6 +67,12 @@ class Schedule(models.Model):
             "still pending enqueues nothing."
         ),
     )
+    tenant_id = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text=_("Tenant of the jobs it fires (@pgpm/jobs' database_id); blank: none."),
+    )
     priority = models.SmallIntegerField(
         null=True, blank=True, validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)]
     )

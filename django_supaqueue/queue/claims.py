@@ -67,26 +67,30 @@ def claim_params(
 class SentClaim:
     """The claim's statements as sent: their cursors, read once the server has answered."""
 
-    __slots__ = ("_serial", "_claim", "_wake")
+    __slots__ = ("_serial", "_tenants", "_claim", "_wake")
 
-    def __init__(self, serial: Any, claim: Any, wake: Any) -> None:
+    def __init__(self, serial: Any, tenants: Any, claim: Any, wake: Any) -> None:
         self._serial = serial
+        self._tenants = tenants
         self._claim = claim
         self._wake = wake
 
     def jobs(self) -> list[ClaimedJob]:
-        """The jobs claimed, serial ones first."""
+        """The jobs claimed, serial ones first, then those of queues with limits per tenant."""
         rows = self._serial.fetchall() if self._serial is not None else []
+        if self._tenants is not None:
+            rows += self._tenants.fetchall()
         rows += self._claim.fetchall()
         received = time.monotonic()
         return [ClaimedJob(*r, received=received) for r in rows]
 
-    def next_claim(self) -> tuple[float | None, bool, bool]:
-        """rate_wake's answer: (when a rate-limited queue has room again, serial work?, capped queues?).
+    def next_claim(self) -> tuple[float | None, bool, bool, bool]:
+        """rate_wake's answer: (when a rate-limited queue has room again, serial work?, capped queues?,
+        queues with limits per tenant?).
 
-        (None, True, True) when it was not sent: the next claim then sends every statement.
+        (None, True, True, True) when it was not sent: the next claim then sends every statement.
         """
-        return self._wake.fetchone() if self._wake is not None else (None, True, True)
+        return self._wake.fetchone() if self._wake is not None else (None, True, True, True)
 
 
 def send_claim(
@@ -101,13 +105,16 @@ def send_claim(
     free: int | None = None,
     serial: bool = True,
     lock: bool = True,
+    tenants: bool = True,
     wake: bool = False,
 ) -> SentClaim:
     """Send the claim's statements on ``conn``, in the caller's transaction (or pipeline).
 
-    ``lock=False`` leaves out lock_capped_queues, and capped queues get no room;
-    ``serial=False`` leaves out claim_serial; ``wake`` adds rate_wake, which
-    says whether the next claim needs them (see claims.sql).
+    ``lock=False`` leaves out lock_capped_queues and claim_tenants, and capped
+    queues get no room; ``tenants=False`` leaves out claim_tenants, and queues
+    with limits per tenant get no jobs claimed; ``serial=False`` leaves out
+    claim_serial; ``wake`` adds rate_wake, which says whether the next claim
+    needs them (see claims.sql).
     """
     params = claim_params(
         worker_id, worker_name, queues, limit, lease_seconds, job_ids=job_ids, free=free, locked=lock
@@ -115,12 +122,13 @@ def send_claim(
     if lock:
         conn.execute(SQL["lock_capped_queues"], params)
     claimed_serial = conn.execute(SQL["claim_serial"], params) if serial else None
+    claimed_tenants = conn.execute(SQL["claim_tenants"], params) if lock and tenants else None
     claimed = conn.execute(SQL["claim"], params)
     woken = None
     if wake:
         served = params["queues"]
         woken = conn.execute(rate_wake_statement(tuple(served) if served else None, params["rate_margin"]))
-    return SentClaim(claimed_serial, claimed, woken)
+    return SentClaim(claimed_serial, claimed_tenants, claimed, woken)
 
 
 def claim(

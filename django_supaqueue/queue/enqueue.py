@@ -24,7 +24,7 @@ from .rows import (
     queue_defaults,
     shared_values,
 )
-from .spec import JobSpec, Row, check_key, payload_text
+from .spec import JobSpec, Row, check_key, check_tenant_id, payload_text
 from .tables import db_alias
 
 SQL = queries.load("enqueue.sql")
@@ -39,6 +39,9 @@ _QUEUE_DEFAULT_FIELDS = (
     "concurrency_limit",
     "serial",
     "head_of_line",
+    "rate_limit",
+    "rate_period",
+    "limit_scope",
 )
 
 #: Called with the jobs each enqueue call wrote, after it wrote them. None in production;
@@ -53,6 +56,8 @@ def new_queue_settings(name: str) -> dict[str, Any]:
     settings["paused"] = bool(settings["paused"])
     settings["serial"] = bool(settings["serial"])
     settings["head_of_line"] = settings["head_of_line"] is None or bool(settings["head_of_line"])
+    settings["rate_period"] = 1.0 if settings["rate_period"] is None else float(settings["rate_period"])
+    settings["limit_scope"] = settings["limit_scope"] or "queue"
     return settings
 
 
@@ -158,19 +163,31 @@ def enqueue_jobs(specs: Sequence[JobSpec]) -> list[Job]:
 
 
 def enqueue_batch(
-    template: JobSpec, payloads: Sequence[dict[str, Any]], keys: Sequence[str | None]
+    template: JobSpec,
+    payloads: Sequence[dict[str, Any]],
+    keys: Sequence[str | None],
+    tenants: Sequence[str | None] | None = None,
 ) -> list[Job]:
     """Many jobs of one task with one set of options (``Task.enqueue_many``): enqueue_jobs, leaner.
 
     The options are checked once, not once per job, and rows go to the
     statement as columns without a JobSpec each: at 20,000 jobs the per-job
-    objects cost as much as writing the rows. Dependencies or a key mode other
-    than "dedupe" take enqueue_jobs' paths.
+    objects cost as much as writing the rows. ``tenants`` gives each job its
+    tenant (None: the template's for all). Dependencies, a key mode other than
+    "dedupe" or more than one tenant take enqueue_jobs' paths, as many
+    statements whatever the number of jobs.
     """
-    if template.depends_on or template.key_mode != "dedupe":
+    mixed = tenants is not None and len({check_tenant_id(t) for t in tenants}) > 1
+    if template.depends_on or template.key_mode != "dedupe" or mixed:
+        tenants = [template.tenant_id] * len(payloads) if tenants is None else tenants
         return enqueue_jobs(
-            [dataclasses.replace(template, payload=p, key=k) for p, k in zip(payloads, keys, strict=True)]
+            [
+                dataclasses.replace(template, payload=p, key=k, tenant_id=t)
+                for p, k, t in zip(payloads, keys, tenants, strict=True)
+            ]
         )
+    if tenants:
+        template = dataclasses.replace(template, tenant_id=tenants[0])
     base = template.validated()
     if not payloads:
         return []
@@ -188,6 +205,7 @@ def enqueue_batch(
         "max_attempts": base.max_attempts,
         "key": list(keys) if keyed else None,  # unnest() pads a NULL array with NULLs
         "serial_group": template.serial_group,
+        "tenant_id": template.tenant_id,
         "trace": tracing.current_context_json(),
         **queue_defaults(),
     }
@@ -225,13 +243,8 @@ def _batch_jobs(
 
 
 def _insert_many(cur: Any, alias: str, rows: list[Row]) -> list[Job]:
-    if any(
-        r.spec.http_path or r.spec.http_method or r.spec.owner_id is not None or r.spec.tenant_id is not None
-        for r in rows
-    ):
-        raise InvalidOption(
-            "http_path, http_method, owner and tenant_id are set one job at a time (enqueue_job)."
-        )
+    if any(r.spec.http_path or r.spec.http_method or r.spec.owner_id is not None for r in rows):
+        raise InvalidOption("http_path, http_method and owner are set one job at a time (enqueue_job).")
     params = as_columns(rows)
     params.update(trace=rows[0].trace, **queue_defaults())
     written = prepared.execute(alias, SQL["insert_many"], params).fetchall()

@@ -31,19 +31,22 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at
 -- name: insert_many
 -- Write many jobs from columns of values, in their order, less those whose key is held.
 -- The arrays travel in binary; rows come back in the specs' order (ids are drawn
--- in that order), without the keyed specs that met a job not started yet.
+-- in that order), without the keyed specs that met a job not started yet. Each job
+-- has its own tenant (enqueue_many with mixed tenants); HTTP calls and owners are
+-- written one at a time (insert_one).
 INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                           max_attempts, key, enabled, last_error, created_at, trace_context, serial_group)
+                           max_attempts, key, enabled, last_error, created_at, trace_context, serial_group,
+                           tenant_id)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, 'pending',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
        COALESCE(u.run_at, now()), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
-       u.key, true, '', now(), %(trace)s::jsonb, u.serial_group
+       u.key, true, '', now(), %(trace)s::jsonb, u.serial_group, u.tenant_id
 FROM unnest(%(queue)b::text[], %(task_name)b::text[], %(payload)b::text[], %(args)b::text[],
             %(priority)b::int[], %(run_at)b::timestamptz[], %(max_attempts)b::int[], %(key)b::text[],
-            %(serial_group)b::text[])
+            %(serial_group)b::text[], %(tenant_id)b::text[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key,
-                          serial_group, n)
+                          serial_group, tenant_id, n)
 JOIN supaqueue_queue q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO NOTHING
@@ -53,18 +56,19 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 -- name: insert_batch
 -- Write many jobs of one task with one set of options (enqueue_many); return one row for them all.
 -- Only the payload and the key differ from job to job, so only they travel as
--- arrays, and every other column is one parameter. The rows written share every
+-- arrays, and every other column (the tenant too) is one parameter. The rows written share every
 -- value they return but their id (and key), so one row comes back: the ids and
 -- keys in insertion order (ids are drawn in that order), and the shared values
 -- once: decoding a row per job cost a third of a large call.
 WITH written AS (
   INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                             max_attempts, key, enabled, last_error, created_at, trace_context, serial_group)
+                             max_attempts, key, enabled, last_error, created_at, trace_context, serial_group,
+                             tenant_id)
   SELECT q.id, %(task_name)s, u.payload::jsonb, %(args)s::jsonb, 'pending',
          COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
          COALESCE(%(run_at)s::timestamptz, now()), 0,
          COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
-         u.key, true, '', now(), %(trace)s::jsonb, %(serial_group)s
+         u.key, true, '', now(), %(trace)s::jsonb, %(serial_group)s, %(tenant_id)s
   FROM unnest(%(payload)b::text[], %(key)b::text[]) WITH ORDINALITY AS u(payload, key, n)
   JOIN supaqueue_queue q ON q.name = %(queue)s
   ORDER BY u.n
@@ -115,10 +119,12 @@ RETURNING id, queue_id, task_name, payload::text, args::text, status, priority, 
 -- name: ensure_queues
 -- Create the named queues that do not exist yet, with the settings given for each.
 INSERT INTO supaqueue_queue (name, max_attempts, priority, retry_backoff, retry_backoff_max, timeout,
-                             paused, concurrency_limit, serial, head_of_line, created_at, updated_at)
+                             paused, concurrency_limit, serial, head_of_line, rate_limit, rate_period,
+                             limit_scope, created_at, updated_at)
 SELECT u.*, now(), now()
 FROM unnest(%(name)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
             %(retry_backoff)s::float8[], %(retry_backoff_max)s::float8[],
             %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[],
-            %(serial)s::bool[], %(head_of_line)s::bool[]) AS u
+            %(serial)s::bool[], %(head_of_line)s::bool[], %(rate_limit)s::int[],
+            %(rate_period)s::float8[], %(limit_scope)s::text[]) AS u
 ON CONFLICT (name) DO NOTHING

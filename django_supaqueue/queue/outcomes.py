@@ -256,6 +256,7 @@ class Round(NamedTuple):
     rate_wake: float | None  # when a rate-limited queue with due jobs has room again (epoch seconds)
     serial_work: bool  # the next claim needs serial=True
     capped: bool  # the next claim needs lock=True
+    tenants: bool  # the next claim needs tenants=True
 
 
 def finish_and_claim(
@@ -273,6 +274,7 @@ def finish_and_claim(
     freed_groups: Iterable[str] = (),
     serial: bool = True,
     lock: bool = True,
+    tenants: bool = True,
     job_ids: Sequence[int] | None = None,
 ) -> Round:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
@@ -282,9 +284,9 @@ def finish_and_claim(
     of the claim loop costs one network round trip and one commit (see
     _one_round_trip). Serial groups whose job ended wake the workers of every
     queue holding their next jobs (a group spans queues). The Round says
-    whether the next call needs ``serial`` and ``lock`` (both True when
-    nothing was claimed, to be safe). ``serial``, ``lock``, ``free`` and
-    ``job_ids`` are claims.send_claim's. A success whose result PostgreSQL
+    whether the next call needs ``serial``, ``lock`` and ``tenants`` (all True
+    when nothing was claimed, to be safe). ``serial``, ``lock``, ``tenants``,
+    ``free`` and ``job_ids`` are claims.send_claim's. A success whose result PostgreSQL
     cannot store is written with the failures (see storable).
     """
     successes, unstorable = _split_unstorable(successes)
@@ -313,14 +315,13 @@ def finish_and_claim(
                 free=free,
                 serial=serial,
                 lock=lock,
+                tenants=tenants,
                 wake=True,
             )
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
     if claimed is None:
-        return Round(retries, [], None, True, True)
-    jobs = claimed.jobs()
-    rate_wake, serial_work, capped = claimed.next_claim()
-    return Round(retries, jobs, rate_wake, serial_work, capped)
+        return Round(retries, [], None, True, True, True)
+    return Round(retries, claimed.jobs(), *claimed.next_claim())
 
 
 def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = None) -> list[Retry]:

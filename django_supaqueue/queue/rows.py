@@ -129,12 +129,12 @@ def as_columns(rows: Sequence[Row], *, extended: bool = False) -> dict[str, list
         "max_attempts": [r.max_attempts for r in rows],
         "key": [r.key for r in rows],
         "serial_group": [r.spec.serial_group for r in rows],
+        "tenant_id": [r.spec.tenant_id for r in rows],
     }
     if extended:
         columns["http_path"] = [r.spec.http_path for r in rows]
         columns["http_method"] = [r.spec.http_method for r in rows]
         columns["owner_id"] = [r.spec.owner_id for r in rows]
-        columns["tenant_id"] = [r.spec.tenant_id for r in rows]
     return columns
 
 

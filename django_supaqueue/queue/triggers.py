@@ -47,7 +47,8 @@ class RowTrigger:
 
     ``payload`` is ``"row"`` (one keyword argument ``row``, the whole row) or a
     sequence of (keyword, column) pairs; ``changed`` limits updates to rows in
-    which one of those columns changed.
+    which one of those columns changed; ``tenant_column``'s value, as text, is
+    each job's tenant (NULL or '': none).
     """
 
     table: str
@@ -60,6 +61,7 @@ class RowTrigger:
     changed: tuple[str, ...] = ()
     priority: int | None = None
     max_attempts: int | None = None
+    tenant_column: str | None = None
 
     def trigger_names(self) -> list[str]:
         return [f"{self.name}_{event}" for event in self.events]
@@ -79,6 +81,7 @@ class RowTrigger:
             str(len(self.changed)),
             *self.changed,
             *pairs,
+            *([] if self.tenant_column is None else [self.tenant_column]),
         ]
 
 

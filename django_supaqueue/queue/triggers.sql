@@ -19,7 +19,10 @@ SELECT to_regclass('supaqueue_job') IS NOT NULL AND to_regclass('supaqueue_queue
 -- from end to end. TG_ARGV: 0 task name, 1 queue, 2 priority and 3 max attempts
 -- ('' = the queue's, else 4 and 5, the settings when installed), 6 payload kind
 -- ('row' or 'keys'), 7 primary-key column, 8 n, the number of "changed" columns
--- that follow (9 .. 8+n), then (payload key, column) pairs.
+-- that follow (9 .. 8+n), then (payload key, column) pairs, then, when the
+-- arguments left are odd in number, the last is the column whose value (as text,
+-- '' as NULL) is the job's tenant_id: triggers installed before there was one
+-- pass an even number, and call this version unchanged.
 -- The function writes only columns that migration 0001 created, and every column
 -- added since has a default, so it enqueues on every later schema too.
 CREATE OR REPLACE FUNCTION supaqueue_enqueue_changed_rows() RETURNS trigger
@@ -35,7 +38,9 @@ DECLARE
   pk_column text := TG_ARGV[7];
   n_changed int := TG_ARGV[8]::int;
   changed text[] := TG_ARGV[9:8 + n_changed];
-  pairs text[] := TG_ARGV[9 + n_changed:];
+  rest text[] := TG_ARGV[9 + n_changed:];
+  pairs text[] := rest[1:cardinality(rest) - cardinality(rest) % 2];
+  tenant_column text := CASE WHEN cardinality(rest) % 2 = 1 THEN rest[cardinality(rest)] END;
   changed_rows jsonb[];
 BEGIN
   IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND n_changed = 0) THEN
@@ -55,7 +60,7 @@ BEGIN
     INSERT INTO supaqueue_queue (name) VALUES (queue_name) ON CONFLICT (name) DO NOTHING;
   END IF;
   INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, attempts,
-                             max_attempts, key, enabled, last_error, created_at)
+                             max_attempts, key, enabled, last_error, created_at, tenant_id)
   SELECT q.id, task_name,
          CASE WHEN whole_row THEN jsonb_build_object('row', u.r)
               ELSE (SELECT COALESCE(jsonb_object_agg(pairs[i], COALESCE(u.r -> pairs[i + 1], 'null')),
@@ -63,7 +68,8 @@ BEGIN
                     FROM generate_series(1, COALESCE(array_length(pairs, 1), 0), 2) AS i) END,
          '[]'::jsonb, 'pending',
          COALESCE(job_priority, q.priority, default_priority), now(), 0,
-         COALESCE(job_max_attempts, q.max_attempts, default_max_attempts), NULL, true, '', now()
+         COALESCE(job_max_attempts, q.max_attempts, default_max_attempts), NULL, true, '', now(),
+         NULLIF(u.r ->> tenant_column, '')
   FROM unnest(changed_rows) WITH ORDINALITY AS u(r, n)
   JOIN supaqueue_queue q ON q.name = queue_name
   ORDER BY u.n;

@@ -60,6 +60,10 @@ BEGIN
     RETURNING id INTO me;
   END IF;
 
+  -- A caller's transaction may call this more than once: the count claim_serial leaves
+  -- for claim_tenants starts from nothing each time.
+  PERFORM set_config('supaqueue.claimed_before', '', true);
+
   -- claims.sql, lock_capped_queues
   PERFORM 1 FROM supaqueue_queue
   WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
@@ -69,7 +73,8 @@ BEGIN
   -- claims.sql, claim_serial
   WITH q AS (
     SELECT id, name, concurrency_limit, rate_limit, serial, head_of_line,
-           (rate_period + rate_margin) * interval '1 second' AS rate_window
+           (rate_period + rate_margin) * interval '1 second' AS rate_window,
+           limit_scope = 'tenant' AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AS per_tenant
     FROM supaqueue_queue
     WHERE NOT paused AND (served IS NULL OR name = ANY(served))
   ), serial_work AS (
@@ -81,9 +86,9 @@ BEGIN
       CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL AND NOT q.serial THEN claim_limit
            WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL OR queues_locked THEN free_slots
            ELSE 0 END,
-      CASE WHEN q.concurrency_limit IS NULL THEN claim_limit ELSE GREATEST(0, q.concurrency_limit - (
+      CASE WHEN q.concurrency_limit IS NULL OR q.per_tenant THEN claim_limit ELSE GREATEST(0, q.concurrency_limit - (
         SELECT count(*) FROM supaqueue_job r WHERE r.queue_id = q.id AND r.status = 'in_progress')) END,
-      CASE WHEN q.rate_limit IS NULL THEN claim_limit ELSE GREATEST(0, q.rate_limit - (
+      CASE WHEN q.rate_limit IS NULL OR q.per_tenant THEN claim_limit ELSE GREATEST(0, q.rate_limit - (
         SELECT count(*) FROM supaqueue_queuecall x
         WHERE x.queue_id = q.id AND x.at > clock_timestamp() - q.rate_window))
       END) AS n
@@ -113,7 +118,8 @@ BEGIN
     ORDER BY j.serial_group, (x.head_of_line AND j.attempts > 0) DESC, j.priority DESC, j.run_at, j.id
   ), heads AS (
     SELECT j.id, j.queue_id, j.priority, j.run_at, j.attempts, j.serial_group,
-           CASE WHEN q.serial THEN q.id END AS serial_queue
+           CASE WHEN q.serial THEN q.id END AS serial_queue,
+           CASE WHEN q.per_tenant THEN COALESCE(j.tenant_id, '') END AS tenant
     FROM (SELECT id FROM queue_heads UNION SELECT id FROM group_heads WHERE run_at <= now()) h
     JOIN supaqueue_job j ON j.id = h.id JOIN q ON q.id = j.queue_id
     WHERE j.status = 'pending' AND j.enabled AND j.run_at <= now()
@@ -122,12 +128,25 @@ BEGIN
       AND NOT EXISTS (SELECT 1 FROM supaqueue_currentjob c WHERE c.serial_group = j.serial_group)
       AND (tasks IS NULL OR j.task_name = ANY(tasks))
     FOR UPDATE OF j SKIP LOCKED
+  ), tenants AS (
+    SELECT DISTINCT queue_id, tenant FROM heads WHERE tenant IS NOT NULL
+  ), tenant_room AS (
+    SELECT t.queue_id, t.tenant, LEAST(room.n,
+      CASE WHEN q.concurrency_limit IS NULL THEN room.n ELSE GREATEST(0, q.concurrency_limit - (
+        SELECT count(*) FROM supaqueue_job r WHERE r.queue_id = q.id AND r.status = 'in_progress'
+          AND COALESCE(r.tenant_id, '') = t.tenant)) END,
+      CASE WHEN q.rate_limit IS NULL THEN room.n ELSE GREATEST(0, q.rate_limit - (
+        SELECT count(*) FROM supaqueue_queuecall x
+        WHERE x.queue_id = q.id AND x.tenant_id = t.tenant AND x.at > clock_timestamp() - q.rate_window))
+      END) AS n
+    FROM tenants t JOIN q ON q.id = t.queue_id JOIN room ON room.id = q.id
   ), picked AS (
     SELECT h.* FROM (
-      SELECT h.*, row_number() OVER (PARTITION BY h.queue_id ORDER BY h.priority DESC, h.run_at, h.id) AS rn
+      SELECT h.*, row_number() OVER (PARTITION BY h.queue_id, h.tenant ORDER BY h.priority DESC, h.run_at, h.id) AS rn
       FROM heads h
     ) h JOIN room ON room.id = h.queue_id
-    WHERE h.rn <= room.n
+    LEFT JOIN tenant_room t ON t.queue_id = h.queue_id AND t.tenant = h.tenant
+    WHERE h.rn <= COALESCE(t.n, room.n)
     ORDER BY h.priority DESC, h.run_at, h.id
     LIMIT free_slots
   ), lease AS (
@@ -141,10 +160,11 @@ BEGIN
   ), claimed AS (
     UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
     FROM lease WHERE j.id = lease.job_id
-    RETURNING j.id, j.queue_id, j.attempts
+    RETURNING j.id, j.queue_id, j.attempts, j.tenant_id
   ), calls AS (
-    INSERT INTO supaqueue_queuecall (queue_id, at)
-    SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
+    INSERT INTO supaqueue_queuecall (queue_id, at, tenant_id)
+    SELECT c.queue_id, clock_timestamp(), CASE WHEN q.per_tenant THEN COALESCE(c.tenant_id, '') ELSE '' END
+    FROM claimed c JOIN q ON q.id = c.queue_id
     WHERE q.rate_limit IS NOT NULL
   ), started AS (
     INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
@@ -153,10 +173,109 @@ BEGIN
   SELECT c.id INTO taken FROM claimed c;
 
   IF taken IS NULL THEN
+    -- claims.sql, claim_tenants
+    WITH RECURSIVE q AS (
+      SELECT id, name, concurrency_limit, rate_limit, serial, head_of_line,
+             (rate_period + rate_margin) * interval '1 second' AS rate_window,
+             limit_scope = 'tenant' AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AS per_tenant
+      FROM supaqueue_queue
+      WHERE NOT paused AND (served IS NULL OR name = ANY(served))
+    ), before AS (
+      SELECT COALESCE(NULLIF(current_setting('supaqueue.claimed_before', true), '')::int, 0) AS n
+    ), want AS (
+      SELECT GREATEST(0, claim_limit - (SELECT n FROM before)) AS n
+    ), room AS (
+      SELECT q.id, LEAST(
+        CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL AND NOT q.serial THEN claim_limit
+             WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL OR queues_locked THEN free_slots
+             ELSE 0 END,
+        CASE WHEN q.concurrency_limit IS NULL OR q.per_tenant THEN claim_limit ELSE GREATEST(0, q.concurrency_limit - (
+          SELECT count(*) FROM supaqueue_job r WHERE r.queue_id = q.id AND r.status = 'in_progress')) END,
+        CASE WHEN q.rate_limit IS NULL OR q.per_tenant THEN claim_limit ELSE GREATEST(0, q.rate_limit - (
+          SELECT count(*) FROM supaqueue_queuecall x
+          WHERE x.queue_id = q.id AND x.at > clock_timestamp() - q.rate_window))
+        END) AS n
+      FROM q
+      WHERE q.per_tenant AND NOT q.serial
+    ), tenant_ids (queue_id, tenant) AS (
+      SELECT q.id, (SELECT min(j.tenant_id) FROM supaqueue_job j
+                    WHERE j.queue_id = q.id AND j.status = 'pending' AND j.enabled AND j.tenant_id IS NOT NULL)
+      FROM q WHERE q.per_tenant AND NOT q.serial
+      UNION ALL
+      SELECT t.queue_id, (SELECT min(j.tenant_id) FROM supaqueue_job j
+                          WHERE j.queue_id = t.queue_id AND j.status = 'pending' AND j.enabled
+                            AND j.tenant_id > t.tenant)
+      FROM tenant_ids t WHERE t.tenant IS NOT NULL
+    ), tenants AS (
+      SELECT queue_id, tenant FROM tenant_ids WHERE tenant IS NOT NULL
+      UNION ALL
+      SELECT q.id, '' FROM q WHERE q.per_tenant AND NOT q.serial
+    ), tenant_room AS (
+      SELECT t.queue_id, t.tenant, LEAST(room.n,
+        CASE WHEN q.concurrency_limit IS NULL THEN room.n ELSE GREATEST(0, q.concurrency_limit - (
+          SELECT count(*) FROM supaqueue_job r WHERE r.queue_id = q.id AND r.status = 'in_progress'
+            AND COALESCE(r.tenant_id, '') = t.tenant)) END,
+        CASE WHEN q.rate_limit IS NULL THEN room.n ELSE GREATEST(0, q.rate_limit - (
+          SELECT count(*) FROM supaqueue_queuecall x
+          WHERE x.queue_id = q.id AND x.tenant_id = t.tenant AND x.at > clock_timestamp() - q.rate_window))
+        END) AS n
+      FROM tenants t JOIN q ON q.id = t.queue_id JOIN room ON room.id = q.id
+    ), picked AS (
+      SELECT c.id, c.priority, c.run_at FROM (
+        SELECT c.id, c.priority, c.run_at FROM tenant_room, LATERAL (
+          SELECT j.id, j.priority, j.run_at FROM supaqueue_job j
+          WHERE j.queue_id = tenant_room.queue_id AND j.tenant_id = tenant_room.tenant
+            AND j.status = 'pending' AND j.enabled AND j.run_at <= now() AND j.serial_group IS NULL
+            AND (tasks IS NULL OR j.task_name = ANY(tasks))
+          ORDER BY j.priority DESC, j.run_at, j.id
+          LIMIT tenant_room.n
+          FOR UPDATE SKIP LOCKED
+        ) c
+        WHERE tenant_room.tenant <> ''
+        UNION ALL
+        SELECT c.id, c.priority, c.run_at FROM tenant_room, LATERAL (
+          SELECT j.id, j.priority, j.run_at FROM supaqueue_job j
+          WHERE j.id = ANY (ARRAY(
+              SELECT w.id FROM supaqueue_job w
+              WHERE w.queue_id = tenant_room.queue_id AND w.status = 'pending' AND w.enabled AND w.run_at <= now()
+              ORDER BY w.priority DESC, w.run_at, w.id
+              LIMIT 1000))
+            AND j.tenant_id IS NULL AND j.status = 'pending' AND j.enabled AND j.run_at <= now()
+            AND j.serial_group IS NULL
+            AND (tasks IS NULL OR j.task_name = ANY(tasks))
+          ORDER BY j.priority DESC, j.run_at, j.id
+          LIMIT tenant_room.n
+          FOR UPDATE SKIP LOCKED
+        ) c
+        WHERE tenant_room.tenant = ''
+      ) c
+      ORDER BY c.priority DESC, c.run_at, c.id
+      LIMIT claim_limit
+    ), claimed AS (
+      UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
+      FROM (SELECT id FROM picked LIMIT (SELECT n FROM want)) p WHERE j.id = p.id
+      RETURNING j.id, j.queue_id, j.attempts, j.tenant_id
+    ), lease AS (
+      INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at)
+      SELECT id, me, attempts, now(), now() + lease_seconds * interval '1 second' FROM claimed
+    ), calls AS (
+      INSERT INTO supaqueue_queuecall (queue_id, at, tenant_id)
+      SELECT c.queue_id, clock_timestamp(), CASE WHEN q.per_tenant THEN COALESCE(c.tenant_id, '') ELSE '' END
+      FROM claimed c JOIN q ON q.id = c.queue_id
+      WHERE q.rate_limit IS NOT NULL
+    ), started AS (
+      INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
+      SELECT id, 'started', attempts, me_name, now(), '', '', '' FROM claimed
+    )
+    SELECT c.id INTO taken FROM claimed c;
+  END IF;
+
+  IF taken IS NULL THEN
     -- claims.sql, claim
     WITH q AS (
       SELECT id, name, concurrency_limit, rate_limit, serial, head_of_line,
-             (rate_period + rate_margin) * interval '1 second' AS rate_window
+             (rate_period + rate_margin) * interval '1 second' AS rate_window,
+             limit_scope = 'tenant' AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AS per_tenant
       FROM supaqueue_queue
       WHERE NOT paused AND (served IS NULL OR name = ANY(served))
     ), room AS (
@@ -164,14 +283,14 @@ BEGIN
         CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL AND NOT q.serial THEN claim_limit
              WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL OR queues_locked THEN free_slots
              ELSE 0 END,
-        CASE WHEN q.concurrency_limit IS NULL THEN claim_limit ELSE GREATEST(0, q.concurrency_limit - (
+        CASE WHEN q.concurrency_limit IS NULL OR q.per_tenant THEN claim_limit ELSE GREATEST(0, q.concurrency_limit - (
           SELECT count(*) FROM supaqueue_job r WHERE r.queue_id = q.id AND r.status = 'in_progress')) END,
-        CASE WHEN q.rate_limit IS NULL THEN claim_limit ELSE GREATEST(0, q.rate_limit - (
+        CASE WHEN q.rate_limit IS NULL OR q.per_tenant THEN claim_limit ELSE GREATEST(0, q.rate_limit - (
           SELECT count(*) FROM supaqueue_queuecall x
           WHERE x.queue_id = q.id AND x.at > clock_timestamp() - q.rate_window))
         END) AS n
       FROM q
-      WHERE NOT q.serial
+      WHERE NOT q.serial AND NOT q.per_tenant
     ), picked AS (
       SELECT c.id FROM room, LATERAL (
         SELECT j.id, j.priority, j.run_at FROM supaqueue_job j
@@ -187,7 +306,7 @@ BEGIN
     ), claimed AS (
       UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
       FROM picked p WHERE j.id = p.id
-      RETURNING j.id, j.queue_id, j.attempts
+      RETURNING j.id, j.queue_id, j.attempts, j.tenant_id
     ), pruned AS (
       DELETE FROM supaqueue_queuecall x USING q
       WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
@@ -195,8 +314,9 @@ BEGIN
       INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at)
       SELECT id, me, attempts, now(), now() + lease_seconds * interval '1 second' FROM claimed
     ), calls AS (
-      INSERT INTO supaqueue_queuecall (queue_id, at)
-      SELECT c.queue_id, clock_timestamp() FROM claimed c JOIN q ON q.id = c.queue_id
+      INSERT INTO supaqueue_queuecall (queue_id, at, tenant_id)
+      SELECT c.queue_id, clock_timestamp(), CASE WHEN q.per_tenant THEN COALESCE(c.tenant_id, '') ELSE '' END
+      FROM claimed c JOIN q ON q.id = c.queue_id
       WHERE q.rate_limit IS NOT NULL
     ), started AS (
       INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)

@@ -69,6 +69,7 @@ class ClaimLoop:
         self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
         self._freed_groups: set[str] = set()  # serial groups whose job ended: wake their queues' workers
         self._serial = True  # claim serial queues and groups too (False while none has work)
+        self._tenants = True  # claim queues with limits per tenant too (False while none is served)
         self._left_out = False  # the last claim left out serial or capped queues that turned out to matter
         self._wanted = True  # claim on the next turn of the loop
         # Written on notification (by this thread or a Listener's): a counter (so one that
@@ -330,6 +331,7 @@ class ClaimLoop:
                     freed_groups=self._freed_groups,
                     serial=self._serial,
                     lock=self.capped,
+                    tenants=self._tenants,
                     queues=p.queues,
                     limit=limit if claim else 0,
                     lease_seconds=p.lease,
@@ -347,8 +349,12 @@ class ClaimLoop:
         self._freed_capped.clear()
         self._freed_groups.clear()
         if claim:
-            self._left_out = (done.serial_work and not self._serial) or (done.capped and not self.capped)
-            self._serial, self.capped = done.serial_work, done.capped
+            self._left_out = (
+                (done.serial_work and not self._serial)
+                or (done.capped and not self.capped)
+                or (done.tenants and not self._tenants)
+            )
+            self._serial, self.capped, self._tenants = done.serial_work, done.capped, done.tenants
             p.claimed(done.jobs)
         for r in done.retries:
             if r.status == q.PENDING:

@@ -4,7 +4,9 @@ Every demo job has a key. A key is unique among pending jobs, so enqueueing the
 workload again while an earlier run's jobs still wait adds nothing; once those
 finished, a new run enqueues fresh ones. The one exception is the cron schedule's
 job: a schedule's jobs have no key, so the schedule row says which is its latest.
-The workload's state is the newest job of each key, plus that one.
+The workload's state is the newest job of each key, plus that one; a run's
+summary and progress count only the jobs created since it started (``run_started``),
+not an earlier run's that a key found still waiting, nor an order confirmed before.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta
 
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
+from django.db.models import Count
 
 from django_supaqueue import Pipeline, enqueue_http, scheduling
 from django_supaqueue.models import Job, JobEvent, Queue, Schedule, ScheduleTick
@@ -210,17 +212,28 @@ def last_report_tick() -> ScheduleTick | None:
     return next(iter(scheduling.recent_ticks(report_schedule(), limit=1)), None)
 
 
-def workload_jobs(keys: list[str]) -> list[Job]:
-    """The newest job of each key, and the report schedule's latest job."""
+def run_started() -> datetime:
+    """The moment a run starts, by the database's clock: the one that writes the jobs' ``created_at``."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0]
+
+
+def workload_jobs(keys: list[str], since: datetime | None = None) -> list[Job]:
+    """The newest job of each key, and the report schedule's latest job; with ``since``, only those
+    created since then (this run's: a key held by an earlier run's unfinished job enqueued nothing)."""
     latest = Job.objects.filter(pk=report_schedule().last_job_id).select_related("queue")
-    return newest_jobs(keys) + list(latest)
+    if since is not None:
+        latest = latest.filter(created_at__gte=since)
+    return newest_jobs(keys, since) + list(latest)
 
 
-def newest_jobs(keys: list[str]) -> list[Job]:
-    """The newest job of each key: older ones belong to earlier runs."""
-    return list(
-        Job.objects.filter(key__in=keys).select_related("queue").order_by("key", "-id").distinct("key")
-    )
+def newest_jobs(keys: list[str], since: datetime | None = None) -> list[Job]:
+    """The newest job of each key: older ones belong to earlier runs (all before ``since`` do)."""
+    jobs = Job.objects.filter(key__in=keys)
+    if since is not None:
+        jobs = jobs.filter(created_at__gte=since)
+    return list(jobs.select_related("queue").order_by("key", "-id").distinct("key"))
 
 
 def is_finished(jobs: list[Job]) -> bool:
@@ -242,12 +255,12 @@ def http_answers(jobs: list[Job]) -> Counter[int]:
 
 
 def queue_progress(since: datetime) -> dict[str, Counter[str]]:
-    """Per queue: jobs finished since ``since`` by outcome, plus every job still to run or running."""
+    """Per queue: the jobs created since ``since`` (this run's, and any enqueued meanwhile) by status.
+
+    An earlier run's jobs are left out, finished or not: the counts are this run's.
+    """
     rows = (
-        Job.objects.filter(
-            Q(finished_at__gte=since)
-            | Q(status__in=[Job.Status.WAITING, Job.Status.PENDING, Job.Status.IN_PROGRESS])
-        )
+        Job.objects.filter(created_at__gte=since)
         .values_list("queue__name", "status")
         .annotate(n=Count("id"))
         .order_by("queue__name")

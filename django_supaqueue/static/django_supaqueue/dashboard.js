@@ -1,6 +1,8 @@
 // The dashboard refreshes itself: every few seconds it fetches data/ (JSON with the panels rendered
 // again) and swaps the panels in place. It pauses while the tab is hidden, and a button stops it
 // (WCAG 2.2.2: moving content can be paused). No library, nothing loaded from elsewhere.
+// Times come rendered by the server (the user's time zone, one format on every screen), never
+// formatted here: the browser's locale would show another format after the first refresh.
 "use strict";
 (function () {
   const root = document.getElementById("sq-dashboard");
@@ -44,7 +46,7 @@
           details.open = true;
         }
       });
-      status.textContent = "Figures as of " + new Date(data.generated_at).toLocaleTimeString() + ".";
+      status.innerHTML = data.status_html;
       error.textContent = "";
       root.dataset.refreshes = String(Number(root.dataset.refreshes) + 1);
     } catch (err) {

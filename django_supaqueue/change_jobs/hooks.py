@@ -1,186 +1,30 @@
-"""Jobs from model changes: enqueue a task when a row is created, updated or deleted.
+"""Connecting model-change jobs to models: one set of signal receivers per model, and the mixin.
 
-A door onto the producer (through ``enqueue`` and ``enqueue_http``, so each job
-is announced like any other), driven by Django's ``post_save`` and
-``post_delete`` signals. The job is written by the same connection as the row,
-so it commits or rolls back with it whenever the save runs in a transaction:
-inside ``transaction.atomic()``, with ``ATOMIC_REQUESTS``, in a delete (Django
-always deletes in a transaction), or on a model with the ``EnqueueOnChange``
-mixin, whose ``save()`` opens one. A plain ``save()`` in autocommit commits the
-row before ``post_save`` runs, which is Django's behaviour, not ours.
-
-Signals do not fire for ``QuerySet.update()``, ``bulk_create()``,
-``bulk_update()`` or raw SQL; ``django_supaqueue.operations.InstallJobTrigger``
-covers those in the database, with the same payload shapes (but no
-``job_enqueued``: no Python runs there).
+The receivers read each connected ChangeJob (declarations.py) and enqueue through
+the producer's doors, ``enqueue`` and ``enqueue_http``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, router, transaction
 from django.db.models.signals import post_delete, post_init, post_save
 
-from .api import enqueue, enqueue_http
-from .exceptions import InvalidPayload, TriggerConfigError
-from .tasks import task_name
-
-#: ``on=`` values of enqueue_on_save and the events they stand for.
-SAVE_EVENTS = {
-    "create": frozenset({"create"}),
-    "update": frozenset({"update"}),
-    "both": frozenset({"create", "update"}),
-}
-#: The attribute holding an instance's tracked values as they were loaded or last saved.
-_LOADED = "_supaqueue_loaded"
-
-
-@dataclasses.dataclass(frozen=True)
-class ChangeJob:
-    """What to enqueue when a row changes: a task, the events, the payload and the conditions.
-
-    ``payload`` is ``"id"`` (the task gets ``id=<pk>``), ``"row"`` (``row=<dict of
-    column: value>``) or a tuple of field names (one keyword argument each).
-    """
-
-    task: str
-    events: frozenset[str]
-    payload: str | tuple[str, ...] = "id"
-    changed: tuple[str, ...] = ()
-    condition: Callable[[models.Model], bool] | None = None
-    queue: str | None = None
-    priority: int | None = None
-    http_queue: str | None = None  # a call to this HTTP queue instead of a task (task is "")
-
-    def __post_init__(self) -> None:
-        if self.http_queue is not None:
-            if not isinstance(self.http_queue, str) or not self.http_queue or self.task:
-                raise TriggerConfigError("http_queue= names an HTTP queue, and then no task is given.")
-        elif not isinstance(self.task, str) or not self.task:
-            raise TriggerConfigError(f"task must be a task or its dotted name, not {self.task!r}.")
-        if self.payload not in ("id", "row") and not (
-            isinstance(self.payload, tuple) and self.payload and all(isinstance(f, str) for f in self.payload)
-        ):
-            raise TriggerConfigError(
-                f'payload must be "id", "row" or a list of field names, not {self.payload!r}.'
-            )
-        if self.condition is not None and not callable(self.condition):
-            raise TriggerConfigError(
-                f"condition must be a callable taking the instance, not {self.condition!r}."
-            )
-        if self.changed and "delete" in self.events:
-            raise TriggerConfigError("changed= applies to saves; a deleted row has nothing that changed.")
-
-    def fields(self) -> tuple[str, ...]:
-        """Every field name this job reads, for system checks."""
-        named = self.payload if isinstance(self.payload, tuple) else ()
-        return (*named, *self.changed)
-
-    def wants(self, instance: models.Model, event: str, update_fields: Iterable[str] | None) -> bool:
-        if event not in self.events:
-            return False
-        if self.changed and event == "update" and not _changed(instance, self.changed, update_fields):
-            return False
-        return self.condition is None or bool(self.condition(instance))
-
-    def payload_for(self, instance: models.Model) -> dict[str, Any]:
-        """The job's keyword arguments, as plain JSON (Django's encoder, then back)."""
-        meta = instance._meta
-        if self.payload == "id":
-            data: dict[str, Any] = {"id": instance.pk}
-        elif self.payload == "row":
-            data = {"row": {f.column: _prep(f, instance) for f in meta.concrete_fields}}
-        else:
-            data = {name: _prep(meta.get_field(name), instance) for name in self.payload}
-        try:
-            return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
-        except (TypeError, ValueError) as exc:
-            raise InvalidPayload(
-                f"{meta.label} row cannot be a JSON payload for {self.task} ({exc}): "
-                'use payload="id" or a list of fields that JSON can hold.'
-            ) from None
-
-
-def _prep(field: models.Field, instance: models.Model) -> Any:
-    """A field's value as the database would get it (a file's name, a foreign key's id)."""
-    return field.get_prep_value(getattr(instance, field.attname))
-
-
-def _changed(instance: models.Model, names: Sequence[str], update_fields: Iterable[str] | None) -> bool:
-    """Whether a save wrote a new value to one of ``names`` (an unknown original counts as new)."""
-    loaded = instance.__dict__.get(_LOADED, {})
-    saved = None if update_fields is None else set(update_fields)
-    for name in names:
-        field = instance._meta.get_field(name)
-        if saved is not None and name not in saved and field.attname not in saved:
-            continue
-        if field.attname not in instance.__dict__:
-            continue  # deferred and never loaded: save() did not write it
-        if field.attname not in loaded or loaded[field.attname] != instance.__dict__[field.attname]:
-            return True
-    return False
-
-
-def _task_name(task: Any) -> str:
-    try:
-        return task_name(task)
-    except TypeError as exc:
-        raise TriggerConfigError(str(exc)) from None
-
-
-def on_save(
-    task: Any,
-    *,
-    on: str = "both",
-    payload: str | Sequence[str] = "id",
-    changed: Sequence[str] = (),
-    condition: Callable[[models.Model], bool] | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    http_queue: str | None = None,
-) -> ChangeJob:
-    """A job to enqueue when a row is saved: ``on`` is "create", "update" or "both"."""
-    if on not in SAVE_EVENTS:
-        raise TriggerConfigError(f'on must be "create", "update" or "both", not {on!r}.')
-    return ChangeJob(
-        task=_task_name(task) if http_queue is None else "",
-        http_queue=http_queue,
-        events=SAVE_EVENTS[on],
-        payload=payload if isinstance(payload, str) else tuple(payload),
-        changed=tuple(changed),
-        condition=condition,
-        queue=queue,
-        priority=priority,
-    )
-
-
-def on_delete(
-    task: Any,
-    *,
-    payload: str | Sequence[str] = "id",
-    condition: Callable[[models.Model], bool] | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    http_queue: str | None = None,
-) -> ChangeJob:
-    """A job to enqueue when a row is deleted (the payload is read from the deleted instance)."""
-    return ChangeJob(
-        task=_task_name(task) if http_queue is None else "",
-        http_queue=http_queue,
-        events=frozenset({"delete"}),
-        payload=payload if isinstance(payload, str) else tuple(payload),
-        condition=condition,
-        queue=queue,
-        priority=priority,
-    )
+from ..api import enqueue, enqueue_http
+from ..exceptions import TriggerConfigError
+from .declarations import (
+    _LOADED,
+    ChangeJob,
+    TenantOf,
+    on_delete,
+    on_save,
+)
 
 
 @dataclasses.dataclass(eq=False)
@@ -264,10 +108,11 @@ class _ModelHooks:
             job = registration.job
             if not job.wants(instance, event, update_fields):
                 continue
+            payload, tenant = job.payload_for(instance), job.tenant_for(instance)
             if job.http_queue is not None:
-                enqueue_http(job.http_queue, job.payload_for(instance), priority=job.priority)
+                enqueue_http(job.http_queue, payload, priority=job.priority, tenant_id=tenant)
             else:
-                enqueue(job.task, job.payload_for(instance), queue=job.queue, priority=job.priority)
+                enqueue(job.task, payload, queue=job.queue, priority=job.priority, tenant_id=tenant)
 
 
 def _attnames(model: type[models.Model], names: Iterable[str]) -> tuple[str, ...]:
@@ -325,11 +170,12 @@ def enqueue_on_save(
     queue: str | None = None,
     priority: int | None = None,
     http_queue: str | None = None,
+    tenant_id: TenantOf = None,
 ) -> Any:
     """Enqueue ``task`` whenever a ``model`` row is created and/or updated through save().
 
     With ``http_queue="hooks"`` (and no task) each change is a call to that HTTP
-    queue, with the payload as its JSON body.
+    queue, with the payload as its JSON body. ``tenant_id``: see ChangeJob.
 
     ``enqueue_on_save(Order, "shop.tasks.confirm", on="create")`` returns a
     Registration; without ``task`` it decorates one::
@@ -338,9 +184,8 @@ def enqueue_on_save(
         @task
         def order_status_changed(number, email): ...
     """
-    options = dict(
-        on=on, payload=payload, changed=changed, condition=condition, queue=queue, priority=priority
-    )
+    options = dict(on=on, payload=payload, changed=changed, condition=condition, queue=queue)
+    options.update(priority=priority, tenant_id=tenant_id)
     if http_queue is not None:
         return _connect(model, on_save(None, http_queue=http_queue, **options))
     return _connect_or_decorate(model, task, lambda t: on_save(t, **options))
@@ -355,9 +200,10 @@ def enqueue_on_delete(
     queue: str | None = None,
     priority: int | None = None,
     http_queue: str | None = None,
+    tenant_id: TenantOf = None,
 ) -> Any:
     """Enqueue ``task`` (or a call to ``http_queue``) whenever a ``model`` row is deleted through the ORM."""
-    options = dict(payload=payload, condition=condition, queue=queue, priority=priority)
+    options = dict(payload=payload, condition=condition, queue=queue, priority=priority, tenant_id=tenant_id)
     if http_queue is not None:
         return _connect(model, on_delete(None, http_queue=http_queue, **options))
     return _connect_or_decorate(model, task, lambda t: on_delete(t, **options))
