@@ -13,88 +13,24 @@ missing Playwright fails instead.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-if os.environ.get("SUPAQUEUE_REQUIRE_BROWSER"):
-    from playwright import sync_api
-else:
-    sync_api = pytest.importorskip("playwright.sync_api")
-
-from django.contrib.auth.models import User  # noqa: E402
-from django.db import connections  # noqa: E402
-
-from django_supaqueue import scheduling  # noqa: E402
-from django_supaqueue.admin import dashboard  # noqa: E402
-from django_supaqueue.models import Job, Schedule  # noqa: E402
-from tests.factories import CurrentJobFactory, ScheduleFactory, WorkerFactory  # noqa: E402
-from tests.testapp import tasks  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "test-artifacts" / "admin-browser"
-DOCS_SHOTS = ROOT / "docs" / "images"
-#: The window the docs' screenshots show, and that every screen must fit without scrolling sideways.
-VIEWPORT = {"width": 1366, "height": 900}
-TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
-CHROMIUM = os.environ.get("SUPAQUEUE_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking flags Chromium's own connections are refused in sandboxes.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from django_supaqueue import scheduling
+from django_supaqueue.admin import dashboard
+from django_supaqueue.models import Job, Schedule
+from tests.browser import TIME, VIEWPORT, fits_the_window, log_in, open_page, shoot, sync_api
+from tests.factories import CurrentJobFactory, ScheduleFactory, WorkerFactory
+from tests.testapp import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def page(live_server, monkeypatch) -> Iterator[object]:
-    # Playwright's sync API runs an event loop under the test; the ORM calls it makes are still sync.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set SUPAQUEUE_CHROMIUM)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
-        context.set_default_timeout(15_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
-        # Inside Playwright's sync API the ORM sees a connection of its own (asgiref keeps
-        # connections per context, and Playwright's greenlets switch it); close it here, in
-        # that context, or the test database cannot be dropped at the end of the session.
-        connections.close_all()
-
-
-def shoot(page, name: str) -> None:
-    """The whole page as a test artifact; the viewport into the docs when asked (small PNGs)."""
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    if os.environ.get("SUPAQUEUE_DOCS_SCREENSHOTS") == "1":
-        page.mouse.move(0, 0)  # no hover state in the docs
-        page.screenshot(path=str(DOCS_SHOTS / f"admin-{name}.png"))
-
-
-def fits_the_window(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-
-
-def log_in(page) -> None:
-    User.objects.create_superuser("ada", "ada@example.com", "a-long-pass-phrase")
-    page.goto("/admin/login/")
-    page.get_by_label("Username").fill("ada")
-    page.get_by_label("Password").fill("a-long-pass-phrase")
-    page.get_by_role("button", name="Log in").click()
-    sync_api.expect(page.get_by_role("link", name="Dashboard")).to_be_visible()
+    yield from open_page(live_server, monkeypatch)
 
 
 def test_an_operator_retries_a_failed_job_and_pauses_a_queue(page, drain, monkeypatch):
@@ -145,6 +81,10 @@ def test_an_operator_retries_a_failed_job_and_pauses_a_queue(page, drain, monkey
     page.goto("/admin/supaqueue/job/")
     page.locator("#changelist-filter").get_by_role("link", name="Failed").click()
     sync_api.expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    # Every column in the window: the list's own box does not scroll sideways either.
+    assert page.evaluate(
+        "(e => e.scrollWidth <= e.clientWidth)(document.querySelector('#changelist .results'))"
+    )
     shoot(page, "jobs")
 
     # Resume the queue from the queue list: the action bar says "Run" there as on the job list.

@@ -6,37 +6,15 @@ screenshots go to ``test-artifacts/admin-browser/``.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-if os.environ.get("SUPAQUEUE_REQUIRE_BROWSER"):
-    from playwright import sync_api
-else:
-    sync_api = pytest.importorskip("playwright.sync_api")
+from django_supaqueue.admin import jobs
+from tests.browser import fits_the_window, log_in, open_page, shoot, sync_api
+from tests.factories import JobEventFactory, JobFactory
 
-from django.contrib.auth.models import User  # noqa: E402
-from django.db import connections  # noqa: E402
-
-from django_supaqueue.admin import jobs  # noqa: E402
-from tests.factories import JobEventFactory, JobFactory  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "test-artifacts" / "admin-browser"
-CHROMIUM = os.environ.get("SUPAQUEUE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REFRESHES = "Number(document.getElementById('sq-joblist').dataset.refreshes)"
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,31 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def page(live_server, monkeypatch) -> Iterator[object]:
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set SUPAQUEUE_CHROMIUM)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(15_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
-        connections.close_all()  # see tests/test_admin_browser.py
-
-
-def log_in(page) -> None:
-    User.objects.create_superuser("ada", "ada@example.com", "a-long-pass-phrase")
-    page.goto("/admin/login/")
-    page.get_by_label("Username").fill("ada")
-    page.get_by_label("Password").fill("a-long-pass-phrase")
-    page.get_by_role("button", name="Log in").click()
-    sync_api.expect(page.get_by_role("link", name="Dashboard")).to_be_visible()
-
-
-def fits_the_window(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    yield from open_page(live_server, monkeypatch)
 
 
 def test_the_job_list_refreshes_itself_but_not_under_the_operators_hands(page, monkeypatch):
@@ -121,7 +75,7 @@ def test_the_job_list_refreshes_itself_but_not_under_the_operators_hands(page, m
     page.get_by_role("button", name="Resume auto-refresh").click()
     sync_api.expect(rows).to_have_count(4)
     assert fits_the_window(page)
-    page.screenshot(path=str(SHOTS / "job-list-live.png"), full_page=True)
+    shoot(page, "job-list-live", docs=False)
 
 
 def test_a_long_error_class_wraps_in_a_jobs_timeline(page):
@@ -134,4 +88,4 @@ def test_a_long_error_class_wraps_in_a_jobs_timeline(page):
     timeline = page.locator(".sq-timeline")
     assert timeline.evaluate("s => s.querySelector('table').scrollWidth <= s.clientWidth")
     assert fits_the_window(page)
-    page.screenshot(path=str(SHOTS / "job-timeline-long-error.png"), full_page=True)
+    shoot(page, "job-timeline-long-error", docs=False)

@@ -80,22 +80,6 @@ def local_time(moment: datetime | None) -> SafeString | str:
     return format_html('<time datetime="{}">{}</time>', local.isoformat(), local.strftime(TIME_FORMAT))
 
 
-def moment_age(moment: datetime | None, now: datetime | None = None) -> SafeString | str:
-    """An age ("3 min 5 s") in a <time> element whose title gives the moment in TIME_FORMAT.
-
-    Lists show how long ago (what an operator scans for); the exact local time is a hover away.
-    """
-    if moment is None:
-        return "–"
-    local = timezone.localtime(moment)
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
-        local.isoformat(),
-        local.strftime(TIME_FORMAT),
-        age(moment, now),
-    )
-
-
 def short_name(dotted: str) -> str:
     """The last part of a dotted name: ``send_email`` for ``app.tasks.send_email``."""
     return dotted.rsplit(".", 1)[-1]
