@@ -11,7 +11,16 @@ worker process at concurrency 1 and 10 and with 2 processes, vs raw SKIP
 LOCKED loops (one job per transaction, and 100 per statement); enqueue-to-start
 latency with an idle worker vs a raw LISTEN/NOTIFY round trip; draining with
 1,000,000 future jobs in the table vs 10,000 (claim cost must stay flat); the
-worker's peak memory; throughput with 1, 2 and 4 worker processes.
+worker's peak memory; throughput with 1, 2 and 4 worker processes; draining
+with 1, 2 and 3 hosts, each ``runworkers -p 2`` in a network namespace (``hosts``,
+root only: benchmarks/many_hosts.py). One workload's tasks touch the database:
+20,000 jobs that each do one ORM insert and one ORM read, under Django's default
+CONN_MAX_AGE = 0, on 2 processes at c=10, vs the same two statements on 20
+threads with a persistent connection each, and vs the same ORM calls on 2
+processes of 10 threads without the queue (the ceiling: the ORM's own cost).
+HTTP queues (``http``, benchmarks/http_bench.py): calls to a local endpoint
+that answers after 50 ms, one ``runworkers -a 200`` process vs a bare aiohttp
+client with 200 in flight; and the worker's memory with 1,000 calls in flight.
 
 Not a test: nothing here asserts a time. ``--write-docs`` puts the table of a full run
 on the documentation's performance page (docs/explanation/performance.md).
@@ -176,6 +185,64 @@ def raw_drain(n: int, threads: int, batch: bool) -> float:
     return n / (time.perf_counter() - t)
 
 
+RAW_ORM_INSERT = (
+    "INSERT INTO testapp_execution (label, n, pid, started, ended) VALUES ('orm', %s, 0, 0.0, NULL) "
+    "RETURNING id"
+)
+RAW_ORM_READ = "SELECT id, label, n, pid, started, ended FROM testapp_execution WHERE id = %s LIMIT 21"
+
+
+def raw_orm(n: int, threads: int) -> float:
+    """The ORM workload's two statements, as Django sends them, on ``threads`` persistent connections."""
+
+    def loop(share: range) -> None:
+        with conn() as c:
+            for i in share:
+                (row_id,) = c.execute(RAW_ORM_INSERT, [i]).fetchone()
+                c.execute(RAW_ORM_READ, [row_id]).fetchone()
+
+    workers = [threading.Thread(target=loop, args=(range(k, n, threads),)) for k in range(threads)]
+    t = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return n / (time.perf_counter() - t)
+
+
+#: The ORM workload's calls without the queue, in a process of its own: prints when it began and ended.
+ORM_ALONE = """
+import sys, threading, time, django
+django.setup()
+from tests.testapp.models import Execution
+n, threads = int(sys.argv[1]), int(sys.argv[2])
+def loop(share):
+    for i in share:
+        Execution.objects.get(pk=Execution.objects.create(label="orm", n=i, pid=0, started=0.0).pk)
+workers = [threading.Thread(target=loop, args=(range(k, n, threads),)) for k in range(threads)]
+began = time.time()
+for w in workers: w.start()
+for w in workers: w.join()
+print(began, time.time())
+"""
+
+
+def orm_alone(n: int, processes: int, threads: int) -> float:
+    """The same ORM calls as the ORM jobs, on as many processes and threads, without a queue."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", ORM_ALONE, str(n // processes), str(threads)],
+            cwd=ROOT,
+            env=worker_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    spans = [tuple(map(float, p.communicate()[0].split())) for p in procs]
+    return n / (max(end for _, end in spans) - min(began for began, _ in spans))
+
+
 def raw_notify_latency(n: int) -> tuple[float, float]:
     got: list[float] = []
     listener = conn()
@@ -261,9 +328,11 @@ def peak_rss_mb(proc: subprocess.Popen) -> float:
     return peak
 
 
-def drain(n: int, *worker_args: str, future: int = 0) -> tuple[float, float]:
-    """Jobs/s draining an n-job backlog (clock starts at the first finished job); and peak RSS."""
+def drain(n: int, *worker_args: str, future: int = 0, task: object = None) -> tuple[float, float]:
+    """Jobs/s draining an n-job backlog of ``task`` (clock starts at the first finished job); and peak RSS."""
     from tests.testapp.tasks import noop
+
+    task = task or noop
 
     if future:
         with conn() as c:
@@ -276,7 +345,7 @@ def drain(n: int, *worker_args: str, future: int = 0) -> tuple[float, float]:
                 [TASK, future],
             )
     for start in range(0, n, 50_000):
-        noop.enqueue_many([{"i": i} for i in range(start, min(n, start + 50_000))])
+        task.enqueue_many([{"i": i} for i in range(start, min(n, start + 50_000))])
     with conn() as c:
         c.execute("VACUUM ANALYZE supaqueue_job")
         c.execute("CHECKPOINT")
@@ -399,7 +468,7 @@ def main() -> None:
 
     def row(name: str, ours: float, raw: float | None, unit: str = "jobs/s", raw_label: str = "") -> None:
         ratio = f"{ours / raw:.2f}x" if raw else ""
-        fmt = (lambda v: f"{v:,.0f}") if unit == "jobs/s" else (lambda v: f"{v:.1f}")
+        fmt = (lambda v: f"{v:,.0f}") if unit in ("jobs/s", "calls/s") else (lambda v: f"{v:.1f}")
         rows.append((name, f"{fmt(ours)} {unit}", f"{fmt(raw)} {raw_label}".strip() if raw else "", ratio))
         print(
             f"{name:<42} {fmt(ours):>10} {unit:<6} {'raw ' + fmt(raw) if raw else '':>14} {ratio}", flush=True
@@ -433,6 +502,41 @@ def main() -> None:
         row("drain, 2 processes, c=10", ours, rawb, raw_label="(100/stmt)")
         row("peak worker RSS, c=1", rss1, None, unit="MB")
         row("peak worker RSS, c=10", rss10, None, unit="MB")
+    if want("http"):
+        import http_bench
+
+        n_http = 1000 if args.quick else 3000
+        with http_bench.Endpoint() as endpoint:
+            raw = http_bench.raw_calls(endpoint.url + "/fast", n_http, 200)
+            ours, rss, _ = http_bench.worker_calls(
+                endpoint.url + "/fast", n_http, 200, start_worker, stop, peak_rss_mb
+            )
+            row("HTTP calls (50 ms), 1 process, -a 200", ours, raw, unit="calls/s", raw_label="(aiohttp)")
+            row("peak worker RSS, -a 200", rss, None, unit="MB")
+            _, rss, open_calls = http_bench.worker_calls(
+                endpoint.url + "/slow", 2000, 1000, start_worker, stop, peak_rss_mb, endpoint
+            )
+            row(f"peak worker RSS, -a 1000 ({open_calls} open at once)", rss, None, unit="MB")
+    if want("orm"):
+        from django.db import connection
+
+        from tests.testapp.tasks import orm_insert_and_read
+
+        # The workers read the same settings: Django's default, a new connection per request.
+        assert connection.settings_dict["CONN_MAX_AGE"] == 0
+        reset()
+        with conn() as c:
+            c.execute("TRUNCATE testapp_execution RESTART IDENTITY")
+        raw = raw_orm(n_drain, 20)
+        with conn() as c:
+            c.execute("TRUNCATE testapp_execution RESTART IDENTITY")
+        alone = orm_alone(n_drain, 2, 10)
+        reset()
+        with conn() as c:
+            c.execute("TRUNCATE testapp_execution RESTART IDENTITY")
+        ours, _ = drain(n_drain, "-c", "10", "-p", "2", task=orm_insert_and_read)
+        row("ORM jobs, 2 processes, c=10, CONN_MAX_AGE=0", ours, raw, raw_label="(20 threads)")
+        row("ORM jobs vs the ORM calls without a queue", ours, alone, raw_label="(2x10 threads)")
     if want("latency"):
         reset()
         (p50, p99), (c50, c99) = latency(n_lat)
@@ -454,6 +558,10 @@ def main() -> None:
         big = claim_cost(1_000_000)
         row("claim of 50 jobs, 10k future jobs", small, None, unit="ms")
         row("claim of 50 jobs, 1M future jobs", big, small, unit="ms", raw_label="(with 10k)")
+    if want("hosts"):
+        import many_hosts  # benchmarks/many_hosts.py: hosts as network namespaces (root only)
+
+        many_hosts.run(sys.modules[__name__], 20_000 if args.quick else 60_000, row)
     if want("scaling") and not args.quick:
         base = None
         for procs in (1, 2, 4):

@@ -2,7 +2,8 @@
 
 The public API is small::
 
-    from django_supaqueue import task, enqueue, enqueue_many, enqueue_http, cancel, reschedule
+    from django_supaqueue import task, enqueue, enqueue_many, enqueue_http, enqueue_http_many
+    from django_supaqueue import cancel, reschedule
     from django_supaqueue import Pipeline, dependency_results
 
 Names resolve lazily so that importing this package (as INSTALLED_APPS does,
@@ -19,6 +20,7 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "enqueue_http",
+    "enqueue_http_many",
     "cancel",
     "reschedule",
     "Pipeline",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import cancel, enqueue, enqueue_http, enqueue_many, reschedule
+    from .api import cancel, enqueue, enqueue_http, enqueue_http_many, enqueue_many, reschedule
     from .pipelines import Pipeline, dependency_results
     from .tasks import task
 
@@ -41,7 +43,7 @@ def __getattr__(name: str) -> Any:
         from . import pipelines
 
         return getattr(pipelines, name)
-    if name in ("enqueue", "enqueue_many", "enqueue_http", "cancel", "reschedule"):
+    if name in ("enqueue", "enqueue_many", "enqueue_http", "enqueue_http_many", "cancel", "reschedule"):
         from . import api
 
         return getattr(api, name)

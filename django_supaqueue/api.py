@@ -127,6 +127,42 @@ def enqueue_http(
     return produce(spec)[0]
 
 
+def enqueue_http_many(
+    queue: str,
+    payloads: Iterable[Mapping[str, Any]],
+    path: str | None = None,
+    method: str | None = None,
+    *,
+    priority: int | None = None,
+    run_at: datetime | timedelta | None = None,
+    max_attempts: int | None = None,
+    owner: Any = None,
+    tenant_id: str | None = None,
+) -> list[Job]:
+    """Enqueue one call per payload to the HTTP queue ``queue``, all with this path and method.
+
+    As enqueue_many: a constant number of statements whatever the number of
+    calls, and all or nothing (a payload that is not a JSON object refuses the
+    whole batch, before anything is written). A payload is the call's body as
+    it is, so a ``key`` in it is data, not a job key.
+    """
+    from .handlers.http import http_job_spec, http_payload  # not at import: see enqueue_http
+
+    bodies = [http_payload(payload) for payload in payloads]
+    template = http_job_spec(
+        queue,
+        None,
+        path,
+        method=method,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        owner=owner,
+        tenant_id=tenant_id,
+    )
+    return produce(template, bodies)
+
+
 def cancel(jobs: Iterable[Job | int], reason: str = "") -> list[int]:
     """Cancel pending or running jobs; returns the ids that were cancelled (see queue.cancel)."""
     cancelled = q.cancel(jobs, reason)

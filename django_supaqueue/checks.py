@@ -45,6 +45,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ("PROCESSES", 1),
         ("CLAIM_BATCH", 1),
         ("CLAIM_CONNECTIONS", 1),
+        ("ASYNC_CONCURRENCY", 0),
     ):
         value = conf.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -65,6 +66,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             errors.append(
                 checks.Error(f"SUPAQUEUE[{key!r}] must be a number >= 0, not {value!r}.", id="supaqueue.E004")
             )
+    age = conf.get("JOB_CONN_MAX_AGE")
+    if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or age < 0):
+        errors.append(
+            checks.Error(
+                f"SUPAQUEUE['JOB_CONN_MAX_AGE'] must be None or a number >= 0, not {age!r}.",
+                id="supaqueue.E004",
+            )
+        )
     if not errors and conf.get("LEASE_DURATION") <= conf.get("HEARTBEAT_INTERVAL"):
         errors.append(
             checks.Error(
@@ -361,4 +370,63 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 get_task(schedule.task_name).check_arguments((), schedule.payload)
         except (InvalidSchedule, EnqueueError) as exc:
             errors.append(checks.Error(f"Schedule {name!r}: {exc}", id="supaqueue.E031"))
+    return errors
+
+
+@checks.register("supaqueue", checks.Tags.database)
+def check_pooler(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """LISTEN and prepared statements through a pooler that lends connections per transaction.
+
+    Only the aliases Django lets a database check use (migrate, check --database) are probed:
+    two short connections each (see worker/pooler.py).
+    """
+    import psycopg
+    from django.conf import settings
+    from django.db import connections
+
+    from .queue.prepared import preparing_turned_off
+    from .worker import pooler
+
+    alias, listen_alias = conf.get("DATABASE"), conf.get("LISTEN_DATABASE") or conf.get("DATABASE")
+    seen: dict[str, pooler.Pooling] = {}
+    for name in {alias, listen_alias} & set(databases or ()) & set(settings.DATABASES):
+        if "postgresql" not in settings.DATABASES[name].get("ENGINE", ""):
+            continue  # E002
+        try:
+            seen[name] = pooler.probe(name)
+        except psycopg.Error:
+            continue  # an unreachable database is for migrate and the workers to report
+    errors: list[checks.CheckMessage] = []
+    if (queue := seen.get(alias)) and queue.statement_mode:
+        errors.append(
+            checks.Error(
+                f"DATABASES[{alias!r}] goes through a pooler in statement mode, which refuses transactions: "
+                "workers and enqueue calls inside atomic() cannot work through it.",
+                hint="Use PgBouncer's transaction or session mode for this database.",
+                id="supaqueue.E040",
+            )
+        )
+    elif queue and queue.pooled and not queue.keeps_prepared and not preparing_turned_off(connections[alias]):
+        errors.append(
+            checks.Warning(
+                f"DATABASES[{alias!r}] goes through a pooler that does not carry prepared statements "
+                "from one server connection to the next (PgBouncer before 1.21, or max_prepared_statements "
+                "= 0), but workers and the enqueue prepare theirs: they fail with 'prepared statement ... "
+                "does not exist' or '... already exists'.",
+                hint=f"Set DATABASES[{alias!r}]['OPTIONS']['prepare_threshold'] = None, or use PgBouncer "
+                "1.22+ with max_prepared_statements > 0.",
+                id="supaqueue.W041",
+            )
+        )
+    if conf.get("LISTEN") and (listen := seen.get(listen_alias)) and listen.pooled:
+        errors.append(
+            checks.Warning(
+                f"Workers LISTEN for new jobs and cancellations through DATABASES[{listen_alias!r}], which "
+                "goes through a pooler in transaction mode: notifications are lost, jobs wait for the poll "
+                "and a cancelled running job is not interrupted.",
+                hint="Point SUPAQUEUE['LISTEN_DATABASE'] at an entry of DATABASES that connects directly, "
+                "or set SUPAQUEUE['LISTEN'] = False to poll every POLL_INTERVAL seconds.",
+                id="supaqueue.W040",
+            )
+        )
     return errors

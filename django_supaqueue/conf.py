@@ -56,6 +56,13 @@ DEFAULTS: dict[str, Any] = {
     # runworkers defaults.
     "CONCURRENCY": 10,
     "PROCESSES": 1,
+    # Calls to HTTP queues in flight at once per process, as coroutines on one
+    # event loop beside the job threads (0: HTTP calls take thread slots too).
+    "ASYNC_CONCURRENCY": 100,
+    # Seconds a job thread's Django connection is kept between attempts, whatever
+    # CONN_MAX_AGE says for web requests. None: as long as the thread lives;
+    # 0: closed after each attempt as Django closes it after a request.
+    "JOB_CONN_MAX_AGE": None,
     # Fallback poll when no notification arrives (LISTEN/NOTIFY does the real work).
     "POLL_INTERVAL": 5.0,
     # Workers renew their leases every HEARTBEAT_INTERVAL seconds; an attempt
@@ -63,8 +70,9 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 5.0,
     "LEASE_DURATION": 30.0,
     # Run the single-job enqueue as a server-side prepared statement on Django's
-    # connection (planned once per connection). False for a PgBouncer older than
-    # 1.21 in transaction mode, which cannot keep prepared statements.
+    # connection (planned once per connection). False turns off only this one; a
+    # PgBouncer older than 1.21 in transaction mode, which cannot keep prepared
+    # statements, needs OPTIONS["prepare_threshold"] = None, which turns off all.
     "PREPARE_STATEMENTS": True,
     # Most jobs one claim statement takes.
     "CLAIM_BATCH": 100,

@@ -34,6 +34,8 @@ LIBRARY_LOGGERS = (
     "httpcore.http2",
     "httpcore.proxy",
     "httpcore.socks",
+    "aiohttp.client",
+    "aiohttp.internal",
 )
 # Visible ASCII with inner spaces: what a header carries as is. A secret read from a file with its
 # newline would otherwise be refused by the HTTP library in an error message that quotes it.

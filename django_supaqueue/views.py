@@ -341,6 +341,7 @@ def run_jobs(queue: str, *, status: str, limit: int) -> list[dict[str, Any]]:
     worker = WorkerProcess(
         queues=[queue],
         concurrency=min(limit, 8),
+        async_concurrency=0,  # a handful of jobs: HTTP calls on its threads, no event loop to start
         burst=True,
         name=name,
         max_jobs=limit,

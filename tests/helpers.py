@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from django.db import connection
@@ -48,10 +48,13 @@ class WorkerProcesses:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> subprocess.Popen:
+        """``prefix``: what runs the command (tests/netns.py's, to run it on another host)."""
         log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "django", "runworkers", "--settings=tests.settings", *args],
+            [*prefix, sys.executable, "-m", "django", "runworkers", "--settings=tests.settings", *args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

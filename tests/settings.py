@@ -61,11 +61,24 @@ SUPAQUEUE = {
     "SHUTDOWN_GRACE": float(os.environ.get("SUPAQUEUE_SHUTDOWN_GRACE", "25")),
     "RATE_LIMIT_MARGIN": float(os.environ.get("SUPAQUEUE_RATE_LIMIT_MARGIN", "0.1")),
     "INTERRUPT_GRACE": float(os.environ.get("SUPAQUEUE_INTERRUPT_GRACE", "30")),
+    # Calls to HTTP queues on the async lane (0: on job threads, as tests of the thread path need).
+    "ASYNC_CONCURRENCY": int(os.environ.get("SUPAQUEUE_ASYNC_CONCURRENCY", "100")),
 }
 if os.environ.get("SUPAQUEUE_TEST_PG_OPTIONS"):
     # Server settings for every connection, as a project's OPTIONS would set them
     # (e.g. "-c lock_timeout=200ms"): the workers must live with what they cause.
     DATABASES["default"]["OPTIONS"] = {"options": os.environ["SUPAQUEUE_TEST_PG_OPTIONS"]}
+# Behind PgBouncer (tests/test_pgbouncer.py), the settings docs/howto/many-hosts.md gives:
+# SUPAQUEUE_TEST_NO_PREPARE=1 turns prepared statements off (PgBouncer before 1.21),
+# SUPAQUEUE_TEST_LISTEN_DATABASE_URL makes "listen" a direct LISTEN_DATABASE, and
+# SUPAQUEUE_TEST_LISTEN=0 polls instead.
+if os.environ.get("SUPAQUEUE_TEST_NO_PREPARE"):
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
+if os.environ.get("SUPAQUEUE_TEST_LISTEN_DATABASE_URL"):
+    DATABASES["listen"] = env.db_url_config(os.environ["SUPAQUEUE_TEST_LISTEN_DATABASE_URL"])
+    SUPAQUEUE["LISTEN_DATABASE"] = "listen"
+if os.environ.get("SUPAQUEUE_TEST_LISTEN") == "0":
+    SUPAQUEUE["LISTEN"] = False
 
 if django.VERSION >= (6, 0):
     # Django's Tasks API, run by the queue (tests/test_backends.py); QUEUES=[]: any queue name.

@@ -186,3 +186,14 @@ def test_a_setting_read_once_follows_override_settings_and_the_settings_fixture(
     assert conf.get("CLAIM_BATCH") == 6
     settings.SUPAQUEUE = {"CLAIM_BATCH": 8}
     assert conf.get("CLAIM_BATCH") == 8
+
+
+@pytest.mark.django_db
+def test_the_pooler_check_finds_no_pooler_on_a_direct_connection(monkeypatch):
+    """It probes only the databases Django lets a database check use (pooled ones: test_pgbouncer.py)."""
+    from django_supaqueue.checks import check_pooler
+    from django_supaqueue.worker import pooler
+
+    assert pooler.probe("default") == pooler.Pooling(pooled=False)
+    monkeypatch.setattr(pooler, "probe", lambda alias: pytest.fail(f"probed {alias}"))
+    assert check_pooler(databases=None) == [] and check_pooler(databases=["other"]) == []

@@ -96,7 +96,11 @@ def slow_client_start(tmp_path):
             """
         )
     )
-    return {"PYTHONPATH": f"{hook}:{ROOT}", "SUPAQUEUE_RATE_LIMIT_MARGIN": str(MARGIN)}
+    return {
+        "PYTHONPATH": f"{hook}:{ROOT}",
+        "SUPAQUEUE_RATE_LIMIT_MARGIN": str(MARGIN),
+        "SUPAQUEUE_ASYNC_CONCURRENCY": "0",  # the calls on job threads, whose httpx client is slowed
+    }
 
 
 def most_in_one_window(times: list[float], width: float) -> int:

@@ -118,7 +118,7 @@ def test_a_secret_echoed_in_an_error_response_is_kept_out_of_errors_events_and_l
     Queue.objects.create(name="hooks", http_url=echo_server.url + "/fail", http_secret="edge", max_attempts=2)
     caplog.set_level(logging.DEBUG)  # httpx and httpcore log the status text and response headers too
     job = enqueue_http("hooks", {})
-    drain(["hooks"])
+    drain(["hooks"], async_concurrency=0)  # on a job thread, with httpx, whose logs are checked
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and job.attempts == 2
     assert "HTTP 500" in job.last_error and "Bearer [secret]" in job.last_error

@@ -175,3 +175,18 @@ def test_the_grace_period_end_leaves_a_body_blocked_in_c_behind_and_exits(worker
     worker_processes.start("-c", "1")
     wait_for(lambda: len(runs("sleeps")) == 2, 20)
     assert runs("sleeps")[1].started >= exited  # not before the first body's process was gone
+
+
+def test_a_worker_that_does_not_listen_stops_a_cancelled_body_at_its_next_heartbeat(worker_processes):
+    """Without LISTEN the cancel's NOTIFY never arrives: the heartbeat finds the job cancelled."""
+    worker_processes.start("-c", "1", env={"SUPAQUEUE_TEST_LISTEN": "0"})
+    worker_processes.wait_ready(1)
+    napping = tasks.nap.enqueue(n=1, seconds=20)
+    wait_for(lambda: runs("nap"), 20)
+    assert cancel([napping]) == [napping.pk]
+    wait_for(lambda: runs("nap")[0].ended is not None, 10)  # heartbeats come every 1 s here
+    (run,) = runs("nap")
+    assert run.ended - run.started < 10
+    wait_for(lambda: JobEvent.objects.filter(job=napping, kind=JobEvent.Kind.STOPPED).exists(), 10)
+    napping.refresh_from_db()
+    assert napping.status == Job.Status.CANCELLED and napping.result is None

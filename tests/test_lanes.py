@@ -32,7 +32,8 @@ def run_worker(settings):
     started = []
 
     def start(concurrency, connections, **options):
-        settings.SUPAQUEUE = {**settings.SUPAQUEUE, "CLAIM_CONNECTIONS": connections}
+        # Thread lanes only: an async lane would be one more claim connection.
+        settings.SUPAQUEUE = {**settings.SUPAQUEUE, "CLAIM_CONNECTIONS": connections, "ASYNC_CONCURRENCY": 0}
         options.setdefault("poll_interval", 30)
         wait_for(lambda: claim_connections() == 0, 10)  # earlier tests' workers have hung up
         worker = WorkerProcess(concurrency=concurrency, **options)

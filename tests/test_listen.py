@@ -51,7 +51,7 @@ def started_within(job, seconds):
 
 def test_the_claim_connection_listens_itself_and_survives_losing_it(run_worker):
     wait_for(lambda: connections_named("supaqueue listener") == 0, 10)  # earlier tests' have hung up
-    worker = run_worker()
+    worker = run_worker(async_concurrency=0)  # one claim connection: an async lane would add its own
     assert connections_named("supaqueue listener") == 0  # no second connection: the claim one listens
     started_within(tasks.add.enqueue(1, 2), 5)  # the poll would take 30 s
     with connection.cursor() as cur:

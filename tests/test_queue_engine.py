@@ -293,3 +293,17 @@ def test_a_release_gives_its_key_to_a_newer_pending_job(conn, worker):
     first.refresh_from_db()
     assert first.status == Job.Status.PENDING and first.key is None and first.attempts == 0
     assert Job.objects.get(pk=newer.pk).key == "sync:2"
+
+
+def test_the_round_trip_says_which_successes_it_wrote_and_leaves_out_those_fenced(conn, worker):
+    """A worker back from a partition must not announce outcomes its lost leases threw away."""
+    kept, lost = JobFactory(), JobFactory()
+    claimed = {j.id: j for j in claim(conn, worker)}
+    CurrentJob.objects.filter(job_id=lost.id).delete()  # recovered elsewhere meanwhile
+    done = round_trip(
+        conn,
+        worker,
+        limit=0,
+        successes=[q.Success(i, claimed[i].attempt, None, 0.1) for i in (kept.id, lost.id)],
+    )
+    assert done.completed == {kept.id}

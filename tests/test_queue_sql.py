@@ -139,7 +139,7 @@ def test_a_statement_returning_whole_jobs_returns_the_models_columns_in_order(st
 def test_the_two_claim_statements_share_their_queues_room_and_returned_columns():
     serial, tenants, rest = claims.SQL["claim_serial"], claims.SQL["claim_tenants"], claims.SQL["claim"]
     for start, end in (
-        ("q AS (", "name = ANY(%(queues)s::text[])) )"),
+        ("q AS (", "= %(http)s::bool) )"),
         ("SELECT q.id, LEAST(", "END) AS n FROM q"),
         ("calls AS (", "c.serial_group FROM claimed c JOIN q ON q.id = c.queue_id"),
     ):

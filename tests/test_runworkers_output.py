@@ -34,7 +34,7 @@ def test_the_default_output_is_a_banner_the_failures_with_their_fate_and_a_stop_
     log = run_burst(worker_processes)
     assert re.search(
         rf"django-supaqueue {re.escape(__version__)} starting: database default \(.+/test_\w+\), "
-        r"queues \* \(every queue\), concurrency 2, processes 1, schedules synced \(",
+        r"queues \* \(every queue\), concurrency 2, async concurrency 100, processes 1, schedules synced \(",
         log,
     ), log
     assert re.search(r"worker \S+ ready: queues=\*", log), log

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from django.core.exceptions import ImproperlyConfigured
 
-from .. import conf, secrets
+from .. import conf, dbclock, secrets
 from ..exceptions import InvalidOption, InvalidPayload
 from ..secrets import Secret
 from ..validators import check_path, check_secret_host, is_local_address
@@ -71,8 +71,7 @@ def http_job_spec(
 
     check_queue_name(queue)
     http_method = "" if method is None else check_http_method(method)
-    if payload is not None and not isinstance(payload, Mapping):
-        raise InvalidPayload(f"payload must be a JSON object (a dict), not {type(payload).__name__}.")
+    payload = http_payload(payload)
     row = Queue.objects.using(conf.get("DATABASE")).filter(name=queue).values_list("http_url").first()
     if row is None or not row[0]:
         raise InvalidOption(
@@ -84,7 +83,7 @@ def http_job_spec(
         options["key_mode"] = "dedupe"
     return JobSpec(
         task_name="",
-        payload=dict(payload or {}),
+        payload=payload,
         queue=queue,
         http_path=check_path(path),
         http_method=http_method,
@@ -93,6 +92,13 @@ def http_job_spec(
         depends_on=list(depends_on or ()),
         **options,
     )
+
+
+def http_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A call's JSON body as the job keeps it: an object (a dict), refused before anything is written."""
+    if payload is not None and not isinstance(payload, Mapping):
+        raise InvalidPayload(f"payload must be a JSON object (a dict), not {type(payload).__name__}.")
+    return dict(payload or {})
 
 
 # --------------------------------------------------------------------------
@@ -152,21 +158,21 @@ class _NotSent(Exception):
         self.late = late
 
 
-class _Gate:
-    """The last look at a call before its first byte is written: httpcore's trace hook.
+class Gate:
+    """The last look at a call before its first byte is written, whichever client makes it.
 
-    httpcore reports each step of a call here. ``*.send_request_headers.started`` comes once the
-    client is built and the connection is open (TCP, then TLS) or taken from the pool, and before
-    anything is written; what is refused there is never sent. Two things are: a rate-limited call
-    this late after its claim, which could land in a window that later claims have filled (the
-    time to build a client and connect counts too), and a connection that reached a loopback or
-    link-local address when HTTP_REFUSE_LOCAL_HOSTS is on, whatever name led there. A pooled
-    connection was opened, and so looked at, by an earlier call.
+    The client reports when it starts and ends opening a connection (TCP, then TLS) and, once the
+    connection is open or taken from the pool and before anything is written, calls ``check``;
+    what is refused there is never sent. Two things are: a rate-limited call this late after its
+    claim, which could land in a window that later claims have filled (the time to build a client
+    and connect counts too), and a connection that reached a loopback or link-local address when
+    HTTP_REFUSE_LOCAL_HOSTS is on, whatever name led there. A pooled connection was opened, and so
+    looked at, by an earlier call.
 
-    The time this call spent opening a new connection (TCP, then TLS) is not counted as lateness:
-    an endpoint that closes its connections after each response would otherwise make every call
-    late on a loaded machine, and each put back, so none would ever be sent. The client's
-    start-up, the wait for a slot and everything else before the first byte are counted.
+    The time this call spent opening a new connection is not counted as lateness: an endpoint that
+    closes its connections after each response would otherwise make every call late on a loaded
+    machine, and each put back, so none would ever be sent. The client's start-up, the wait for a
+    slot and everything else before the first byte are counted.
     """
 
     def __init__(self, job: Any) -> None:
@@ -178,29 +184,44 @@ class _Gate:
         self.connecting = 0.0  # seconds spent opening this call's connection
         self._step_started = 0.0
 
+    def step_started(self) -> None:
+        self._step_started = time.monotonic()
+
+    def step_done(self) -> None:
+        self.connecting += time.monotonic() - self._step_started
+
+    def check(self) -> None:
+        """Raise _NotSent if the call must not be sent; the connection is ready, nothing written."""
+        if self.refuse_local and self.address is not None and is_local_address(self.address):
+            raise _NotSent(
+                f"not sent: the connection reached {self.address}, a loopback or link-local "
+                "address, which SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] refuses",
+                late=False,
+            )
+        late = 0.0 if self.received is None else time.monotonic() - self.received - self.connecting
+        if late > self.allowed:
+            # Half the margin is for this wait; the other half covers the trip to the endpoint.
+            raise _NotSent(
+                f"not sent: its connection was ready {late:.3f}s after its claim, more than half "
+                "of SUPAQUEUE['RATE_LIMIT_MARGIN']; it will be claimed again",
+                late=True,
+            )
+
+
+class _Gate(Gate):
+    """The Gate as httpcore's trace hook: ``*.send_request_headers.started`` comes once the
+    connection is open or taken from the pool, and before anything is written."""
+
     def __call__(self, event: str, info: Mapping[str, Any]) -> None:
         if event in ("connection.connect_tcp.started", "connection.start_tls.started"):
-            self._step_started = time.monotonic()
+            self.step_started()
         elif event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            self.connecting += time.monotonic() - self._step_started
+            self.step_done()
             if event == "connection.connect_tcp.complete":
                 peer = info["return_value"].get_extra_info("server_addr")
                 self.address = str(peer[0]) if peer else None
         elif event.endswith(".send_request_headers.started"):
-            if self.refuse_local and self.address is not None and is_local_address(self.address):
-                raise _NotSent(
-                    f"not sent: the connection reached {self.address}, a loopback or link-local "
-                    "address, which SUPAQUEUE['HTTP_REFUSE_LOCAL_HOSTS'] refuses",
-                    late=False,
-                )
-            late = 0.0 if self.received is None else time.monotonic() - self.received - self.connecting
-            if late > self.allowed:
-                # Half the margin is for this wait; the other half covers the trip to the endpoint.
-                raise _NotSent(
-                    f"not sent: its connection was ready {late:.3f}s after its claim, more than half "
-                    "of SUPAQUEUE['RATE_LIMIT_MARGIN']; it will be claimed again",
-                    late=True,
-                )
+            self.check()
 
 
 def _query(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -221,10 +242,14 @@ def _query(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> datetime | None:
-    """When a Retry-After header (seconds or an HTTP date) says to try again, capped to a day."""
+    """When a Retry-After header (seconds or an HTTP date) says to try again, capped to a day.
+
+    In seconds, it counts from now by the database's clock, which writes and compares run_at: a
+    worker whose wall clock is minutes off would otherwise retry minutes early or late.
+    """
     if not value:
         return None
-    now = now or datetime.now(UTC)
+    now = now or dbclock.now()
     value = value.strip()
     try:
         at = now + timedelta(seconds=max(0.0, float(value)))
@@ -266,22 +291,45 @@ def _body_value(text: str, truncated: bool, content_type: str, sent: tuple[str, 
     return text
 
 
-def perform_http(job: Any) -> Any:
-    """Make the call of one attempt and turn its response into a Success or a Failure.
+class Call:
+    """One attempt's call, built from its job and its queue's row, and what its answer becomes.
 
-    Every form of the secret the call sent is redacted from what it returns: the result, the error
-    message and the log line.
+    Shared by both clients (httpx on job threads, aiohttp on the async lane), so that a call is
+    made, and its response judged, the same way on either. Every form of the secret the call sent
+    is redacted from what it returns: the result, the error message and the log line.
     """
-    from ..queue import Failure, Success
 
-    config = job.http
-    started = time.monotonic()
-    method = config.get("method") or "POST"
-    timeout = float(config.get("timeout") or conf.get("HTTP_TIMEOUT"))
-    limit = int(conf.get("HTTP_MAX_RESPONSE_BYTES"))
-    sent: tuple[str, ...] = ()
+    def __init__(self, job: Any) -> None:
+        config = job.http
+        self.job = job
+        self.started = time.monotonic()
+        self.method: str = config.get("method") or "POST"
+        self.timeout = float(config.get("timeout") or conf.get("HTTP_TIMEOUT"))
+        self.limit = int(conf.get("HTTP_MAX_RESPONSE_BYTES"))
+        self.sent: tuple[str, ...] = ()
+        self.url = ""
+        self.headers: dict[str, str] = {}
+        self.content: bytes | None = None  # the JSON body; None for a GET, whose payload is the query
+        self.params: list[tuple[str, str]] = []
+        #: A Failure when the row's configuration forbids the call: returned without calling.
+        self.refused: Any = None
+        try:
+            self.url = build_url(config["url"], config.get("path") or "")
+            secret = secrets.get(config["secret"]) if config.get("secret") else None
+            self.sent = (secret.value,) if secret is not None else ()
+            check_secret_host(self.url, secret)  # the row may have been changed past its form
+            has_body = self.method != "GET"
+            self.headers = _headers(job, secret, has_body)
+        except (InvalidOption, LookupError, ValueError, ImproperlyConfigured) as exc:
+            self.refused = self.failure("django_supaqueue.exceptions.HTTPConfigError", str(exc), final=True)
+            return
+        if has_body:
+            self.content = json.dumps(job.payload, separators=(",", ":")).encode()
+        else:
+            self.params = _query(job.payload)
 
     def failure(
+        self,
         error_class: str,
         message: str,
         *,
@@ -289,70 +337,83 @@ def perform_http(job: Any) -> Any:
         final: bool = False,
         at: datetime | None = None,
         uncounted: bool = False,
-    ):
-        message = secrets.redact(message, sent)
-        outcome = Failure(
-            job_id=job.id,
-            attempt=job.attempt,
+    ) -> Any:
+        from ..queue import Failure
+
+        return Failure(  # logged with its fate once written (worker/attempts.py)
+            job_id=self.job.id,
+            attempt=self.job.attempt,
             error_class=error_class,
-            error_message=message,
+            error_message=secrets.redact(message, self.sent),
             traceback="",
-            duration=time.monotonic() - started,
+            duration=time.monotonic() - self.started,
             retry_at=at,
             final=final,
             http_status=status,
             uncounted=uncounted,
         )
-        return outcome  # logged with its fate once written (worker/attempts.py)
 
-    try:
-        url = build_url(config["url"], config.get("path") or "")
-        secret = secrets.get(config["secret"]) if config.get("secret") else None
-        sent = (secret.value,) if secret is not None else ()
-        check_secret_host(url, secret)  # the row may have been changed past its form
-        has_body = method != "GET"
-        headers = _headers(job, secret, has_body)
-    except (InvalidOption, LookupError, ValueError, ImproperlyConfigured) as exc:
-        return failure("django_supaqueue.exceptions.HTTPConfigError", str(exc), final=True)
-    request: dict[str, Any] = {"headers": headers, "timeout": timeout, "extensions": {"trace": _Gate(job)}}
-    if has_body:
-        request["content"] = json.dumps(job.payload, separators=(",", ":")).encode()
-    else:
-        request["params"] = _query(job.payload)
-    try:
-        with _client().stream(method, url, **request) as response:
-            body, truncated = _read_capped(response, limit)
-    except _NotSent as exc:
+    def not_sent(self, exc: _NotSent) -> Any:
+        """The outcome of a call the gate stopped before its first byte."""
         if not exc.late:
-            return failure("django_supaqueue.exceptions.HTTPConfigError", str(exc), final=True)
+            return self.failure("django_supaqueue.exceptions.HTTPConfigError", str(exc), final=True)
         # The rate limit counted this call at its claim: give the slot back, pending again, uncounted.
-        return failure(
-            "django_supaqueue.exceptions.RateSlotMissed", str(exc), at=datetime.now(UTC), uncounted=True
+        return self.failure(
+            "django_supaqueue.exceptions.RateSlotMissed", str(exc), at=dbclock.now(), uncounted=True
         )
+
+    def timed_out(self, error_class: str) -> Any:
+        return self.failure(error_class, f"no response within {self.timeout}s")
+
+    def answered(self, status: int, headers: Mapping[str, str], body: bytes, truncated: bool) -> Any:
+        """Turn a response (``headers`` looked up case-insensitively) into a Success or a Failure."""
+        from ..queue import Success
+
+        text = _body_text(body, truncated, self.sent)
+        if 200 <= status < 300:
+            result = {
+                "status": status,
+                "body": _body_value(text, truncated, headers.get("content-type", ""), self.sent),
+            }
+            if truncated:
+                result["truncated"] = True
+            return Success(
+                job_id=self.job.id,
+                attempt=self.job.attempt,
+                result=json.dumps(result, separators=(",", ":")),
+                duration=time.monotonic() - self.started,
+                http_status=status,
+            )
+        snippet = text[:500]
+        message = f"{self.method} returned HTTP {status}" + (f": {snippet}" if snippet else "")
+        if status >= 500 or status in RETRYABLE_STATUSES:
+            at = retry_after(headers.get("retry-after")) if status in (429, 503) else None
+            return self.failure("django_supaqueue.exceptions.HTTPError", message, status=status, at=at)
+        final = not (400 <= status < 500 and self.job.http.get("retry_client_errors"))
+        return self.failure("django_supaqueue.exceptions.HTTPError", message, status=status, final=final)
+
+
+def perform_http(job: Any) -> Any:
+    """Make the call of one attempt on a job thread, with httpx, and judge its response (Call)."""
+    call = Call(job)
+    if call.refused is not None:
+        return call.refused
+    request: dict[str, Any] = {
+        "headers": call.headers,
+        "timeout": call.timeout,
+        "extensions": {"trace": _Gate(job)},
+    }
+    if call.content is not None:
+        request["content"] = call.content
+    else:
+        request["params"] = call.params
+    try:
+        with _client().stream(call.method, call.url, **request) as response:
+            body, truncated = _read_capped(response, call.limit)
+    except _NotSent as exc:
+        return call.not_sent(exc)
     except httpx.TimeoutException as exc:
-        return failure("httpx." + type(exc).__name__, f"no response within {timeout}s")
+        return call.timed_out("httpx." + type(exc).__name__)
     except httpx.TransportError as exc:
-        return failure("httpx." + type(exc).__name__, str(exc) or type(exc).__name__)
-    status = response.status_code
-    text = _body_text(body, truncated, sent)
-    if 200 <= status < 300:
-        result = {
-            "status": status,
-            "body": _body_value(text, truncated, response.headers.get("content-type", ""), sent),
-        }
-        if truncated:
-            result["truncated"] = True
-        return Success(
-            job_id=job.id,
-            attempt=job.attempt,
-            result=json.dumps(result, separators=(",", ":")),
-            duration=time.monotonic() - started,
-            http_status=status,
-        )
-    snippet = text[:500]
-    message = f"{method} returned HTTP {status}" + (f": {snippet}" if snippet else "")
-    if status >= 500 or status in RETRYABLE_STATUSES:
-        at = retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
-        return failure("django_supaqueue.exceptions.HTTPError", message, status=status, at=at)
-    final = not (400 <= status < 500 and config.get("retry_client_errors"))
-    return failure("django_supaqueue.exceptions.HTTPError", message, status=status, final=final)
+        return call.failure("httpx." + type(exc).__name__, str(exc) or type(exc).__name__)
+    return call.answered(response.status_code, response.headers, body, truncated)

@@ -137,13 +137,20 @@ class Schedule(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         # The timing is checked on every save, not only in forms: code and settings save rows too.
-        from django.utils import timezone as tz
+        # The next tick counts from the database's clock, which fires it (scheduling.fire_due):
+        # a host whose clock is minutes ahead would skip the ticks of those minutes.
+        from django.db import connections, router
 
         timing = self.timing()
         if not self.task_name and not self.queue:
             raise InvalidSchedule(f"schedule {self.name!r} needs a task or an HTTP queue to call.")
         if self._state.adding or getattr(self, "_saved_timing", None) != self._timing_key():
-            self.next_run_at = timing.next_after(tz.now()) if self.enabled else None
+            self.next_run_at = None
+            if self.enabled:
+                alias = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+                with connections[alias].cursor() as cur:
+                    cur.execute("SELECT clock_timestamp()")
+                    self.next_run_at = timing.next_after(cur.fetchone()[0])
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], "next_run_at"}
         super().save(*args, **kwargs)

@@ -13,7 +13,7 @@ from ..exceptions import InvalidOption
 from ..models import Job
 from . import queries
 from .outcomes import notify_queues
-from .spec import check_max_attempts, check_priority, check_run_at
+from .spec import check_max_attempts, check_priority, check_run_at, split_run_at
 from .tables import db_alias
 
 SQL = queries.load("actions.sql")
@@ -161,7 +161,7 @@ def reschedule(
     ids = _ids(jobs)
     if not ids:
         return 0
-    params = {"job_id": ids, "run_at": when, "priority": priority, "max_attempts": max_attempts}
+    params = {"job_id": ids, **split_run_at(when), "priority": priority, "max_attempts": max_attempts}
     alias = db_alias()
     with transaction.atomic(using=alias), connections[alias].cursor() as cur:
         cur.execute(SQL["reschedule"], params)

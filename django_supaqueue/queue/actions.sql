@@ -144,8 +144,10 @@ SELECT upd.id, q.name FROM upd JOIN supaqueue_queue q ON q.id = upd.queue_id
 -- Change when jobs not started yet run, their priority or their attempts; return how many changed.
 -- The database function is the one definition (sql/reschedule_jobs.sql, migration
 -- 0004), for SQL callers and this module alike; it wakes the queues it made runnable.
-SELECT supaqueue_reschedule_jobs(%(job_id)s::bigint[], %(run_at)s::timestamptz, %(priority)s::int,
-                                 %(max_attempts)s::int)
+-- A delay (run_in) counts from the database's clock, as an enqueue's does (enqueue.sql).
+SELECT supaqueue_reschedule_jobs(%(job_id)s::bigint[],
+                                 COALESCE(%(run_at)s::timestamptz, now() + %(run_in)s::interval),
+                                 %(priority)s::int, %(max_attempts)s::int)
 
 
 -- name: settle_deleted

@@ -31,7 +31,9 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     timeout: float | None
-    capped: bool  # its end frees room others wait for (a concurrency cap, a serial queue or group)
+    # Its end frees room others wait for: a concurrency cap, a serial queue or group, or a rate
+    # limit (claims there take only idle slots, so a freed slot may let the window's next start in).
+    capped: bool
     execution_mode: str = "threads"
     http: dict[str, Any] | None = None  # an HTTP queue's call: url, method, headers, secret alias, path
     wait: float = 0.0  # seconds from run_at to the claim
@@ -49,11 +51,17 @@ def claim_params(
     job_ids: Sequence[int] | None = None,
     free: int | None = None,
     locked: bool = True,
+    http: bool | None = None,
 ) -> dict[str, Any]:
-    """The parameters of the claim's statements (``free``: idle slots, at most ``limit``)."""
+    """The parameters of the claim's statements (``free``: idle slots, at most ``limit``).
+
+    ``http``: True claims only HTTP queues' jobs, False only the others', None both; a
+    worker's async lane and its thread lanes each take their own kind.
+    """
     return {
         "locked": locked,
         "queues": list(queues) if queues else None,
+        "http": http,
         "limit": limit,
         "free": limit if free is None else min(free, limit),
         "worker_id": worker_id,
@@ -107,6 +115,7 @@ def send_claim(
     lock: bool = True,
     tenants: bool = True,
     wake: bool = False,
+    http: bool | None = None,
 ) -> SentClaim:
     """Send the claim's statements on ``conn``, in the caller's transaction (or pipeline).
 
@@ -114,10 +123,18 @@ def send_claim(
     queues get no room; ``tenants=False`` leaves out claim_tenants, and queues
     with limits per tenant get no jobs claimed; ``serial=False`` leaves out
     claim_serial; ``wake`` adds rate_wake, which says whether the next claim
-    needs them (see claims.sql).
+    needs them (see claims.sql); ``http`` is claim_params'.
     """
     params = claim_params(
-        worker_id, worker_name, queues, limit, lease_seconds, job_ids=job_ids, free=free, locked=lock
+        worker_id,
+        worker_name,
+        queues,
+        limit,
+        lease_seconds,
+        job_ids=job_ids,
+        free=free,
+        locked=lock,
+        http=http,
     )
     if lock:
         conn.execute(SQL["lock_capped_queues"], params)
@@ -127,7 +144,9 @@ def send_claim(
     woken = None
     if wake:
         served = params["queues"]
-        woken = conn.execute(rate_wake_statement(tuple(served) if served else None, params["rate_margin"]))
+        woken = conn.execute(
+            rate_wake_statement(tuple(served) if served else None, params["rate_margin"], http)
+        )
     return SentClaim(claimed_serial, claimed_tenants, claimed, woken)
 
 
@@ -140,6 +159,7 @@ def claim(
     limit: int,
     lease_seconds: float,
     job_ids: Sequence[int] | None = None,
+    http: bool | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` runnable jobs, highest priority first, and lease them.
 
@@ -159,12 +179,13 @@ def claim(
         limit=limit,
         lease_seconds=lease_seconds,
         job_ids=job_ids,
+        http=http,
     )
     return sent.jobs()
 
 
 @functools.lru_cache(maxsize=32)
-def rate_wake_statement(queues: tuple[str, ...] | None, rate_margin: float) -> str:
+def rate_wake_statement(queues: tuple[str, ...] | None, rate_margin: float, http: bool | None = None) -> str:
     """rate_wake for one worker, its constants written in: a statement without parameters.
 
     With the queue names as a parameter, PostgreSQL judged a custom plan (the
@@ -173,5 +194,9 @@ def rate_wake_statement(queues: tuple[str, ...] | None, rate_margin: float) -> s
     worker's queues never change, so it prepares this text once and its one
     plan is made once.
     """
-    values = {"queues": list(queues) if queues is not None else None, "rate_margin": float(rate_margin)}
+    values = {
+        "queues": list(queues) if queues is not None else None,
+        "rate_margin": float(rate_margin),
+        "http": http,
+    }
     return queries.with_values(SQL["rate_wake"], values)

@@ -36,6 +36,7 @@
 SELECT id FROM supaqueue_queue
 WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
   AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
 ORDER BY id FOR NO KEY UPDATE
 
 
@@ -69,6 +70,7 @@ WITH q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM supaqueue_queue
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
 ), serial_work AS (
   SELECT EXISTS (SELECT 1 FROM q WHERE q.serial) OR (
     SELECT min(g.serial_group) FROM supaqueue_job g
@@ -164,7 +166,8 @@ WITH q AS (
   SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
+       q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL,
+       q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path,
                                     'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
        extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
@@ -197,6 +200,7 @@ WITH RECURSIVE q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM supaqueue_queue
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
 ), before AS (
   SELECT COALESCE(NULLIF(current_setting('supaqueue.claimed_before', true), '')::int, 0) AS n
 ), want AS (
@@ -286,7 +290,8 @@ WITH RECURSIVE q AS (
   SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
+       q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL,
+       q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path,
                                     'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
        extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
@@ -313,6 +318,7 @@ WITH q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM supaqueue_queue
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
 ), want AS (
   SELECT GREATEST(0, %(limit)s::int
     - COALESCE(NULLIF(current_setting('supaqueue.claimed_before', true), '')::int, 0)) AS n
@@ -362,7 +368,8 @@ WITH q AS (
   SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
-       q.concurrency_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL, q.execution_mode,
+       q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL,
+       q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path,
                                     'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
        extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
@@ -385,15 +392,18 @@ ORDER BY c.priority DESC, c.run_at, c.id
 -- never change, so the statement is prepared, and planned, once.
 SELECT extract(epoch FROM min(w.next))::float8,
        EXISTS (SELECT 1 FROM supaqueue_queue s WHERE s.serial AND NOT s.paused
-               AND (%(queues)s::text[] IS NULL OR s.name = ANY(%(queues)s::text[])))
+               AND (%(queues)s::text[] IS NULL OR s.name = ANY(%(queues)s::text[]))
+               AND (%(http)s::bool IS NULL OR (s.http_url <> '') = %(http)s::bool))
        OR (
          SELECT min(g.serial_group) FROM supaqueue_job g
          WHERE g.status = 'pending' AND g.enabled AND g.serial_group IS NOT NULL) IS NOT NULL,
        EXISTS (SELECT 1 FROM supaqueue_queue c WHERE (c.concurrency_limit IS NOT NULL OR c.rate_limit IS NOT NULL)
-               AND NOT c.paused AND (%(queues)s::text[] IS NULL OR c.name = ANY(%(queues)s::text[]))),
+               AND NOT c.paused AND (%(queues)s::text[] IS NULL OR c.name = ANY(%(queues)s::text[]))
+               AND (%(http)s::bool IS NULL OR (c.http_url <> '') = %(http)s::bool)),
        EXISTS (SELECT 1 FROM supaqueue_queue t WHERE (t.concurrency_limit IS NOT NULL OR t.rate_limit IS NOT NULL)
                AND t.limit_scope = 'tenant' AND NOT t.paused
-               AND (%(queues)s::text[] IS NULL OR t.name = ANY(%(queues)s::text[])))
+               AND (%(queues)s::text[] IS NULL OR t.name = ANY(%(queues)s::text[]))
+               AND (%(http)s::bool IS NULL OR (t.http_url <> '') = %(http)s::bool))
 FROM (
   SELECT CASE WHEN q.limit_scope = 'tenant' THEN (
            SELECT min((SELECT x.at FROM supaqueue_queuecall x WHERE x.queue_id = q.id AND x.tenant_id = k.tenant_id
@@ -407,4 +417,5 @@ FROM (
       AND j.run_at <= now() LIMIT 1) due
   WHERE q.rate_limit IS NOT NULL AND NOT q.paused
     AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
+    AND (%(http)s::bool IS NULL OR (q.http_url <> '') = %(http)s::bool)
 ) w WHERE w.next > clock_timestamp()

@@ -98,6 +98,7 @@ def enqueue_job(spec: JobSpec) -> Job:
         "queue": row.queue,
         "priority": row.priority,
         "run_at": row.run_at,
+        "run_in": row.run_in,
         "max_attempts": row.max_attempts,
         "key": row.key,
         "http_path": spec.http_path,
@@ -168,7 +169,7 @@ def enqueue_batch(
     keys: Sequence[str | None],
     tenants: Sequence[str | None] | None = None,
 ) -> list[Job]:
-    """Many jobs of one task with one set of options (``Task.enqueue_many``): enqueue_jobs, leaner.
+    """Many jobs of one task (or HTTP queue and path) with one set of options: enqueue_jobs, leaner.
 
     The options are checked once, not once per job, and rows go to the
     statement as columns without a JobSpec each: at 20,000 jobs the per-job
@@ -202,10 +203,14 @@ def enqueue_batch(
         "args": base.args,
         "priority": base.priority,
         "run_at": base.run_at,
+        "run_in": base.run_in,
         "max_attempts": base.max_attempts,
         "key": list(keys) if keyed else None,  # unnest() pads a NULL array with NULLs
         "serial_group": template.serial_group,
         "tenant_id": template.tenant_id,
+        "http_path": template.http_path,
+        "http_method": template.http_method,
+        "owner_id": template.owner_id,
         "trace": tracing.current_context_json(),
         **queue_defaults(),
     }

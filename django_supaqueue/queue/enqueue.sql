@@ -8,7 +8,8 @@
 -- NOT NULL. A job whose queue does not exist is not written (the JOIN finds no
 -- queue): the caller creates the queue and tries again. The inserts differ in the
 -- columns they are given; graph.sql's insert_graph and triggers.sql's function
--- are the others.
+-- are the others. A run_at given as a delay (run_in) is added to now(), the
+-- database's clock, never the enqueuing host's, which may be minutes off.
 
 
 -- name: insert_one
@@ -19,7 +20,7 @@ INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority,
                            trace_context, serial_group, http_method)
 SELECT q.id, %(task_name)s, %(payload)s::jsonb, %(args)s::jsonb, 'pending',
        COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
-       COALESCE(%(run_at)s::timestamptz, now()), 0,
+       COALESCE(%(run_at)s::timestamptz, now()) + COALESCE(%(run_in)s::interval, interval '0'), 0,
        COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
        %(key)s, true, '', now(), %(http_path)s, %(owner_id)s, %(tenant_id)s, %(trace)s::jsonb,
        %(serial_group)s, %(http_method)s
@@ -39,14 +40,14 @@ INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority,
                            tenant_id)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, 'pending',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
-       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.run_at, now()) + COALESCE(u.run_in, interval '0'), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
        u.key, true, '', now(), %(trace)s::jsonb, u.serial_group, u.tenant_id
 FROM unnest(%(queue)b::text[], %(task_name)b::text[], %(payload)b::text[], %(args)b::text[],
             %(priority)b::int[], %(run_at)b::timestamptz[], %(max_attempts)b::int[], %(key)b::text[],
-            %(serial_group)b::text[], %(tenant_id)b::text[])
+            %(serial_group)b::text[], %(tenant_id)b::text[], %(run_in)b::interval[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key,
-                          serial_group, tenant_id, n)
+                          serial_group, tenant_id, run_in, n)
 JOIN supaqueue_queue q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO NOTHING
@@ -56,19 +57,21 @@ RETURNING id, queue_id, priority, run_at, max_attempts, created_at, key
 -- name: insert_batch
 -- Write many jobs of one task with one set of options (enqueue_many); return one row for them all.
 -- Only the payload and the key differ from job to job, so only they travel as
--- arrays, and every other column (the tenant too) is one parameter. The rows written share every
+-- arrays, and every other column (the tenant, and an HTTP queue's path, method
+-- and owner for enqueue_http_many) is one parameter. The rows written share every
 -- value they return but their id (and key), so one row comes back: the ids and
 -- keys in insertion order (ids are drawn in that order), and the shared values
 -- once: decoding a row per job cost a third of a large call.
 WITH written AS (
   INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority, run_at, attempts,
                              max_attempts, key, enabled, last_error, created_at, trace_context, serial_group,
-                             tenant_id)
+                             tenant_id, http_path, http_method, owner_id)
   SELECT q.id, %(task_name)s, u.payload::jsonb, %(args)s::jsonb, 'pending',
          COALESCE(%(priority)s::int, q.priority, %(default_priority)s::int),
-         COALESCE(%(run_at)s::timestamptz, now()), 0,
+         COALESCE(%(run_at)s::timestamptz, now()) + COALESCE(%(run_in)s::interval, interval '0'), 0,
          COALESCE(%(max_attempts)s::int, q.max_attempts, %(default_max_attempts)s::int),
-         u.key, true, '', now(), %(trace)s::jsonb, %(serial_group)s, %(tenant_id)s
+         u.key, true, '', now(), %(trace)s::jsonb, %(serial_group)s, %(tenant_id)s,
+         %(http_path)s, %(http_method)s, %(owner_id)s
   FROM unnest(%(payload)b::text[], %(key)b::text[]) WITH ORDINALITY AS u(payload, key, n)
   JOIN supaqueue_queue q ON q.name = %(queue)s
   ORDER BY u.n
@@ -91,16 +94,16 @@ INSERT INTO supaqueue_job AS j (queue_id, task_name, payload, args, status, prio
                                 tenant_id, trace_context, serial_group, http_method)
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb, 'pending',
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
-       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.run_at, now()) + COALESCE(u.run_in, interval '0'), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
        u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group,
        u.http_method
 FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(args)s::text[],
             %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
             %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[],
-            %(http_method)s::text[])
+            %(http_method)s::text[], %(run_in)s::interval[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
-                          owner_id, tenant_id, serial_group, http_method, n)
+                          owner_id, tenant_id, serial_group, http_method, run_in, n)
 JOIN supaqueue_queue q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO UPDATE SET

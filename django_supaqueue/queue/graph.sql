@@ -28,7 +28,7 @@ INSERT INTO supaqueue_job (queue_id, task_name, payload, args, status, priority,
 SELECT q.id, u.task_name, u.payload::jsonb, u.args::jsonb,
        CASE WHEN u.waiting_for > 0 THEN 'waiting' ELSE 'pending' END,
        COALESCE(u.priority, q.priority, %(default_priority)s::int),
-       COALESCE(u.run_at, now()), 0,
+       COALESCE(u.run_at, now()) + COALESCE(u.run_in, interval '0'), 0,
        COALESCE(u.max_attempts, q.max_attempts, %(default_max_attempts)s::int),
        u.key, true, '', now(), u.http_path, u.owner_id, u.tenant_id, %(trace)s::jsonb, u.serial_group,
        u.waiting_for, u.has_dependents, u.on_failure, u.http_method
@@ -36,10 +36,10 @@ FROM unnest(%(queue)s::text[], %(task_name)s::text[], %(payload)s::text[], %(arg
             %(priority)s::int[], %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(key)s::text[],
             %(http_path)s::text[], %(owner_id)s::int[], %(tenant_id)s::text[], %(serial_group)s::text[],
             %(waiting_for)s::int[], %(has_dependents)s::bool[], %(on_failure)s::text[],
-            %(http_method)s::text[])
+            %(http_method)s::text[], %(run_in)s::interval[])
      WITH ORDINALITY AS u(queue, task_name, payload, args, priority, run_at, max_attempts, key, http_path,
                           owner_id, tenant_id, serial_group, waiting_for, has_dependents, on_failure,
-                          http_method, n)
+                          http_method, run_in, n)
 JOIN supaqueue_queue q ON q.name = u.queue
 ORDER BY u.n
 ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO NOTHING

@@ -6,9 +6,11 @@ The claim that writes leases is claims.py's; the outcomes that end them, outcome
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from .. import dbclock
 from . import queries
 
 SQL = queries.load("leases.sql")
@@ -45,10 +47,12 @@ def unregister_worker(conn: Any, worker_id: int) -> None:
 
 
 class Beat(NamedTuple):
-    """What a heartbeat found: whether the Worker row is there, and the leases it renewed."""
+    """What a heartbeat found: whether the Worker row is there, the leases it renewed, and which of
+    those belong to jobs cancelled while they ran."""
 
     registered: bool
     renewed: set[tuple[int, int]]
+    cancelled: frozenset[tuple[int, int]] = frozenset()
 
 
 def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tuple[int, int]]) -> Beat:
@@ -61,7 +65,7 @@ def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tu
     job may already run elsewhere. Leases are renewed by worker id even when
     the row is gone, so that a worker can register again without a gap.
     """
-    alive, job_ids, attempts = conn.execute(
+    alive, job_ids, attempts, db_epoch, cancelled_ids, cancelled_attempts = conn.execute(
         SQL["heartbeat"],
         {
             "worker_id": worker_id,
@@ -70,7 +74,10 @@ def heartbeat(conn: Any, worker_id: int, lease_seconds: float, held: Sequence[tu
             "attempt": [h[1] for h in held],
         },
     ).fetchone()
-    return Beat(bool(alive), set(zip(job_ids or [], attempts or [], strict=True)))
+    dbclock.observe(db_epoch, time.monotonic())
+    renewed = set(zip(job_ids or [], attempts or [], strict=True))
+    cancelled = frozenset(zip(cancelled_ids or [], cancelled_attempts or [], strict=True))
+    return Beat(bool(alive), renewed, cancelled)
 
 
 def expire_leases(conn: Any, *, worker_id: int, held: Sequence[tuple[int, int]], after: float) -> None:

@@ -29,7 +29,10 @@ DELETE FROM supaqueue_worker w WHERE w.id = %(worker_id)s
 -- name: heartbeat
 -- Mark the worker alive and renew the leases of the attempts it runs; return those renewed.
 -- Leases are renewed by worker id even when the worker's row is gone, so that a
--- worker can register again without a gap.
+-- worker can register again without a gap. Then the database's clock, read after
+-- any lock wait: the worker's timers go by it (dbclock.py). Last, the renewed
+-- attempts whose job was cancelled while they ran: a worker that does not LISTEN
+-- (LISTEN False, or a lost notification) stops them at its next heartbeat.
 WITH w AS (
   UPDATE supaqueue_worker SET last_heartbeat_at = now() WHERE id = %(worker_id)s RETURNING id
 ), renewed AS (
@@ -39,7 +42,11 @@ WITH w AS (
   RETURNING c.job_id, c.attempt
 )
 SELECT (SELECT count(*) FROM w), (SELECT array_agg(job_id) FROM renewed),
-       (SELECT array_agg(attempt) FROM renewed)
+       (SELECT array_agg(attempt) FROM renewed), extract(epoch FROM clock_timestamp())::float8,
+       (SELECT array_agg(r.job_id) FROM renewed r JOIN supaqueue_job j ON j.id = r.job_id
+        WHERE j.status = 'cancelled'),
+       (SELECT array_agg(r.attempt) FROM renewed r JOIN supaqueue_job j ON j.id = r.job_id
+        WHERE j.status = 'cancelled')
 
 
 -- name: expire_leases

@@ -257,6 +257,7 @@ class Round(NamedTuple):
     serial_work: bool  # the next claim needs serial=True
     capped: bool  # the next claim needs lock=True
     tenants: bool  # the next claim needs tenants=True
+    completed: frozenset[int] = frozenset()  # the successes written (the others were fenced out)
 
 
 def finish_and_claim(
@@ -276,6 +277,7 @@ def finish_and_claim(
     lock: bool = True,
     tenants: bool = True,
     job_ids: Sequence[int] | None = None,
+    http: bool | None = None,
 ) -> Round:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
@@ -286,17 +288,17 @@ def finish_and_claim(
     queue holding their next jobs (a group spans queues). The Round says
     whether the next call needs ``serial``, ``lock`` and ``tenants`` (all True
     when nothing was claimed, to be safe). ``serial``, ``lock``, ``tenants``,
-    ``free`` and ``job_ids`` are claims.send_claim's. A success whose result PostgreSQL
+    ``free``, ``job_ids`` and ``http`` are claims.send_claim's. A success whose result PostgreSQL
     cannot store is written with the failures (see storable).
     """
     successes, unstorable = _split_unstorable(successes)
     failures = [*failures, *unstorable]
-    failed = claimed = None
+    failed = claimed = completed = None
     freed = sorted(set(freed_queues))
     groups = sorted(set(freed_groups))
     with _one_round_trip(conn):
         if successes:
-            conn.execute(SQL["complete"], _complete_params(worker_id, worker_name, successes))
+            completed = conn.execute(SQL["complete"], _complete_params(worker_id, worker_name, successes))
         if failures:
             failed = conn.execute(SQL["fail"], _fail_params(worker_id, worker_name, failures))
         if freed:
@@ -317,11 +319,13 @@ def finish_and_claim(
                 lock=lock,
                 tenants=tenants,
                 wake=True,
+                http=http,
             )
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
+    written = frozenset(r[0] for r in completed.fetchall()) if completed is not None else frozenset()
     if claimed is None:
-        return Round(retries, [], None, True, True, True)
-    return Round(retries, claimed.jobs(), *claimed.next_claim())
+        return Round(retries, [], None, True, True, True, written)
+    return Round(retries, claimed.jobs(), *claimed.next_claim(), written)
 
 
 def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = None) -> list[Retry]:

@@ -207,4 +207,6 @@ def _text(value: Any, encoding: str) -> bytes | None:
         return str(value).encode()
     if isinstance(value, datetime.datetime):
         return value.isoformat().encode()
+    if isinstance(value, datetime.timedelta):  # a delayed job's run_in, an interval
+        return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds".encode()
     raise TypeError(f"cannot send {type(value).__name__} as a parameter of a prepared statement")

@@ -126,6 +126,7 @@ def as_columns(rows: Sequence[Row], *, extended: bool = False) -> dict[str, list
         "args": [r.args for r in rows],
         "priority": [r.priority for r in rows],
         "run_at": [r.run_at for r in rows],
+        "run_in": [r.run_in for r in rows],
         "max_attempts": [r.max_attempts for r in rows],
         "key": [r.key for r in rows],
         "serial_group": [r.spec.serial_group for r in rows],

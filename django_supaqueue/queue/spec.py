@@ -81,12 +81,19 @@ def check_serial_group(group: str | None) -> str | None:
     return check_text(group, "serial_group")
 
 
-def check_run_at(run_at: datetime | timedelta | None) -> datetime | None:
+def check_run_at(run_at: datetime | timedelta | None) -> datetime | timedelta | None:
+    """``run_at`` checked; a timedelta stays one, for the statement to add to the database's now().
+
+    Adding it to this host's clock would write a run_at as far off as the clock is
+    (minutes, on a host without NTP); every host compares run_at with now().
+    The local clock only checks that the sum is a date there is.
+    """
     if run_at is None:
         return None
     if isinstance(run_at, timedelta):
         try:
-            return timezone.now() + run_at
+            timezone.now() + run_at
+            return run_at
         except OverflowError:
             raise InvalidOption(f"run_at {run_at!r} from now is past the last date there is.") from None
     if not isinstance(run_at, datetime):
@@ -98,6 +105,13 @@ def check_run_at(run_at: datetime | timedelta | None) -> datetime | None:
     except OverflowError:
         raise InvalidOption(f"run_at {run_at.isoformat()} is before year 1 or after 9999 in UTC.") from None
     return run_at
+
+
+def split_run_at(run_at: datetime | timedelta | None) -> dict[str, datetime | timedelta | None]:
+    """A checked run_at as the statements bind it: ``run_at`` (a moment) or ``run_in`` (a delay)."""
+    if isinstance(run_at, timedelta):
+        return {"run_at": None, "run_in": run_at}
+    return {"run_at": run_at, "run_in": None}
 
 
 def check_key(key: str | None) -> str | None:
@@ -213,7 +227,7 @@ class JobSpec:
             payload=payload,
             args=args,
             priority=None if self.priority is None else check_priority(self.priority),
-            run_at=check_run_at(self.run_at),
+            **split_run_at(check_run_at(self.run_at)),
             max_attempts=None if self.max_attempts is None else check_max_attempts(self.max_attempts),
             key=self.key,
             spec=self,
@@ -234,6 +248,7 @@ class Row:
     key: str | None
     spec: JobSpec
     trace: str | None = None  # JSON text of the enqueuer's trace context (tracing.py)
+    run_in: timedelta | None = None  # a run_at given as a delay: added to the database's now()
 
 
 #: What an enqueue does when a pending job already holds its key: "dedupe" keeps

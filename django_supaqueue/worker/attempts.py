@@ -106,8 +106,8 @@ def log_finished(finished: Sequence[Finished]) -> None:
         return
     successes = log.isEnabledFor(logging.INFO)
     for f in finished:
-        if isinstance(f.outcome, Success) and not successes:
-            continue
+        if isinstance(f.outcome, Success) and f.written and not successes:
+            continue  # a success that was fenced out is a warning, whatever the verbosity
         level, message, fields = _describe_finished(f)
         if not log.isEnabledFor(level):
             continue

@@ -26,12 +26,15 @@ def _serve(settings_module: str, conn: Any) -> None:
     import django
 
     django.setup()
+    from django.db import connections
+
     from .executor import perform
 
     while True:
         try:
             job = conn.recv()
         except EOFError:
+            connections.close_all()  # kept open between jobs (see job_connections.py)
             return
         conn.send(STARTED)
         conn.send(perform(job))

@@ -11,6 +11,7 @@ runs the process's chores (see process.py).
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import math
 import threading
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from .. import conf
+from .. import conf, dbclock
 from .. import queue as q
 from ..queue import ClaimedJob, Failure, Success
 from . import attempts
@@ -28,6 +29,7 @@ from .listener import Wakeup
 from .running import RunningAttempts
 
 if TYPE_CHECKING:
+    from .aio import AsyncExecutor
     from .process import WorkerProcess
 
 logger = logging.getLogger("django_supaqueue.worker")
@@ -42,14 +44,19 @@ _RETRYABLE = (
 #: Seconds a stopping loop waits for the attempts it interrupts to end, before
 #: it leaves the rest behind (their threads are blocked in C, say) and the process exits.
 STOP_WAIT = 1.0
+#: Future run_at times a claim loop keeps a timer for; past that many, its poll finds the jobs.
+MAX_TIMERS = 10_000
 
 
 class ClaimLoop:
     """Claims jobs for ``slots`` slots of ``process`` and records their outcomes, on its own connection."""
 
-    def __init__(self, process: WorkerProcess, slots: int, *, chores: bool, listens: bool) -> None:
+    def __init__(
+        self, process: WorkerProcess, slots: int, *, chores: bool, listens: bool, http: bool | None = None
+    ) -> None:
         self.process = process
         self.slots = slots
+        self.http = http  # claims HTTP queues' jobs only (True: the async lane), none (False), or any
         self.chores = chores  # this loop also heartbeats the Worker row, recovers, prunes and fires schedules
         self.listens = listens  # its connection LISTENs (no separate LISTEN_DATABASE)
         self.processed = 0
@@ -59,7 +66,7 @@ class ClaimLoop:
         self.finished: list[attempts.Finished] = []  # what was written, when the process reports it
         self._wake = Wakeup()
         self._conn: psycopg.Connection | None = None
-        self._executor: Executor | None = None
+        self._executor: Executor | AsyncExecutor | None = None
         self._running: RunningAttempts | None = None
         self._cancelled: collections.deque[tuple[int, int]] = collections.deque()
         self._grace_deadline = math.inf
@@ -73,11 +80,11 @@ class ClaimLoop:
         self._left_out = False  # the last claim left out serial or capped queues that turned out to matter
         self._wanted = True  # claim on the next turn of the loop
         # Written on notification (by this thread or a Listener's): a counter (so one that
-        # arrives during a claim's round trip is not lost) and the earliest
-        # known future run_at, both under _notify_lock.
+        # arrives during a claim's round trip is not lost) and the known future run_at times,
+        # a heap (each one wakes the loop, not only the earliest), both under _notify_lock.
         self._notify_lock = threading.Lock()
         self._notify_seq = 0
-        self._next_due = math.inf
+        self._due: list[float] = []
 
     # -- what other threads call -------------------------------------------
     @property
@@ -93,7 +100,8 @@ class ClaimLoop:
         """New jobs: runnable now (0), or a future run_at to wake up for."""
         with self._notify_lock:
             if due_epoch:
-                self._next_due = min(self._next_due, due_epoch)
+                if len(self._due) < MAX_TIMERS:  # beyond that, the poll finds the rest
+                    heapq.heappush(self._due, due_epoch)
             else:
                 self._notify_seq += 1
         self._wake.set()
@@ -116,7 +124,12 @@ class ClaimLoop:
         """Claim and run until stopped; on the way out, record what finished and release the rest."""
         p = self.process
         self._conn = p.connect(listens=self.listens)
-        self._executor = Executor(self.slots, self._on_done)
+        if self.http:
+            from .aio import AsyncExecutor  # aiohttp is loaded only by a process with an async lane
+
+            self._executor = AsyncExecutor(self.slots, self._on_done)
+        else:
+            self._executor = Executor(self.slots, self._on_done)
         self._running = RunningAttempts(
             self._executor, interrupt_grace=p.interrupt_grace, record=self._record, freed=self._free
         )
@@ -204,7 +217,8 @@ class ClaimLoop:
 
     @property
     def claim_batch(self) -> int:
-        return self.process.claim_batch
+        """Most jobs one round trip claims; the async lane's many slots are filled in one."""
+        return max(self.process.claim_batch, self.slots) if self.http else self.process.claim_batch
 
     def _take_notifications(self) -> None:
         """Route what the claim connection has received: during its last round trip, or while idle."""
@@ -218,8 +232,9 @@ class ClaimLoop:
     def _take_wake_reasons(self) -> int:
         """Fold expired timers into ``_wanted``; returns the notify counter."""
         with self._notify_lock:
-            if time.time() >= self._next_due:
-                self._next_due = math.inf
+            now = dbclock.time()  # epochs the database wrote: its clock
+            while self._due and self._due[0] <= now:
+                heapq.heappop(self._due)
                 self._wanted = True
             return self._notify_seq
 
@@ -227,9 +242,9 @@ class ClaimLoop:
         now = time.monotonic()
         wake_at = min(next_poll, next_beat, next_fire, self._running.next_wake(), self._grace_deadline)
         with self._notify_lock:
-            next_due = self._next_due
+            next_due = self._due[0] if self._due else math.inf
         if next_due != math.inf:
-            wake_at = min(wake_at, now + max(0.0, next_due - time.time()))
+            wake_at = min(wake_at, now + max(0.0, next_due - dbclock.time()))
         if self._stop_deadline is not None:
             wake_at = min(wake_at, self._stop_deadline)
         return max(0.0, wake_at - now)
@@ -337,6 +352,7 @@ class ClaimLoop:
                     lease_seconds=p.lease,
                     free=max(0, self.slots - len(self._running)),
                     job_ids=p.job_ids,
+                    http=self.http,
                 )
                 break
             except _RETRYABLE:
@@ -360,7 +376,7 @@ class ClaimLoop:
             if r.status == q.PENDING:
                 self.notify(r.run_at.timestamp())  # a retry this loop scheduled: a timer
         jobs, self._outcome_jobs = self._outcome_jobs, {}
-        finished = attempts.announce_recorded(jobs, successes, failures, done.retries)
+        finished = attempts.announce_recorded(jobs, successes, failures, done.retries, set(done.completed))
         if p.report:
             self.finished += finished
         if done.rate_wake is not None:
@@ -384,6 +400,8 @@ class ClaimLoop:
                     *key,
                 )
                 self._running.interrupt(key, "lost")
+            for key in beat.cancelled & set(held):  # the NOTIFY did not come, or no LISTEN
+                self._running.interrupt(key, "cancel")
             if self.chores and p.chores(self._conn, registered=beat.registered):
                 self._wanted = True
         except psycopg.Error as exc:

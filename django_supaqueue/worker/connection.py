@@ -15,6 +15,7 @@ from django.db import connections
 from .. import conf
 from ..queue.prepared import preparing_turned_off
 
+_UTC = ("UTC", "Etc/UTC")
 _DJANGO_ONLY = ("context", "cursor_factory", "pool", "server_side_binding", "assume_role", "isolation_level")
 
 
@@ -31,14 +32,38 @@ def connection_params(alias: str | None = None) -> dict[str, Any]:
     return params
 
 
+def dead_link_limits() -> dict[str, int]:
+    """libpq's limits for noticing a dead network within about one LEASE_DURATION.
+
+    Without them a worker cut off from the database waits on the kernel: some
+    15 minutes for a statement sent into the void, 130 s per connection attempt,
+    and for ever on an idle LISTEN connection whose server has given up on it.
+    Its leases are gone after one lease anyway; noticing by then makes it
+    reconnect, and claim again, soon after the network is back. A slow server
+    trips none of them: its kernel still acknowledges.
+    """
+    lease = max(2, round(float(conf.get("LEASE_DURATION"))))
+    return {
+        "connect_timeout": lease,
+        "keepalives": 1,
+        "keepalives_idle": max(1, lease // 3),
+        "keepalives_interval": max(1, lease // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": lease * 1000,
+    }
+
+
 def connect(*, application_name: str = "supaqueue worker", alias: str | None = None) -> psycopg.Connection:
-    """A new autocommit connection in UTC, for the claim loop or (on its own alias) the listener."""
-    params = connection_params(alias)
-    options = params.pop("options", "")
-    conn = psycopg.connect(
-        **params,
-        autocommit=True,
-        application_name=application_name,
-        options=f"{options} -c timezone=UTC".strip(),
-    )
+    """A new autocommit connection in UTC, for the claim loop or (on its own alias) the listener.
+
+    UTC is set with SET, not with ``-c timezone=UTC`` in the startup packet:
+    PgBouncer before 1.20 refuses a connection whose startup packet carries
+    ``options``. TimeZone is one of the parameters PgBouncer tracks, so through
+    a transaction pooler it is set again on every server connection lent to
+    this client.
+    """
+    params = {**dead_link_limits(), **connection_params(alias)}  # OPTIONS may set their own
+    conn = psycopg.connect(**params, autocommit=True, application_name=application_name)
+    if conn.info.parameter_status("TimeZone") not in _UTC:
+        conn.execute("SET TIME ZONE 'UTC'")
     return conn

@@ -19,19 +19,24 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, connections
+from django.db import connections
 
 from .. import context, tracing
 from ..exceptions import AttemptInterrupted
 from ..queue import ClaimedJob, Failure, Success, storable
 from ..tasks import get_task
 from .child import ChildProcess
+from .job_connections import after_attempt
 
 Outcome = Success | Failure
 
 
 def perform(job: ClaimedJob) -> Outcome:
-    """Run one attempt on a job thread, then let Django drop connections the task left unusable."""
+    """Run one attempt on a job thread, then tidy the thread's connections for its next one.
+
+    They stay open between attempts (see job_connections.py): a new one per
+    attempt, as Django's CONN_MAX_AGE=0 would have it, costs a server process.
+    """
     try:
         with tracing.attempt_span(job) as span:
             # As it will be written: a result PostgreSQL refuses is a failure, and
@@ -40,7 +45,7 @@ def perform(job: ClaimedJob) -> Outcome:
             tracing.record_outcome(span, outcome)
             return outcome
     finally:
-        close_old_connections()
+        after_attempt()
 
 
 def run_attempt(job: ClaimedJob) -> Outcome:

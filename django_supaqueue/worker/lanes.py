@@ -10,9 +10,13 @@ and its own slots, and their cycles overlap. The first lane keeps the
 process's chores: listening, schedules, recovery, pruning (see process.py).
 The others only claim, run and renew their own leases.
 
+A process with an async lane (ASYNC_CONCURRENCY > 0) adds one more: a claim
+loop whose slots are coroutines on an event loop (aio.py), which claims only
+the calls to HTTP queues, while the thread lanes claim only the other jobs.
+
 This module routes what arrives for the process to its lanes: a job
-notification to the lane with the most free slots, a cancellation or a timer
-to all. When every lane is full none is lost: a lane fills up only through a
+notification to the thread lane with the most free slots and to the async
+lane, a cancellation or a timer to all. When every lane is full none is lost: a lane fills up only through a
 claim that came back full, and such a lane claims again as soon as a slot
 frees.
 """
@@ -43,8 +47,14 @@ class Lanes:
             for loop in self.loops:
                 loop.notify(due_epoch)
             return
-        if self.loops:
-            max(self.loops, key=lambda loop: loop.free_slots).notify()  # ties: the first, listening
+        # A notification does not say whether its jobs are HTTP calls: with an async lane,
+        # it and the freest thread lane each claim, so either kind reaches its own.
+        threads = [loop for loop in self.loops if not loop.http]
+        if threads:
+            max(threads, key=lambda loop: loop.free_slots).notify()  # ties: the first, listening
+        for loop in self.loops:
+            if loop.http:
+                loop.notify()
 
     def route_cancel(self, job_id: int, attempt: int) -> None:
         """Only the loop running the attempt acts on it; the others find nothing to stop."""
@@ -57,7 +67,7 @@ class Lanes:
             loop.notify()
 
     def wake_others(self, lane: ClaimLoop) -> None:
-        """A loop's claim came back full: more is waiting, so its siblings claim too."""
+        """A loop's claim came back full: more of its kind is waiting, so its siblings claim too."""
         for loop in self.loops:
-            if loop is not lane:
+            if loop is not lane and loop.http == lane.http:
                 loop.notify()

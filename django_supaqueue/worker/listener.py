@@ -22,13 +22,12 @@ import logging
 import os
 import select
 import threading
-import time
 from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
 
-from .. import conf
+from .. import conf, dbclock
 from ..queue import CANCEL_CHANNEL, CHANNEL
 from .connection import connect
 
@@ -73,7 +72,7 @@ class Notifications:
             epoch = float(due)
         except ValueError:
             epoch = 0.0
-        self.on_jobs(epoch if epoch > time.time() else 0.0)
+        self.on_jobs(epoch if epoch > dbclock.time() else 0.0)  # the epoch is the database's
 
     def drain(self, conn: psycopg.Connection) -> None:
         """Dispatch what ``conn`` has received (during queries, or waiting on the socket) without blocking."""

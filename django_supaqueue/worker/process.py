@@ -46,6 +46,8 @@ LEFT_BEHIND_DELAY = 2.0
 class WorkerProcess:
     """Runs jobs from ``queues`` (None: every queue) ``concurrency`` at a time, until stopped.
 
+    ``async_concurrency``: calls to HTTP queues in flight at once on the
+    process's async lane (see aio.py); 0 runs them on the threads too.
     ``burst``: until nothing is runnable. ``max_jobs``: claim at most that
     many, then stop once they are done. ``job_ids``: claim only those jobs.
     ``report``: keep what became of each attempt in ``finished``.
@@ -56,6 +58,7 @@ class WorkerProcess:
         *,
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
+        async_concurrency: int | None = None,
         burst: bool = False,
         poll_interval: float | None = None,
         name: str | None = None,
@@ -69,6 +72,9 @@ class WorkerProcess:
     ) -> None:
         self.queues = sorted(set(queues)) if queues else None
         self.concurrency = concurrency or int(conf.get("CONCURRENCY"))
+        self.async_concurrency = int(
+            async_concurrency if async_concurrency is not None else conf.get("ASYNC_CONCURRENCY")
+        )
         self.burst = burst
         self.poll_interval = float(poll_interval if poll_interval is not None else conf.get("POLL_INTERVAL"))
         self.heartbeat_interval = float(conf.get("HEARTBEAT_INTERVAL"))
@@ -144,17 +150,22 @@ class WorkerProcess:
             listener.start()
             listener.ready.wait(10)
         sizes = lane_sizes(self.concurrency, self.claim_connections)
+        # With an async lane, HTTP queues' calls are its own and the thread lanes take the rest.
+        http = False if self.async_concurrency > 0 else None
         for i, size in enumerate(sizes):
-            self.loops.append(ClaimLoop(self, size, chores=i == 0, listens=listens and i == 0))
+            self.loops.append(ClaimLoop(self, size, chores=i == 0, listens=listens and i == 0, http=http))
+        if self.async_concurrency > 0:
+            self.loops.append(ClaimLoop(self, self.async_concurrency, chores=False, listens=False, http=True))
         if self.stopping:
             for loop in self.loops:
                 loop.stop()
         logger.info(
-            "worker %s ready: queues=%s concurrency=%s claim connections=%s",
+            "worker %s ready: queues=%s concurrency=%s async concurrency=%s claim connections=%s",
             self.name,
             ",".join(self.queues) if self.queues else "*",
             self.concurrency,
-            len(sizes),
+            self.async_concurrency,
+            len(self.loops),
         )
         for loop in self.loops[1:]:
             thread = threading.Thread(target=self._run_loop, args=(loop,), name="supaqueue-lane", daemon=True)

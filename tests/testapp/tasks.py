@@ -261,3 +261,74 @@ def swallows_everything(n):
 def sleeps(n, seconds, label="sleeps"):
     """Blocked in C (one time.sleep) for ``seconds``: an interrupt lands only when the sleep returns."""
     return _run_recorded(label, n, lambda: time.sleep(seconds))
+
+
+# Job threads' Django connections (tests/test_job_connections.py) and the benchmark's ORM
+# workload (benchmarks/benchmark.py --only orm), issue 22.
+
+
+def _backend_pid():
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+@task
+def backend_pid(n, label="backend", seconds=0.0):
+    """Records (in ``pid``) and returns the server process its ORM query ran on."""
+    pid = _backend_pid()
+    Execution.objects.create(label=label, n=n, pid=pid, started=time.time())
+    time.sleep(seconds)
+    return pid
+
+
+@task(max_attempts=1)
+def leaves_transaction_open(n, how):
+    """Writes a row in a transaction it never ends: an atomic block, autocommit off, or a BEGIN."""
+    from django.db import connection, transaction
+
+    if how == "atomic":
+        transaction.atomic().__enter__()
+    elif how == "autocommit":
+        transaction.set_autocommit(False)
+    else:
+        with connection.cursor() as cur:
+            cur.execute("BEGIN")
+    Execution.objects.create(label="uncommitted", n=n, pid=_backend_pid(), started=time.time())
+    return _backend_pid()
+
+
+@task(max_attempts=1)
+def breaks_its_connection(n, how):
+    """Fails after breaking its connection: its server process terminated, or an error inside atomic."""
+    from django.db import connections, transaction
+
+    if how == "terminated":
+        pid = _backend_pid()
+        with connections["listen"].cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+        connections["listen"].close()
+        Execution.objects.count()  # on the dead connection: raises
+    with transaction.atomic():
+        Execution.objects.create(label="rolled back", n=n, pid=_backend_pid(), started=time.time())
+        with connections["default"].cursor() as cur:
+            cur.execute("SELECT 1 / 0")
+
+
+@task
+def orm_insert_and_read(i=0):
+    """One ORM insert and one ORM read: the benchmark's jobs that touch the database."""
+    row = Execution.objects.create(label="orm", n=i, pid=0, started=0.0)
+    Execution.objects.get(pk=row.pk)
+
+
+@task
+def where(seconds=0.0, n=0):
+    """Holds a slot without the database, which a partitioned host cannot reach, and returns the
+    hostname it ran on (tests/test_many_hosts.py gives each host its own)."""
+    import socket
+
+    time.sleep(seconds)
+    return socket.gethostname()

@@ -50,6 +50,14 @@ class Command(BaseCommand):
             help="Jobs run at once per process (default: SUPAQUEUE['CONCURRENCY']).",
         )
         parser.add_argument(
+            "-a",
+            "--async-concurrency",
+            type=int,
+            default=None,
+            help="Calls to HTTP queues in flight at once per process, on its event loop; 0: on the "
+            "job threads (default: SUPAQUEUE['ASYNC_CONCURRENCY']).",
+        )
+        parser.add_argument(
             "-p",
             "--processes",
             type=int,
@@ -85,6 +93,11 @@ class Command(BaseCommand):
         processes = options["processes"] or int(conf.get("PROCESSES"))
         if concurrency < 1 or processes < 1:
             raise CommandError("--concurrency and --processes must be at least 1.")
+        async_concurrency = options["async_concurrency"]
+        if async_concurrency is None:
+            async_concurrency = int(conf.get("ASYNC_CONCURRENCY"))
+        if async_concurrency < 0:
+            raise CommandError("--async-concurrency must be at least 0.")
         if options["metrics_port"] is not None:
             from ...metrics import available
 
@@ -101,12 +114,13 @@ class Command(BaseCommand):
                 f"--log-format {console.format} has no effect: LOGGING routes django_supaqueue's logs already"
             )
         synced = self.sync_schedules()
-        self.announce(options["queues"], concurrency, processes, synced)
+        self.announce(options["queues"], concurrency, processes, synced, async_concurrency)
         status = run_workers(
             processes=processes,
             console=console if attached else None,
             queues=options["queues"],
             concurrency=concurrency,
+            async_concurrency=async_concurrency,
             burst=options["burst"],
             poll_interval=options["poll_interval"],
             name=options["name"],
@@ -125,7 +139,12 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
 
     def announce(
-        self, queues: list[str] | None, concurrency: int, processes: int, synced: dict[str, list[str]]
+        self,
+        queues: list[str] | None,
+        concurrency: int,
+        processes: int,
+        synced: dict[str, list[str]],
+        async_concurrency: int = 0,
     ) -> None:
         """The start banner: what will run, where, how wide; then which schedules the sync changed."""
         alias = conf.get("DATABASE")
@@ -133,13 +152,14 @@ class Command(BaseCommand):
         where = f"{db['HOST'] or 'local socket'}:{db['PORT'] or 5432}/{db['NAME']}"
         changed = ", ".join(f"{len(names)} {SYNC_LABELS[what]}" for what, names in synced.items() if names)
         logger.info(
-            "django-supaqueue %s starting: database %s (%s), queues %s, concurrency %s, processes %s, "
-            "schedules synced (%s)",
+            "django-supaqueue %s starting: database %s (%s), queues %s, concurrency %s, "
+            "async concurrency %s, processes %s, schedules synced (%s)",
             __version__,
             alias,
             where,
             ",".join(sorted(set(queues))) if queues else "* (every queue)",
             concurrency,
+            async_concurrency or "off (HTTP calls on the threads)",
             processes,
             changed or "no changes",
             extra={
@@ -147,6 +167,7 @@ class Command(BaseCommand):
                 "database": f"{alias} ({where})",
                 "queues": sorted(set(queues)) if queues else None,
                 "concurrency": concurrency,
+                "async_concurrency": async_concurrency,
                 "processes": processes,
                 "schedules": {what: len(names) for what, names in synced.items()},
             },
