@@ -21,6 +21,9 @@ processes of 10 threads without the queue (the ceiling: the ORM's own cost).
 HTTP queues (``http``, benchmarks/http_bench.py): calls to a local endpoint
 that answers after 50 ms, one ``runworkers -a 200`` process vs a bare aiohttp
 client with 200 in flight; and the worker's memory with 1,000 calls in flight.
+``async def`` tasks (``async``) that each await 50 ms: on an async queue, one
+``runworkers -a 200`` process, and on a threads queue at c=10, vs bare asyncio
+tasks with 200 in flight.
 
 Not a test: nothing here asserts a time. ``--write-docs`` puts the table of a full run
 on the documentation's performance page (docs/explanation/performance.md).
@@ -366,6 +369,44 @@ def drain(n: int, *worker_args: str, future: int = 0, task: object = None) -> tu
     return rate, rss
 
 
+def async_drain(n: int, mode: str, *worker_args: str) -> float:
+    """Jobs/s of one worker process draining ``n`` jobs that each await 50 ms, on a queue in ``mode``."""
+    from django_supaqueue.models import Queue
+    from tests.testapp.tasks import async_wait
+
+    Queue.objects.update_or_create(name="bench_async", defaults={"execution_mode": mode})
+    for start in range(0, n, 50_000):
+        async_wait.enqueue_many([{"i": i} for i in range(start, min(n, start + 50_000))], queue="bench_async")
+    proc = start_worker("-q", "bench_async", *worker_args)
+    try:
+        while remaining() >= n:
+            time.sleep(0.01)
+        t = time.perf_counter()
+        while remaining() > 0:
+            time.sleep(0.02)
+        return n / (time.perf_counter() - t)
+    finally:
+        stop(proc)
+
+
+def raw_async_waits(n: int, in_flight: int) -> float:
+    """The same awaits as bare asyncio tasks, ``in_flight`` at once: the ceiling of the async lane."""
+    import asyncio
+
+    async def run() -> float:
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one() -> None:
+            async with slots:
+                await asyncio.sleep(0.05)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return n / (time.perf_counter() - t)
+
+    return asyncio.run(run())
+
+
 def claim_cost(future: int, rounds: int = 200, batch: int = 50) -> float:
     """Median milliseconds of one claim of ``batch`` jobs (its own transaction), with ``future``
     not-yet-due jobs in the table: the statement a worker sends, timed alone."""
@@ -517,6 +558,15 @@ def main() -> None:
                 endpoint.url + "/slow", 2000, 1000, start_worker, stop, peak_rss_mb, endpoint
             )
             row(f"peak worker RSS, -a 1000 ({open_calls} open at once)", rss, None, unit="MB")
+    if want("async"):
+        n_async = 1000 if args.quick else 3000
+        raw = raw_async_waits(n_async, 200)
+        reset()
+        ours = async_drain(n_async, "async", "-c", "1", "-a", "200")
+        row("async def jobs (50 ms await), async queue, -a 200", ours, raw, raw_label="(asyncio, 200)")
+        reset()
+        threads = async_drain(n_async // 3, "threads", "-c", "10", "-a", "0")
+        row("async def jobs (50 ms await), threads queue, c=10", threads, raw, raw_label="(asyncio, 200)")
     if want("orm"):
         from django.db import connection
 

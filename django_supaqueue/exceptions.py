@@ -116,6 +116,16 @@ class ChildProcessDied(SupaqueueError):
     """Names the error of an attempt whose child process died (processes mode; recorded, never raised)."""
 
 
+class NotACoroutine(SupaqueueError, TypeError):
+    """Names the error of a plain function's job on an async queue (recorded, never raised).
+
+    An async queue's jobs run as coroutines on the worker's event loop, where a
+    plain function would stop every other call and task on the loop while it
+    ran. The attempt fails for good: run the task on a threads queue, or make
+    it ``async def``.
+    """
+
+
 class ResultNotStorable(SupaqueueError):
     """Names the error of an attempt whose result PostgreSQL cannot store (recorded, never raised).
 

@@ -13,6 +13,8 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import markcoroutinefunction
+
 from .exceptions import InvalidOption, InvalidPayload, InvalidSchedule, ReservedParameter, UnknownTask
 from .producer import produce
 from .queue import JobSpec, check_key, check_max_attempts, check_priority, check_queue_name
@@ -71,6 +73,10 @@ class Task:
         self.name = name
         self.options = options
         self.django_task = django_task
+        # An ``async def`` body: a worker runs it on an event loop (see worker/coroutines.py).
+        self.is_async = inspect.iscoroutinefunction(func)
+        if self.is_async:
+            markcoroutinefunction(self)  # calling the task gives a coroutine: async_to_sync must know
         self.signature = inspect.signature(func)
         if django_task is not None and django_task.takes_context:
             # The worker passes the context; callers' arguments fit the rest.

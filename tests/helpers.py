@@ -81,6 +81,19 @@ class WorkerProcesses:
                 proc.wait()
 
 
+def runs(label: str) -> list:
+    """The Execution rows of one label, oldest first: each run of a test task's body that records itself."""
+    from tests.testapp.models import Execution
+
+    return list(Execution.objects.filter(label=label).order_by("started"))
+
+
+def finished(job: Job) -> bool:
+    """Whether the job has ended (succeeded, failed for good or cancelled), reading it again."""
+    job.refresh_from_db()
+    return job.status in (Job.Status.SUCCESSFUL, Job.Status.FAILED, Job.Status.CANCELLED)
+
+
 def job_statuses() -> dict[str, int]:
     from django.db.models import Count
 

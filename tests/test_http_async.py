@@ -105,7 +105,7 @@ def test_the_response_rules_hold_on_the_async_lane(drain, http_server, settings)
     moved, flaky, busy, big = (enqueue_http(name, {}) for name in ("moved", "flaky", "busy", "big"))
     before = timezone.now()
     worker = drain(["moved", "flaky", "busy", "big"], async_concurrency=20)
-    assert worker.loops[-1].http is True and worker.loops[-1].processed == 5
+    assert worker.loops[-1].on_loop is True and worker.loops[-1].processed == 5
     for job in (moved, flaky, busy, big):
         job.refresh_from_db()
     assert moved.status == Job.Status.FAILED and moved.attempts == 1  # a redirect is not followed
@@ -229,8 +229,8 @@ def test_task_jobs_run_on_thread_lanes_beside_http_calls(drain, http_server):
         tasks.add.enqueue(i, 1)
     worker = drain(None, concurrency=2, async_concurrency=20)
     *threads, lane = worker.loops
-    assert lane.http is True and lane.processed == 20
-    assert all(loop.http is False for loop in threads) and sum(t.processed for t in threads) == 10
+    assert lane.on_loop is True and lane.processed == 20
+    assert all(loop.on_loop is False for loop in threads) and sum(t.processed for t in threads) == 10
     assert Job.objects.filter(status=Job.Status.SUCCESSFUL).count() == 30
     assert http_server.peak > 2
 
@@ -240,7 +240,7 @@ def test_without_an_async_lane_http_calls_run_on_the_threads(drain, http_server)
     http_server.script("/fn", (200, {}, b"{}", 2.0), (200, {}, b"{}"))
     job = enqueue_http("hooks", {})
     worker = drain(["hooks"], async_concurrency=0)
-    assert all(loop.http is None for loop in worker.loops)
+    assert all(loop.on_loop is None for loop in worker.loops)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCESSFUL and job.attempts == 2
     assert JobEvent.objects.get(job=job, kind="retried").error_class == "httpx.ReadTimeout"

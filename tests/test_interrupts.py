@@ -13,22 +13,12 @@ import pytest
 from django_supaqueue import cancel
 from django_supaqueue.models import CurrentJob, Job, JobEvent, Queue
 from tests.factories import QueueFactory
-from tests.helpers import wait_for
+from tests.helpers import finished, runs, wait_for
 from tests.testapp import tasks
-from tests.testapp.models import Execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FAST_LEASES = {"SUPAQUEUE_LEASE_DURATION": "3", "SUPAQUEUE_HEARTBEAT_INTERVAL": "0.5"}
-
-
-def runs(label: str) -> list[Execution]:
-    return list(Execution.objects.filter(label=label).order_by("started"))
-
-
-def finished(job: Job) -> bool:
-    job.refresh_from_db()
-    return job.status in (Job.Status.SUCCESSFUL, Job.Status.FAILED, Job.Status.CANCELLED)
 
 
 def test_a_timed_out_body_blocked_in_c_keeps_its_job_until_it_stops_then_is_retried(worker_processes):

@@ -110,6 +110,7 @@ def test_every_word_quoted_in_the_statements_is_a_status_an_event_kind_or_a_know
         | set(JobEvent.Kind.values)
         | set(KEY_MODES)
         | set(Queue.LimitScope.values)
+        | set(Queue.ExecutionMode.values)
         | HTTP_CALL_KEYS
         | our_tables()
         | {"row", "null"}  # the trigger's payload kind, and JSON's null
@@ -139,7 +140,7 @@ def test_a_statement_returning_whole_jobs_returns_the_models_columns_in_order(st
 def test_the_two_claim_statements_share_their_queues_room_and_returned_columns():
     serial, tenants, rest = claims.SQL["claim_serial"], claims.SQL["claim_tenants"], claims.SQL["claim"]
     for start, end in (
-        ("q AS (", "= %(http)s::bool) )"),
+        ("q AS (", "= %(on_loop)s::bool) )"),
         ("SELECT q.id, LEAST(", "END) AS n FROM q"),
         ("calls AS (", "c.serial_group FROM claimed c JOIN q ON q.id = c.queue_id"),
     ):

@@ -339,8 +339,8 @@ def test_the_claim_never_scans_the_job_table_with_serial_queues_and_groups(conn,
     assert serial.jobs.count() == 1000
     with connection.cursor() as cur:
         cur.execute("ANALYZE supaqueue_job")
-    for http in (None, False, True):  # any queue; a thread lane's; an async lane's
-        params = claims.claim_params(worker.pk, worker.name, None, 10, 30.0, http=http)
+    for on_loop in (None, False, True):  # any queue; a thread lane's; an async lane's
+        params = claims.claim_params(worker.pk, worker.name, None, 10, 30.0, on_loop=on_loop)
         for sql in (claims.SQL["claim_serial"], claims.SQL["claim_tenants"], claims.SQL["claim"]):
             plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params).fetchall())
             assert "Seq Scan on supaqueue_job" not in plan, plan

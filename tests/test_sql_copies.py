@@ -48,7 +48,7 @@ CLAIM_PARAMETERS = {
     "%(limit)s::int": "claim_limit",
     "%(free)s::int": "free_slots",
     "%(locked)s::bool": "queues_locked",
-    "%(http)s::bool": "http_only",
+    "%(on_loop)s::bool": "loop_only",
     "%(rate_margin)s": "rate_margin",
     "%(worker_id)s": "me",
     "%(worker_name)s": "me_name",

@@ -259,6 +259,7 @@ class JobEvent(models.Model):
         HELD = "held", _("Held")
         HOLD_RELEASED = "hold_released", _("Released from hold")
         STOPPED = "stopped", _("Attempt stopped after a cancel")
+        BLOCKED = "blocked", _("Blocked the worker's event loop")
 
     id = models.BigAutoField(primary_key=True)
     # No database constraint, as on the lease (CurrentJob): sql/job_deleted.sql deletes a job's events.

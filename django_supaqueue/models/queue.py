@@ -62,6 +62,7 @@ class Queue(models.Model):
     class ExecutionMode(models.TextChoices):
         THREADS = "threads", _("Threads (fast; a timed-out attempt is interrupted at its next instruction)")
         PROCESSES = "processes", _("Processes (isolated; a timed-out attempt is killed)")
+        ASYNC = "async", _("Async (async def tasks as coroutines on the worker's event loop)")
 
     execution_mode = models.CharField(
         max_length=16,

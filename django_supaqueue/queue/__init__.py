@@ -59,6 +59,7 @@ from .leases import (
     Beat,
     expire_leases,
     heartbeat,
+    note_blocked,
     register_worker,
     unregister_worker,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "claim",
     "heartbeat",
     "expire_leases",
+    "note_blocked",
     "Beat",
     "register_worker",
     "unregister_worker",

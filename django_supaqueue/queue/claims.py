@@ -51,17 +51,18 @@ def claim_params(
     job_ids: Sequence[int] | None = None,
     free: int | None = None,
     locked: bool = True,
-    http: bool | None = None,
+    on_loop: bool | None = None,
 ) -> dict[str, Any]:
     """The parameters of the claim's statements (``free``: idle slots, at most ``limit``).
 
-    ``http``: True claims only HTTP queues' jobs, False only the others', None both; a
-    worker's async lane and its thread lanes each take their own kind.
+    ``on_loop``: True claims only the jobs that run on an event loop (HTTP queues' and
+    async queues'), False only the others', None both; a worker's async lane and its
+    thread lanes each take their own kind.
     """
     return {
         "locked": locked,
         "queues": list(queues) if queues else None,
-        "http": http,
+        "on_loop": on_loop,
         "limit": limit,
         "free": limit if free is None else min(free, limit),
         "worker_id": worker_id,
@@ -115,7 +116,7 @@ def send_claim(
     lock: bool = True,
     tenants: bool = True,
     wake: bool = False,
-    http: bool | None = None,
+    on_loop: bool | None = None,
 ) -> SentClaim:
     """Send the claim's statements on ``conn``, in the caller's transaction (or pipeline).
 
@@ -123,7 +124,7 @@ def send_claim(
     queues get no room; ``tenants=False`` leaves out claim_tenants, and queues
     with limits per tenant get no jobs claimed; ``serial=False`` leaves out
     claim_serial; ``wake`` adds rate_wake, which says whether the next claim
-    needs them (see claims.sql); ``http`` is claim_params'.
+    needs them (see claims.sql); ``on_loop`` is claim_params'.
     """
     params = claim_params(
         worker_id,
@@ -134,7 +135,7 @@ def send_claim(
         job_ids=job_ids,
         free=free,
         locked=lock,
-        http=http,
+        on_loop=on_loop,
     )
     if lock:
         conn.execute(SQL["lock_capped_queues"], params)
@@ -145,7 +146,7 @@ def send_claim(
     if wake:
         served = params["queues"]
         woken = conn.execute(
-            rate_wake_statement(tuple(served) if served else None, params["rate_margin"], http)
+            rate_wake_statement(tuple(served) if served else None, params["rate_margin"], on_loop)
         )
     return SentClaim(claimed_serial, claimed_tenants, claimed, woken)
 
@@ -159,7 +160,7 @@ def claim(
     limit: int,
     lease_seconds: float,
     job_ids: Sequence[int] | None = None,
-    http: bool | None = None,
+    on_loop: bool | None = None,
 ) -> list[ClaimedJob]:
     """Take up to ``limit`` runnable jobs, highest priority first, and lease them.
 
@@ -179,13 +180,15 @@ def claim(
         limit=limit,
         lease_seconds=lease_seconds,
         job_ids=job_ids,
-        http=http,
+        on_loop=on_loop,
     )
     return sent.jobs()
 
 
 @functools.lru_cache(maxsize=32)
-def rate_wake_statement(queues: tuple[str, ...] | None, rate_margin: float, http: bool | None = None) -> str:
+def rate_wake_statement(
+    queues: tuple[str, ...] | None, rate_margin: float, on_loop: bool | None = None
+) -> str:
     """rate_wake for one worker, its constants written in: a statement without parameters.
 
     With the queue names as a parameter, PostgreSQL judged a custom plan (the
@@ -197,6 +200,6 @@ def rate_wake_statement(queues: tuple[str, ...] | None, rate_margin: float, http
     values = {
         "queues": list(queues) if queues is not None else None,
         "rate_margin": float(rate_margin),
-        "http": http,
+        "on_loop": on_loop,
     }
     return queries.with_values(SQL["rate_wake"], values)

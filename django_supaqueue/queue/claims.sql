@@ -36,7 +36,7 @@
 SELECT id FROM supaqueue_queue
 WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
   AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
-  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
+  AND (%(on_loop)s::bool IS NULL OR (http_url <> '' OR execution_mode = 'async') = %(on_loop)s::bool)
 ORDER BY id FOR NO KEY UPDATE
 
 
@@ -70,7 +70,7 @@ WITH q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM supaqueue_queue
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
-  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
+  AND (%(on_loop)s::bool IS NULL OR (http_url <> '' OR execution_mode = 'async') = %(on_loop)s::bool)
 ), serial_work AS (
   SELECT EXISTS (SELECT 1 FROM q WHERE q.serial) OR (
     SELECT min(g.serial_group) FROM supaqueue_job g
@@ -200,7 +200,7 @@ WITH RECURSIVE q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM supaqueue_queue
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
-  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
+  AND (%(on_loop)s::bool IS NULL OR (http_url <> '' OR execution_mode = 'async') = %(on_loop)s::bool)
 ), before AS (
   SELECT COALESCE(NULLIF(current_setting('supaqueue.claimed_before', true), '')::int, 0) AS n
 ), want AS (
@@ -318,7 +318,7 @@ WITH q AS (
            'timeout', timeout, 'rate_limited', rate_limit IS NOT NULL) END AS http
   FROM supaqueue_queue
   WHERE NOT paused AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
-  AND (%(http)s::bool IS NULL OR (http_url <> '') = %(http)s::bool)
+  AND (%(on_loop)s::bool IS NULL OR (http_url <> '' OR execution_mode = 'async') = %(on_loop)s::bool)
 ), want AS (
   SELECT GREATEST(0, %(limit)s::int
     - COALESCE(NULLIF(current_setting('supaqueue.claimed_before', true), '')::int, 0)) AS n
@@ -393,17 +393,17 @@ ORDER BY c.priority DESC, c.run_at, c.id
 SELECT extract(epoch FROM min(w.next))::float8,
        EXISTS (SELECT 1 FROM supaqueue_queue s WHERE s.serial AND NOT s.paused
                AND (%(queues)s::text[] IS NULL OR s.name = ANY(%(queues)s::text[]))
-               AND (%(http)s::bool IS NULL OR (s.http_url <> '') = %(http)s::bool))
+               AND (%(on_loop)s::bool IS NULL OR (s.http_url <> '' OR s.execution_mode = 'async') = %(on_loop)s::bool))
        OR (
          SELECT min(g.serial_group) FROM supaqueue_job g
          WHERE g.status = 'pending' AND g.enabled AND g.serial_group IS NOT NULL) IS NOT NULL,
        EXISTS (SELECT 1 FROM supaqueue_queue c WHERE (c.concurrency_limit IS NOT NULL OR c.rate_limit IS NOT NULL)
                AND NOT c.paused AND (%(queues)s::text[] IS NULL OR c.name = ANY(%(queues)s::text[]))
-               AND (%(http)s::bool IS NULL OR (c.http_url <> '') = %(http)s::bool)),
+               AND (%(on_loop)s::bool IS NULL OR (c.http_url <> '' OR c.execution_mode = 'async') = %(on_loop)s::bool)),
        EXISTS (SELECT 1 FROM supaqueue_queue t WHERE (t.concurrency_limit IS NOT NULL OR t.rate_limit IS NOT NULL)
                AND t.limit_scope = 'tenant' AND NOT t.paused
                AND (%(queues)s::text[] IS NULL OR t.name = ANY(%(queues)s::text[]))
-               AND (%(http)s::bool IS NULL OR (t.http_url <> '') = %(http)s::bool))
+               AND (%(on_loop)s::bool IS NULL OR (t.http_url <> '' OR t.execution_mode = 'async') = %(on_loop)s::bool))
 FROM (
   SELECT CASE WHEN q.limit_scope = 'tenant' THEN (
            SELECT min((SELECT x.at FROM supaqueue_queuecall x WHERE x.queue_id = q.id AND x.tenant_id = k.tenant_id
@@ -417,5 +417,5 @@ FROM (
       AND j.run_at <= now() LIMIT 1) due
   WHERE q.rate_limit IS NOT NULL AND NOT q.paused
     AND (%(queues)s::text[] IS NULL OR q.name = ANY(%(queues)s::text[]))
-    AND (%(http)s::bool IS NULL OR (q.http_url <> '') = %(http)s::bool)
+    AND (%(on_loop)s::bool IS NULL OR (q.http_url <> '' OR q.execution_mode = 'async') = %(on_loop)s::bool)
 ) w WHERE w.next > clock_timestamp()

@@ -42,6 +42,7 @@ _QUEUE_DEFAULT_FIELDS = (
     "rate_limit",
     "rate_period",
     "limit_scope",
+    "execution_mode",
 )
 
 #: Called with the jobs each enqueue call wrote, after it wrote them. None in production;
@@ -58,6 +59,7 @@ def new_queue_settings(name: str) -> dict[str, Any]:
     settings["head_of_line"] = settings["head_of_line"] is None or bool(settings["head_of_line"])
     settings["rate_period"] = 1.0 if settings["rate_period"] is None else float(settings["rate_period"])
     settings["limit_scope"] = settings["limit_scope"] or "queue"
+    settings["execution_mode"] = settings["execution_mode"] or "threads"
     return settings
 
 

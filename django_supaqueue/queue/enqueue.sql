@@ -123,11 +123,11 @@ RETURNING id, queue_id, task_name, payload::text, args::text, status, priority, 
 -- Create the named queues that do not exist yet, with the settings given for each.
 INSERT INTO supaqueue_queue (name, max_attempts, priority, retry_backoff, retry_backoff_max, timeout,
                              paused, concurrency_limit, serial, head_of_line, rate_limit, rate_period,
-                             limit_scope, created_at, updated_at)
+                             limit_scope, execution_mode, created_at, updated_at)
 SELECT u.*, now(), now()
 FROM unnest(%(name)s::text[], %(max_attempts)s::int[], %(priority)s::int[],
             %(retry_backoff)s::float8[], %(retry_backoff_max)s::float8[],
             %(timeout)s::float8[], %(paused)s::bool[], %(concurrency_limit)s::int[],
             %(serial)s::bool[], %(head_of_line)s::bool[], %(rate_limit)s::int[],
-            %(rate_period)s::float8[], %(limit_scope)s::text[]) AS u
+            %(rate_period)s::float8[], %(limit_scope)s::text[], %(execution_mode)s::text[]) AS u
 ON CONFLICT (name) DO NOTHING

@@ -102,3 +102,21 @@ def expire_leases(conn: Any, *, worker_id: int, held: Sequence[tuple[int, int]],
 def forget_stale_workers(conn: Any, stale_after: float) -> None:
     """Remove the rows of workers silent for ``stale_after`` seconds that hold no lease."""
     conn.execute(SQL["forget_stale_workers"], {"stale": stale_after})
+
+
+def note_blocked(
+    conn: Any, *, job_id: int, attempt: int, worker_name: str, seconds: float, message: str, stack: str
+) -> bool:
+    """Add a ``blocked`` event to a running attempt's history; False if it no longer holds its lease."""
+    cur = conn.execute(
+        SQL["note_blocked"],
+        {
+            "job_id": job_id,
+            "attempt": attempt,
+            "worker_name": worker_name,
+            "seconds": seconds,
+            "message": message,
+            "stack": stack,
+        },
+    )
+    return cur.rowcount == 1

@@ -61,3 +61,12 @@ WHERE c.worker_id = %(worker_id)s AND c.job_id = h.job_id AND c.attempt = h.atte
 DELETE FROM supaqueue_worker w
 WHERE w.last_heartbeat_at < now() - %(stale)s * interval '1 second'
   AND NOT EXISTS (SELECT 1 FROM supaqueue_currentjob c WHERE c.worker_id = w.id)
+
+
+-- name: note_blocked
+-- Record in a running attempt's history that it blocked its worker's event loop.
+-- Written only while the attempt still holds its lease: a late note of an attempt
+-- that has ended, or was recovered, would say so of nothing that runs.
+INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, duration, error_class, error_message, traceback)
+SELECT c.job_id, 'blocked', c.attempt, %(worker_name)s, now(), %(seconds)s, '', %(message)s, %(stack)s
+FROM supaqueue_currentjob c WHERE c.job_id = %(job_id)s AND c.attempt = %(attempt)s

@@ -277,7 +277,7 @@ def finish_and_claim(
     lock: bool = True,
     tenants: bool = True,
     job_ids: Sequence[int] | None = None,
-    http: bool | None = None,
+    on_loop: bool | None = None,
 ) -> Round:
     """The worker's round trip: record finished attempts, wake capped queues, claim new jobs.
 
@@ -288,7 +288,7 @@ def finish_and_claim(
     queue holding their next jobs (a group spans queues). The Round says
     whether the next call needs ``serial``, ``lock`` and ``tenants`` (all True
     when nothing was claimed, to be safe). ``serial``, ``lock``, ``tenants``,
-    ``free``, ``job_ids`` and ``http`` are claims.send_claim's. A success whose result PostgreSQL
+    ``free``, ``job_ids`` and ``on_loop`` are claims.send_claim's. A success whose result PostgreSQL
     cannot store is written with the failures (see storable).
     """
     successes, unstorable = _split_unstorable(successes)
@@ -319,7 +319,7 @@ def finish_and_claim(
                 lock=lock,
                 tenants=tenants,
                 wake=True,
-                http=http,
+                on_loop=on_loop,
             )
     retries = [Retry(*r) for r in failed.fetchall()] if failed is not None else []
     written = frozenset(r[0] for r in completed.fetchall()) if completed is not None else frozenset()

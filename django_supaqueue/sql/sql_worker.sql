@@ -43,7 +43,7 @@ DECLARE
   claim_limit integer := 1;
   free_slots integer := 1;
   queues_locked boolean := true;
-  http_only boolean := NULL;  -- the claim's http parameter: a Python worker's lanes set it, this takes any job
+  loop_only boolean := NULL;  -- the claim's on_loop parameter: a Python worker's lanes set it, this takes any job
   me bigint;
   taken bigint;
   claimed_job supaqueue_job;
@@ -69,7 +69,7 @@ BEGIN
   PERFORM 1 FROM supaqueue_queue
   WHERE (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AND NOT paused
     AND (served IS NULL OR name = ANY(served))
-    AND (http_only IS NULL OR (http_url <> '') = http_only)
+    AND (loop_only IS NULL OR (http_url <> '' OR execution_mode = 'async') = loop_only)
   ORDER BY id FOR NO KEY UPDATE;
 
   -- claims.sql, claim_serial
@@ -79,7 +79,7 @@ BEGIN
            limit_scope = 'tenant' AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AS per_tenant
     FROM supaqueue_queue
     WHERE NOT paused AND (served IS NULL OR name = ANY(served))
-    AND (http_only IS NULL OR (http_url <> '') = http_only)
+    AND (loop_only IS NULL OR (http_url <> '' OR execution_mode = 'async') = loop_only)
   ), serial_work AS (
     SELECT EXISTS (SELECT 1 FROM q WHERE q.serial) OR (
       SELECT min(g.serial_group) FROM supaqueue_job g
@@ -183,7 +183,7 @@ BEGIN
              limit_scope = 'tenant' AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AS per_tenant
       FROM supaqueue_queue
       WHERE NOT paused AND (served IS NULL OR name = ANY(served))
-      AND (http_only IS NULL OR (http_url <> '') = http_only)
+      AND (loop_only IS NULL OR (http_url <> '' OR execution_mode = 'async') = loop_only)
     ), before AS (
       SELECT COALESCE(NULLIF(current_setting('supaqueue.claimed_before', true), '')::int, 0) AS n
     ), want AS (
@@ -282,7 +282,7 @@ BEGIN
              limit_scope = 'tenant' AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL) AS per_tenant
       FROM supaqueue_queue
       WHERE NOT paused AND (served IS NULL OR name = ANY(served))
-      AND (http_only IS NULL OR (http_url <> '') = http_only)
+      AND (loop_only IS NULL OR (http_url <> '' OR execution_mode = 'async') = loop_only)
     ), room AS (
       SELECT q.id, LEAST(
         CASE WHEN q.concurrency_limit IS NULL AND q.rate_limit IS NULL AND NOT q.serial THEN claim_limit

@@ -52,11 +52,13 @@ class ClaimLoop:
     """Claims jobs for ``slots`` slots of ``process`` and records their outcomes, on its own connection."""
 
     def __init__(
-        self, process: WorkerProcess, slots: int, *, chores: bool, listens: bool, http: bool | None = None
+        self, process: WorkerProcess, slots: int, *, chores: bool, listens: bool, on_loop: bool | None = None
     ) -> None:
         self.process = process
         self.slots = slots
-        self.http = http  # claims HTTP queues' jobs only (True: the async lane), none (False), or any
+        # The async lane (True) claims the jobs of HTTP queues and async queues, thread lanes
+        # (False) the others', a process without an async lane (None) any.
+        self.on_loop = on_loop
         self.chores = chores  # this loop also heartbeats the Worker row, recovers, prunes and fires schedules
         self.listens = listens  # its connection LISTENs (no separate LISTEN_DATABASE)
         self.processed = 0
@@ -124,10 +126,10 @@ class ClaimLoop:
         """Claim and run until stopped; on the way out, record what finished and release the rest."""
         p = self.process
         self._conn = p.connect(listens=self.listens)
-        if self.http:
+        if self.on_loop:
             from .aio import AsyncExecutor  # aiohttp is loaded only by a process with an async lane
 
-            self._executor = AsyncExecutor(self.slots, self._on_done)
+            self._executor = AsyncExecutor(self.slots, self._on_done, p.name)
         else:
             self._executor = Executor(self.slots, self._on_done)
         self._running = RunningAttempts(
@@ -218,7 +220,7 @@ class ClaimLoop:
     @property
     def claim_batch(self) -> int:
         """Most jobs one round trip claims; the async lane's many slots are filled in one."""
-        return max(self.process.claim_batch, self.slots) if self.http else self.process.claim_batch
+        return max(self.process.claim_batch, self.slots) if self.on_loop else self.process.claim_batch
 
     def _take_notifications(self) -> None:
         """Route what the claim connection has received: during its last round trip, or while idle."""
@@ -352,7 +354,7 @@ class ClaimLoop:
                     lease_seconds=p.lease,
                     free=max(0, self.slots - len(self._running)),
                     job_ids=p.job_ids,
-                    http=self.http,
+                    on_loop=self.on_loop,
                 )
                 break
             except _RETRYABLE:

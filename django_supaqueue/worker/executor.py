@@ -25,6 +25,7 @@ from .. import context, tracing
 from ..exceptions import AttemptInterrupted
 from ..queue import ClaimedJob, Failure, Success, storable
 from ..tasks import get_task
+from . import coroutines
 from .child import ChildProcess
 from .job_connections import after_attempt
 
@@ -66,22 +67,34 @@ def run_attempt(job: ClaimedJob) -> Outcome:
                 from .django_tasks import run_django_task
 
                 value = run_django_task(task.django_task, job)
+            elif task.is_async:
+                value = coroutines.run(task.func(*job.args, **job.payload))
             else:
                 value = task.func(*job.args, **job.payload)
-        result = None if value is None else json.dumps(value, allow_nan=False, separators=(",", ":"))
+        result = result_json(value)
     except BaseException as exc:  # noqa: BLE001  every failure must be recorded, even SystemExit
-        opts = _task_options(job.task_name)
-        return Failure(
-            job_id=job.id,
-            attempt=job.attempt,
-            error_class=_qualname(exc),
-            error_message=_message(exc),
-            traceback="".join(traceback.format_exception(exc)),
-            duration=time.monotonic() - started,
-            backoff=opts.retry_backoff if opts else None,
-            backoff_max=opts.retry_backoff_max if opts else None,
-        )
+        return failed(job, exc, started)
     return Success(job_id=job.id, attempt=job.attempt, result=result, duration=time.monotonic() - started)
+
+
+def result_json(value: Any) -> str | None:
+    """A task's return value as the job's result; raises what a value JSON cannot hold raises."""
+    return None if value is None else json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def failed(job: ClaimedJob, exc: BaseException, started: float) -> Failure:
+    """The failure of an attempt whose task raised ``exc``, with its task's back-off."""
+    opts = _task_options(job.task_name)
+    return Failure(
+        job_id=job.id,
+        attempt=job.attempt,
+        error_class=_qualname(exc),
+        error_message=_message(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        duration=time.monotonic() - started,
+        backoff=opts.retry_backoff if opts else None,
+        backoff_max=opts.retry_backoff_max if opts else None,
+    )
 
 
 def _task_options(name: str) -> Any:
@@ -154,7 +167,9 @@ class Executor:
             if job.execution_mode != "processes":
                 # Under the lock: the slot cannot leave this attempt's body meanwhile
                 # (see _leave_body), so the exception can only land in this attempt.
-                _raise_in_thread(slot.thread, exc)
+                # A coroutine body is cancelled instead (see coroutines.py).
+                thread = slot.thread
+                coroutines.interrupt(thread, exc, lambda: _raise_in_thread(thread, exc))
                 return True
             child = slot.child
         if child is not None:

@@ -49,11 +49,11 @@ class Lanes:
             return
         # A notification does not say whether its jobs are HTTP calls: with an async lane,
         # it and the freest thread lane each claim, so either kind reaches its own.
-        threads = [loop for loop in self.loops if not loop.http]
+        threads = [loop for loop in self.loops if not loop.on_loop]
         if threads:
             max(threads, key=lambda loop: loop.free_slots).notify()  # ties: the first, listening
         for loop in self.loops:
-            if loop.http:
+            if loop.on_loop:
                 loop.notify()
 
     def route_cancel(self, job_id: int, attempt: int) -> None:
@@ -69,5 +69,5 @@ class Lanes:
     def wake_others(self, lane: ClaimLoop) -> None:
         """A loop's claim came back full: more of its kind is waiting, so its siblings claim too."""
         for loop in self.loops:
-            if loop is not lane and loop.http == lane.http:
+            if loop is not lane and loop.on_loop == lane.on_loop:
                 loop.notify()

@@ -151,11 +151,15 @@ class WorkerProcess:
             listener.ready.wait(10)
         sizes = lane_sizes(self.concurrency, self.claim_connections)
         # With an async lane, HTTP queues' calls are its own and the thread lanes take the rest.
-        http = False if self.async_concurrency > 0 else None
+        on_loop = False if self.async_concurrency > 0 else None
         for i, size in enumerate(sizes):
-            self.loops.append(ClaimLoop(self, size, chores=i == 0, listens=listens and i == 0, http=http))
+            self.loops.append(
+                ClaimLoop(self, size, chores=i == 0, listens=listens and i == 0, on_loop=on_loop)
+            )
         if self.async_concurrency > 0:
-            self.loops.append(ClaimLoop(self, self.async_concurrency, chores=False, listens=False, http=True))
+            self.loops.append(
+                ClaimLoop(self, self.async_concurrency, chores=False, listens=False, on_loop=True)
+            )
         if self.stopping:
             for loop in self.loops:
                 loop.stop()

@@ -57,6 +57,13 @@ async def async_add(a, b):
 
 
 @task
+async def async_sleep(seconds):
+    """One long await: a timeout cancels it there."""
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+@task
 def spin(seconds):
     """A pure-Python loop: a timeout stops it at its next instruction."""
     deadline = time.time() + seconds

@@ -1,5 +1,6 @@
 """Tasks used by the test suite (autodiscovered like any app's tasks.py)."""
 
+import asyncio
 import os
 import time
 
@@ -332,3 +333,66 @@ def where(seconds=0.0, n=0):
 
     time.sleep(seconds)
     return socket.gethostname()
+
+
+# async def tasks (tests/test_async_tasks.py): the ORM through its async API, interrupts as cancellation.
+
+
+async def _arun_recorded(label, n, body):
+    run = await Execution.objects.acreate(label=label, n=n, pid=os.getpid(), started=time.time())
+    try:
+        return await body()
+    finally:
+        await Execution.objects.filter(pk=run.pk).aupdate(ended=time.time())
+
+
+@task
+async def async_double(n):
+    """Awaits the ORM and a sleep, then returns twice ``n``."""
+    await Execution.objects.acreate(label="async_double", n=n, pid=os.getpid(), started=time.time())
+    await asyncio.sleep(0.01)
+    return n * 2
+
+
+@task(max_attempts=2)
+async def async_fails(n):
+    await asyncio.sleep(0)
+    raise ValueError(f"async failure {n}")
+
+
+@task
+async def async_naps(n, seconds, label="async_naps"):
+    """Awaits one long sleep: a cancel stops it at that await, and its ``finally`` still runs."""
+    return await _arun_recorded(label, n, lambda: asyncio.sleep(seconds, "finished"))
+
+
+@task(timeout=0.5, max_attempts=1)
+async def async_past_timeout(n, seconds=10):
+    return await _arun_recorded("async_timeout", n, lambda: asyncio.sleep(seconds, "finished"))
+
+
+@task(timeout=0.5, max_attempts=1)
+async def async_swallows_cancellation(n):
+    """Catches its cancellation and returns, as careless async code does."""
+
+    async def body():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "finished"
+
+    return await _arun_recorded("async_swallows", n, body)
+
+
+@task(max_attempts=1)
+async def async_blocks(n, seconds):
+    """Calls time.sleep in a coroutine: it blocks the event loop it runs on."""
+    time.sleep(seconds)
+    return n
+
+
+@task
+async def async_wait(i=0, seconds=0.05):
+    """Awaits ``seconds`` and returns: the benchmark's async workload (benchmarks/benchmark.py)."""
+    await asyncio.sleep(seconds)
