@@ -41,6 +41,11 @@ class ClaimedJob:
     serial_group: str | None = None  # its serial group: workers of the group's queues wake when it ends
     received: float = 0.0  # time.monotonic() when the claim came back
 
+    @property
+    def on_loop(self) -> bool:
+        """Whether it runs on a worker's event loop (an HTTP queue's call, an async queue's task)."""
+        return self.http is not None or self.execution_mode == "async"
+
 
 def claim_params(
     worker_id: int,

@@ -269,6 +269,8 @@ class ClaimLoop:
 
     # -- attempts --------------------------------------------------------------
     def _dispatch(self, claimed: list[ClaimedJob]) -> None:
+        if self.on_loop is not None:
+            self.process.lanes.learn(claimed)
         attempts.announce_started(claimed)
         for job in claimed:
             self._running.start(job)

@@ -15,18 +15,28 @@ loop whose slots are coroutines on an event loop (aio.py), which claims only
 the calls to HTTP queues, while the thread lanes claim only the other jobs.
 
 This module routes what arrives for the process to its lanes: a job
-notification to the thread lane with the most free slots and to the async
-lane, a cancellation or a timer to all. When every lane is full none is lost: a lane fills up only through a
+notification to the thread lane with the most free slots, or to the async
+lane, by the kind of its queue; a cancellation or a timer to all. A
+notification names its queue, not the queue's kind: the kind is learnt from
+the jobs the lanes claim (for KIND_TTL seconds, so that a queue an operator
+turns into an HTTP or async queue is routed anew), and a queue not seen yet
+wakes both kinds of lane. When every lane is full none is lost: a lane fills up only through a
 claim that came back full, and such a lane claims again as soon as a slot
 frees.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..queue import ClaimedJob
     from .claim_loop import ClaimLoop
+
+#: Seconds a queue's kind (on the event loop or not), learnt from a claim, routes its notifications.
+KIND_TTL = 60.0
 
 
 def lane_sizes(concurrency: int, connections: int) -> list[int]:
@@ -40,21 +50,31 @@ class Lanes:
 
     def __init__(self, loops: list[ClaimLoop]) -> None:
         self.loops = loops  # the process's list: loops added later are routed to too
+        self._kinds: dict[str, tuple[bool, float]] = {}  # queue -> (on the event loop?, learnt at)
 
-    def route_jobs(self, due_epoch: float) -> None:
-        """New jobs: runnable now, wake the freest loop; due later, every loop keeps the timer."""
+    def learn(self, claimed: Iterable[ClaimedJob]) -> None:
+        """Remember the kind of the queues these jobs came from (called by each lane's claim)."""
+        now = time.monotonic()
+        for job in claimed:
+            self._kinds[job.queue] = (job.on_loop, now)
+
+    def route_jobs(self, due_epoch: float, queue: str = "") -> None:
+        """New jobs of ``queue``: runnable now, wake the freest loop of their kind; due later,
+        every loop keeps the timer."""
         if due_epoch:
             for loop in self.loops:
                 loop.notify(due_epoch)
             return
-        # A notification does not say whether its jobs are HTTP calls: with an async lane,
-        # it and the freest thread lane each claim, so either kind reaches its own.
-        threads = [loop for loop in self.loops if not loop.on_loop]
-        if threads:
-            max(threads, key=lambda loop: loop.free_slots).notify()  # ties: the first, listening
-        for loop in self.loops:
-            if loop.on_loop:
-                loop.notify()
+        known = self._kinds.get(queue)
+        on_loop = known[0] if known is not None and time.monotonic() - known[1] < KIND_TTL else None
+        if on_loop is not True:
+            threads = [loop for loop in self.loops if not loop.on_loop]
+            if threads:
+                max(threads, key=lambda loop: loop.free_slots).notify()  # ties: the first, listening
+        if on_loop is not False:
+            for loop in self.loops:
+                if loop.on_loop:
+                    loop.notify()
 
     def route_cancel(self, job_id: int, attempt: int) -> None:
         """Only the loop running the attempt acts on it; the others find nothing to stop."""

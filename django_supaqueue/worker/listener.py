@@ -47,12 +47,13 @@ def listens_on_claim_connection() -> bool:
 
 
 class Notifications:
-    """Routes notifications: ``on_jobs(due_epoch)`` for a served queue, ``on_cancel(job_id, attempt)``."""
+    """Routes notifications: ``on_jobs(due_epoch, queue)`` for a served queue, and
+    ``on_cancel(job_id, attempt)``."""
 
     def __init__(
         self,
         queues: set[str] | None,
-        on_jobs: Callable[[float], None],
+        on_jobs: Callable[[float, str], None],
         on_cancel: Callable[[int, int], None],
     ) -> None:
         self.queues = queues
@@ -72,7 +73,7 @@ class Notifications:
             epoch = float(due)
         except ValueError:
             epoch = 0.0
-        self.on_jobs(epoch if epoch > dbclock.time() else 0.0)  # the epoch is the database's
+        self.on_jobs(epoch if epoch > dbclock.time() else 0.0, queue)  # the epoch is the database's
 
     def drain(self, conn: psycopg.Connection) -> None:
         """Dispatch what ``conn`` has received (during queries, or waiting on the socket) without blocking."""
