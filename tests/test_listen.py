@@ -128,3 +128,29 @@ def test_prepare_threshold_none_in_options_turns_the_workers_preparing_off(monke
     monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
     with connect() as conn:
         assert conn.prepare_threshold is None
+
+
+def test_a_delayed_job_enqueued_as_soon_as_the_worker_is_registered_is_not_missed(monkeypatch):
+    """The listening connection LISTENs before the Worker row exists, however slowly the lanes start."""
+    from datetime import timedelta
+
+    from django_supaqueue.models import Worker
+    from django_supaqueue.worker.claim_loop import ClaimLoop
+
+    original = ClaimLoop.run
+
+    def slow_start(loop):
+        time.sleep(1.0)  # an import, a busy machine: the lanes start after the row is there
+        original(loop)
+
+    monkeypatch.setattr(ClaimLoop, "run", slow_start)
+    worker = WorkerProcess(concurrency=1, poll_interval=30)
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: Worker.objects.exists(), 10)
+        job = tasks.started_at.using(run_at=timedelta(seconds=2)).enqueue()  # its first claim cannot see it
+        started_within(job, 5)  # woken by its notification, not found by the 30 s poll
+    finally:
+        worker.stop()
+        thread.join(10)

@@ -125,7 +125,8 @@ class ClaimLoop:
     def run(self) -> None:
         """Claim and run until stopped; on the way out, record what finished and release the rest."""
         p = self.process
-        self._conn = p.connect(listens=self.listens)
+        if self._conn is None:
+            self._conn = p.connect(listens=self.listens)
         if self.on_loop:
             from .aio import AsyncExecutor  # aiohttp is loaded only by a process with an async lane
 
@@ -140,6 +141,10 @@ class ClaimLoop:
         finally:
             self._executor.shutdown(wait=False)
             self._wake.close()
+
+    def adopt(self, conn: psycopg.Connection) -> None:
+        """Start with ``conn``, already connected (and listening, for the listening lane)."""
+        self._conn = conn
 
     def close(self) -> psycopg.Connection | None:
         """Hand the connection over (the process's final writes use it), or close it."""

@@ -131,7 +131,10 @@ class WorkerProcess:
 
             metrics.serve(self.metrics_port)
         listens = self.listen and listens_on_claim_connection()
-        conn = self.connect(listens=False)
+        # The first lane's connection LISTENs before the Worker row exists, and the lane
+        # takes it over: a job enqueued once the worker shows as registered has its
+        # notification waiting there, even a delayed one that its first claim cannot see.
+        conn = self.connect(listens=listens)
         try:
             q.ensure_queues(self._queues_to_create(), conn)
             self.worker_id = q.register_worker(
@@ -142,7 +145,10 @@ class WorkerProcess:
                 queues=self.queues,
                 concurrency=self.concurrency,
             )
-        finally:
+        except BaseException:
+            conn.close()
+            raise
+        if not listens:
             conn.close()
         listener = None
         if self.listen and not listens:
@@ -160,6 +166,8 @@ class WorkerProcess:
             self.loops.append(
                 ClaimLoop(self, self.async_concurrency, chores=False, listens=False, on_loop=True)
             )
+        if listens:
+            self.loops[0].adopt(conn)
         if self.stopping:
             for loop in self.loops:
                 loop.stop()
