@@ -5,6 +5,7 @@ Fixtures stay in ``conftest.py``, which pytest loads by itself; tests import the
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import subprocess
@@ -111,11 +112,23 @@ QUEUE_FORM_DEFAULTS = {
 }
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """The test endpoints' request handler: HTTP/1.1 keep-alive, no request log on the test output."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+
 class LocalServer:
     """An endpoint on a free port of 127.0.0.1, its handler served on daemon threads."""
 
     def serve(self, handler: type) -> None:
-        import http.server
         import threading
 
         class Server(http.server.ThreadingHTTPServer):
@@ -140,7 +153,6 @@ class RecordingServer(LocalServer):
     """
 
     def __init__(self) -> None:
-        import http.server
         import threading
 
         self.requests: list[dict] = []
@@ -151,16 +163,10 @@ class RecordingServer(LocalServer):
         self.peak = 0
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self) -> None:
                 arrived = time.time()
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self.read_body()
                 from urllib.parse import parse_qsl, urlsplit
 
                 parts = urlsplit(self.path)

@@ -266,7 +266,7 @@ def test_the_rate_limit_holds_in_every_sliding_window_across_three_processes(wor
     ("path", "expected"), [("orders/7", "orders/7"), ("/orders", "orders"), ("a-b_c.d/e~f", "a-b_c.d/e~f")]
 )
 def test_plain_relative_paths_are_accepted(path, expected):
-    from django_supaqueue.handlers.http import build_url
+    from django_supaqueue.handlers.calls import build_url
     from django_supaqueue.validators import check_path
 
     assert check_path(path) == expected
@@ -276,7 +276,7 @@ def test_plain_relative_paths_are_accepted(path, expected):
 def test_retry_after_takes_seconds_or_a_date_and_is_capped():
     from datetime import UTC, datetime
 
-    from django_supaqueue.handlers.http import retry_after
+    from django_supaqueue.handlers.calls import retry_after
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert retry_after("120", now) == now + timedelta(seconds=120)

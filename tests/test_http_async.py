@@ -10,7 +10,6 @@ import json
 import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 from django.utils import timezone
@@ -20,7 +19,7 @@ from django_supaqueue.handlers.http_async import new_session, perform_http_async
 from django_supaqueue.models import Job, JobEvent, Queue
 from django_supaqueue.queue import ClaimedJob
 from django_supaqueue.worker.process import WorkerProcess
-from tests.helpers import LocalServer, RecordingServer, wait_for
+from tests.helpers import LocalServer, QuietHandler, RecordingServer, wait_for
 from tests.test_http_rate_limit import TOLERANCE, ArrivalServer, most_in_one_window
 from tests.testapp import tasks
 
@@ -126,14 +125,9 @@ class DribbleServer(LocalServer):
         self.open = 0
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.read_body()
                 outer.calls += 1
                 outer.open += 1
                 try:

@@ -9,13 +9,12 @@ processes and time the arrivals at a real server.
 import json
 import textwrap
 import time
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from django_supaqueue import enqueue_http
 from django_supaqueue.models import Job, JobEvent, Queue
-from tests.helpers import ROOT, LocalServer, wait_for
+from tests.helpers import ROOT, LocalServer, QuietHandler, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,15 +40,10 @@ class ArrivalServer(LocalServer):
         self.arrivals: list[tuple[float, int]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 arrived = time.monotonic()
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 outer.arrivals.append((arrived, json.loads(body)["n"]))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -6,7 +6,6 @@ queue keeps about the call: the job row, its events, the log, and the pages that
 
 import json
 import logging
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -14,7 +13,7 @@ from django.urls import reverse
 
 from django_supaqueue import checks, enqueue_http
 from django_supaqueue.models import Job, JobEvent, Queue
-from tests.helpers import QUEUE_FORM_DEFAULTS, LocalServer
+from tests.helpers import QUEUE_FORM_DEFAULTS, LocalServer, QuietHandler
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,14 +33,9 @@ class EchoServer(LocalServer):
         self.requests: list[dict[str, str]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.read_body()
                 headers = dict(self.headers)
                 outer.requests.append(headers)
                 sent = " ".join(f"{k}: {v}" for k, v in headers.items())

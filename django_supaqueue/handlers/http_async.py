@@ -7,7 +7,7 @@ are in flight at once. aiohttp was chosen by measurement: with hundreds of
 calls in flight, its ClientSession came close to a bare asyncio client, where
 httpx.AsyncClient's pool let only a handful of calls through at a time.
 
-What a call is and what its answer becomes are http.Call's, shared with the
+What a call is and what its answer becomes are calls.Call's, shared with the
 threads' httpx path: only the transport differs. The Gate (rate-limit
 lateness, HTTP_REFUSE_LOCAL_HOSTS) is applied by the connector once a
 connection is ready and before the request is written, so a refused call
@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from .. import secrets
-from .http import Call, Gate, _NotSent
+from .calls import Call, CappedBody, Gate, NotSent
 
 #: The gate of the call the current task makes: the connector reads it (each call is its own task).
 _gate: contextvars.ContextVar[Gate | None] = contextvars.ContextVar("supaqueue_http_gate", default=None)
@@ -43,7 +43,7 @@ class _GatedConnector(aiohttp.TCPConnector):
             gate.address = str(peer[0]) if peer else None
             try:
                 gate.check()
-            except _NotSent:
+            except NotSent:
                 conn.close()
                 raise
         return conn
@@ -80,7 +80,7 @@ def new_session(limit: int) -> aiohttp.ClientSession:
 
 
 async def perform_http_async(job: Any, session: aiohttp.ClientSession) -> Any:
-    """Make the call of one attempt on the event loop and judge its response (http.Call)."""
+    """Make the call of one attempt on the event loop and judge its response (calls.Call)."""
     call = Call(job)
     if call.refused is not None:
         return call.refused
@@ -99,7 +99,7 @@ async def perform_http_async(job: Any, session: aiohttp.ClientSession) -> Any:
         async with session.request(call.method, call.url, **request) as response:
             body, truncated = await _read_capped(response, call.limit)
             status, headers = response.status, response.headers
-    except _NotSent as exc:
+    except NotSent as exc:
         return call.not_sent(exc)
     except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
         return call.timed_out(_qualname(exc))
@@ -109,15 +109,11 @@ async def perform_http_async(job: Any, session: aiohttp.ClientSession) -> Any:
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
-    size = 0
+    body = CappedBody(limit)
     async for chunk in response.content.iter_chunked(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
+        if body.add(chunk):
             break
-    body = b"".join(chunks)
-    return body[:limit], size > limit
+    return body.result()
 
 
 def _qualname(exc: BaseException) -> str:
