@@ -96,7 +96,15 @@ def as_copied(statement: str) -> str:
         ),
         ("supaqueue_get_job", 2, claims.SQL["claim"], "claimed AS ( UPDATE", "started_at = now()"),
         ("supaqueue_get_job", 2, claims.SQL["claim"], "pruned AS (", "'', '', '' FROM claimed )"),
-        ("supaqueue_complete_job", 0, outcomes.SQL["complete"], "done AS (", "ON done.id = lease.job_id )"),
+        # The batch reads each job's values by its place in the arrays; one job needs no arrays.
+        ("supaqueue_complete_job", 0, outcomes.SQL["complete"], "settled AS (", "HAVING count(*) > 0 )"),
+        (
+            "supaqueue_complete_job",
+            0,
+            outcomes.SQL["complete"],
+            "event AS (",
+            "http_status) SELECT lease.job_id,",
+        ),
         ("supaqueue_fail_job", 0, outcomes.SQL["fail"], "upd AS (", "FROM upd )"),
     ],
 )

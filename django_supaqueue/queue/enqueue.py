@@ -20,6 +20,7 @@ from .rows import (
     job_from_row,
     job_from_text_row,
     job_with,
+    jobs_with,
     match_written,
     queue_defaults,
     shared_values,
@@ -241,6 +242,8 @@ def _batch_jobs(
     shared.update(
         queue_id=queue_id, priority=priority, run_at=run_at, max_attempts=max_attempts, created_at=created_at
     )
+    if ids and len(ids) == len(payloads):  # no key was held already: every payload has its row
+        return jobs_with(alias, shared, ids, payloads, keys)
     rows = list(zip(ids or (), written_keys or itertools.repeat(None), strict=False))
 
     def build(n: int, row: tuple[int, str | None]) -> Job:

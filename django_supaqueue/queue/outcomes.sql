@@ -17,18 +17,24 @@
 
 -- name: complete
 -- Record successful attempts; return the jobs whose lease still matched.
-WITH d AS (
-  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(result)s::text[],
-                       %(duration)s::float8[], %(http_status)s::int[])
-    AS d(job_id, attempt, result, duration, http_status)
-), lease AS (
-  DELETE FROM supaqueue_currentjob c USING d
-  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
-  RETURNING d.job_id, d.attempt, d.result, d.duration, d.http_status
+-- Each job's values are read from the arrays by its place in them
+-- (array_position), not by joining the unnested arrays: the planner knows
+-- neither how long the arrays are nor, right after a burst of enqueues, how many
+-- jobs are in progress, and a join it believes to be one row by one row became a
+-- nested loop over every running job of the worker for every attempt of the
+-- batch (a third of the worker's database time in a drain). Each step here costs
+-- the same whatever the plan: a probe or a scan of this worker's leases, a probe
+-- per job by id ("IS NOT DISTINCT FROM" keeps the index of running jobs, which
+-- the planner would walk whole, out of its choices).
+WITH lease AS (
+  DELETE FROM supaqueue_currentjob c
+  WHERE c.job_id = ANY(%(job_id)s::bigint[]) AND c.worker_id = %(worker_id)s
+    AND c.attempt = (%(attempt)s::int[])[array_position(%(job_id)s::bigint[], c.job_id)]
+  RETURNING c.job_id, c.attempt, array_position(%(job_id)s::bigint[], c.job_id) AS n
 ), done AS (
-  UPDATE supaqueue_job j SET status = 'successful', result = lease.result::jsonb, finished_at = now(),
-                             last_error = ''
-  FROM lease WHERE j.id = lease.job_id AND j.status = 'in_progress'
+  UPDATE supaqueue_job j SET status = 'successful', finished_at = now(), last_error = '',
+                             result = ((%(result)s::text[])[array_position(%(job_id)s::bigint[], j.id)])::jsonb
+  WHERE j.id = ANY(ARRAY(SELECT job_id FROM lease)) AND j.status IS NOT DISTINCT FROM 'in_progress'
   RETURNING j.id, j.has_dependents
 ), settled AS (
   SELECT supaqueue_settle_dependents(array_agg(id), array_agg('successful'::text))
@@ -36,9 +42,11 @@ WITH d AS (
 ), event AS (
   INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, duration, error_class,
                                   error_message, traceback, http_status)
-  SELECT lease.job_id, CASE WHEN done.id IS NULL THEN 'stopped' ELSE 'succeeded' END, lease.attempt,
-         %(worker_name)s, now(), lease.duration, '', '', '', lease.http_status
-  FROM lease LEFT JOIN done ON done.id = lease.job_id
+  SELECT lease.job_id,
+         CASE WHEN lease.job_id = ANY(ARRAY(SELECT id FROM done)) THEN 'succeeded' ELSE 'stopped' END,
+         lease.attempt, %(worker_name)s, now(), (%(duration)s::float8[])[lease.n], '', '', '',
+         (%(http_status)s::int[])[lease.n]
+  FROM lease
 )
 SELECT id FROM done, (SELECT count(*) FROM settled) s
 
@@ -48,18 +56,24 @@ SELECT id FROM done, (SELECT count(*) FROM settled) s
 -- From upd on, the same as recover_expired: decide retry or final failure, compute
 -- the back-off in the database (so it always uses the queue's current settings),
 -- and write one event per attempt. An uncounted attempt (nothing was attempted)
--- goes back to pending with its attempt given back.
-WITH d AS (
-  SELECT * FROM unnest(%(job_id)s::bigint[], %(attempt)s::int[], %(error_class)s::text[],
-                       %(error_message)s::text[], %(traceback)s::text[], %(duration)s::float8[],
-                       %(retry_at)s::timestamptz[], %(backoff)s::float8[], %(backoff_max)s::float8[],
-                       %(final)s::bool[], %(http_status)s::int[], %(uncounted)s::bool[])
-    AS d(job_id, attempt, error_class, error_message, traceback, duration, retry_at, backoff,
-         backoff_max, final, http_status, uncounted)
+-- goes back to pending with its attempt given back. As in complete, each job's
+-- values are read from the arrays by its place in them, and the job is found by
+-- its id: "IS NOT DISTINCT FROM" keeps the planner off the index of running jobs,
+-- which it would otherwise walk whole for every attempt of the batch whenever
+-- its statistics say that few jobs run (a drain that follows a burst of enqueues).
+WITH taken AS (
+  DELETE FROM supaqueue_currentjob c
+  WHERE c.job_id = ANY(%(job_id)s::bigint[]) AND c.worker_id = %(worker_id)s
+    AND c.attempt = (%(attempt)s::int[])[array_position(%(job_id)s::bigint[], c.job_id)]
+  RETURNING c.job_id, c.attempt, array_position(%(job_id)s::bigint[], c.job_id) AS n
 ), lease AS (
-  DELETE FROM supaqueue_currentjob c USING d
-  WHERE c.job_id = d.job_id AND c.attempt = d.attempt AND c.worker_id = %(worker_id)s
-  RETURNING d.*, %(worker_name)s::text AS worker_name
+  SELECT t.job_id, t.attempt, (%(error_class)s::text[])[t.n] AS error_class,
+         (%(error_message)s::text[])[t.n] AS error_message, (%(traceback)s::text[])[t.n] AS traceback,
+         (%(duration)s::float8[])[t.n] AS duration, (%(retry_at)s::timestamptz[])[t.n] AS retry_at,
+         (%(backoff)s::float8[])[t.n] AS backoff, (%(backoff_max)s::float8[])[t.n] AS backoff_max,
+         (%(final)s::bool[])[t.n] AS final, (%(http_status)s::int[])[t.n] AS http_status,
+         (%(uncounted)s::bool[])[t.n] AS uncounted, %(worker_name)s::text AS worker_name
+  FROM taken t
 ), upd AS (
   UPDATE supaqueue_job j SET
     status = CASE WHEN l.uncounted OR (j.attempts < j.max_attempts AND NOT l.final) THEN 'pending'
@@ -80,7 +94,7 @@ WITH d AS (
           THEN NULL ELSE j.key END,
     last_error = l.error_class || ': ' || l.error_message
   FROM lease l, supaqueue_queue q
-  WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status = 'in_progress'
+  WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status IS NOT DISTINCT FROM 'in_progress'
   RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
             l.error_message, l.traceback, l.http_status, j.has_dependents
 ), stopped AS (
@@ -146,7 +160,7 @@ WITH expired AS (
           THEN NULL ELSE j.key END,
     last_error = l.error_class || ': ' || l.error_message
   FROM lease l, supaqueue_queue q
-  WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status = 'in_progress'
+  WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status IS NOT DISTINCT FROM 'in_progress'
   RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
             l.error_message, l.traceback, l.http_status, j.has_dependents
 ), stopped AS (

@@ -85,13 +85,40 @@ def shared_values(alias: str, row: Row) -> dict[str, Any]:
 
 def job_with(alias: str, shared: dict[str, Any], **fields: Any) -> Job:
     """A Job from the shared values and this job's own, built as _job builds one (see there)."""
+    state = ModelState()
+    state.adding = False
+    state.db = alias
+    values = shared.copy()
+    values.update(fields)
+    values["_state"] = state
     job = Job.__new__(Job)
-    job.__dict__.update(shared)
-    job.__dict__.update(fields)
-    job._state = ModelState()
-    job._state.adding = False
-    job._state.db = alias
+    job.__dict__ = values
     return job
+
+
+def jobs_with(
+    alias: str,
+    shared: dict[str, Any],
+    ids: Sequence[int],
+    payloads: Sequence[Any],
+    keys: Sequence[str | None],
+) -> list[Job]:
+    """job_with for each job of an enqueue_many call that wrote them all: one loop, no call per job."""
+    new = Job.__new__
+    jobs = []
+    for id_, payload, key in zip(ids, payloads, keys, strict=True):
+        state = ModelState()
+        state.adding = False
+        state.db = alias
+        values = shared.copy()
+        values["id"] = id_
+        values["payload"] = payload
+        values["key"] = key
+        values["_state"] = state
+        job = new(Job)
+        job.__dict__ = values
+        jobs.append(job)
+    return jobs
 
 
 def _job(alias: str, values: Sequence[Any]) -> Job:

@@ -145,7 +145,7 @@ def payload_text(payload: Any, args_bytes: int = 2) -> str:
         raise InvalidPayload(
             f"payload must be a JSON object (a dict of keyword arguments), not {type(payload).__name__}."
         )
-    if any(not isinstance(k, str) for k in payload):
+    if not all(map(_is_str, payload)):
         raise InvalidPayload("payload keys must be strings (they are keyword argument names).")
     text = encode_json(payload, "payload")
     limit = conf.get("MAX_PAYLOAD_BYTES")
@@ -159,6 +159,23 @@ def payload_text(payload: Any, args_bytes: int = 2) -> str:
 
 #: One encoder for every payload: json.dumps with options builds a new one per call.
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+#: _JSON's C encoder, made once: JSONEncoder.encode makes it again for every value, which
+#: was half the cost of encoding enqueue_many's payloads. Without a circular-reference
+#: check (a self-containing payload ends in RecursionError instead), so threads can share it.
+_C_ENCODE = (
+    json.encoder.c_make_encoder(
+        None, _JSON.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
+_is_str = str.__instancecheck__
+
+
+def _encode(value: Any) -> str:
+    if _C_ENCODE is None or isinstance(value, str):
+        return _JSON.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def encode_json(value: Any, what: str) -> str:
@@ -170,8 +187,8 @@ def encode_json(value: Any, what: str) -> str:
     20,000 payloads of enqueue_many are not parsed again.
     """
     try:
-        text = _JSON.encode(value)
-    except (TypeError, ValueError) as exc:
+        text = _encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(
             f"{what} must be JSON-serialisable (dicts, lists, strings, numbers, booleans, None): {exc}"
         ) from None

@@ -448,7 +448,7 @@ BEGIN
             THEN NULL ELSE j.key END,
       last_error = l.error_class || ': ' || l.error_message
     FROM lease l, supaqueue_queue q
-    WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status = 'in_progress'
+    WHERE j.id = l.job_id AND q.id = j.queue_id AND j.status IS NOT DISTINCT FROM 'in_progress'
     RETURNING j.id, j.status, j.run_at, l.attempt, l.worker_name, l.duration, l.error_class,
               l.error_message, l.traceback, l.http_status, j.has_dependents
   ), stopped AS (
