@@ -140,12 +140,12 @@ class _QueueConnection:
     def __init__(self, raw: Any) -> None:
         self._raw = raw
 
-    def execute(self, query: str, params: Any = None) -> Any:
+    def execute(self, query: str, params: Any = None, *, prepare: bool | None = None) -> Any:
         from psycopg.types.json import JsonbLoader
 
         cursor = self._raw.cursor()
         cursor.adapters.register_loader("jsonb", JsonbLoader)
-        return cursor.execute(query, params)
+        return cursor.execute(query, params, prepare=prepare)
 
 
 def _in_failed_transaction(connection: Any) -> bool:

@@ -19,6 +19,12 @@ from .claims import ClaimedJob
 from .storable import SMALLINT_MAX, json_refusal, storable_text
 
 SQL = queries.load("outcomes.sql")
+#: complete and fail are planned for each batch, never prepared: given the batch's arrays as
+#: values, the planner knows their length and hashes their "= ANY" lookups, where a generic
+#: plan guesses ten rows and searches each array linearly. At 300 attempts a batch the
+#: generic plan took half as long again (9.5 against 6.4 ms), at 100 a fifth (2.7 against
+#: 2.3 ms): more than the planning costs.
+_PREPARE = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -199,7 +205,8 @@ def complete(conn: Any, *, worker_id: int, worker_name: str, successes: Sequence
     fail(conn, worker_id=worker_id, worker_name=worker_name, failures=unstorable)
     if not successes:
         return set()
-    rows = conn.execute(SQL["complete"], _complete_params(worker_id, worker_name, successes)).fetchall()
+    params = _complete_params(worker_id, worker_name, successes)
+    rows = conn.execute(SQL["complete"], params, prepare=_PREPARE).fetchall()
     return {r[0] for r in rows}
 
 
@@ -214,7 +221,8 @@ def fail(conn: Any, *, worker_id: int, worker_name: str, failures: Sequence[Fail
     """Record failed attempts: back to pending after a back-off, or failed for good."""
     if not failures:
         return []
-    rows = conn.execute(SQL["fail"], _fail_params(worker_id, worker_name, failures)).fetchall()
+    params = _fail_params(worker_id, worker_name, failures)
+    rows = conn.execute(SQL["fail"], params, prepare=_PREPARE).fetchall()
     return [Retry(*r) for r in rows]
 
 
@@ -298,9 +306,11 @@ def finish_and_claim(
     groups = sorted(set(freed_groups))
     with _one_round_trip(conn):
         if successes:
-            completed = conn.execute(SQL["complete"], _complete_params(worker_id, worker_name, successes))
+            params = _complete_params(worker_id, worker_name, successes)
+            completed = conn.execute(SQL["complete"], params, prepare=_PREPARE)
         if failures:
-            failed = conn.execute(SQL["fail"], _fail_params(worker_id, worker_name, failures))
+            params = _fail_params(worker_id, worker_name, failures)
+            failed = conn.execute(SQL["fail"], params, prepare=_PREPARE)
         if freed:
             conn.execute(SQL["notify_queues"], {"names": freed, "channel": CHANNEL})
         if groups:
