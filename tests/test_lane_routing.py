@@ -50,7 +50,9 @@ def claimed(queue: str, *, http: bool = False, mode: str = "threads") -> Claimed
 @pytest.fixture
 def lanes():
     threads, busy, loop = StubLoop(False, free_slots=1), StubLoop(False, free_slots=5), StubLoop(True)
-    return Lanes([threads, busy, loop]), threads, busy, loop
+    routes = Lanes([threads, busy, loop])
+    routes.started()
+    return routes, threads, busy, loop
 
 
 def test_a_queue_not_seen_yet_wakes_the_freest_thread_lane_and_the_async_lane(lanes):
@@ -82,6 +84,19 @@ def test_a_delayed_job_sets_a_timer_on_every_lane_whatever_its_kind(lanes):
     routes.learn([claimed("plain")])
     routes.route_jobs(time.time() + 60, "plain")
     assert all(len(lane.woken) == 1 for lane in (threads, busy, loop))
+
+
+def test_timers_heard_before_the_lanes_exist_are_handed_to_them():
+    loops: list[StubLoop] = []
+    routes = Lanes(loops)
+    due = time.time() + 60
+    routes.route_jobs(due, "plain")  # LISTEN starts before the worker registers and makes its lanes
+    loops += [StubLoop(False), StubLoop(True)]
+    assert all(not lane.woken for lane in loops)
+    routes.started()
+    assert [lane.woken for lane in loops] == [[due], [due]]
+    routes.route_jobs(due + 1, "plain")  # from then on, straight to them
+    assert [lane.woken for lane in loops] == [[due, due + 1], [due, due + 1]]
 
 
 @pytest.mark.django_db(transaction=True)

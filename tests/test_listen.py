@@ -130,20 +130,31 @@ def test_prepare_threshold_none_in_options_turns_the_workers_preparing_off(monke
         assert conn.prepare_threshold is None
 
 
-def test_a_delayed_job_enqueued_as_soon_as_the_worker_is_registered_is_not_missed(monkeypatch):
-    """The listening connection LISTENs before the Worker row exists, however slowly the lanes start."""
+@pytest.mark.parametrize("listen_database", [None, "listen"])
+def test_a_delayed_job_enqueued_as_soon_as_the_worker_is_registered_is_not_missed(
+    monkeypatch, settings, listen_database
+):
+    """The listening connection (the first lane's, or a LISTEN_DATABASE's) LISTENs before the Worker
+    row exists, however slowly the lanes and the listener start."""
     from datetime import timedelta
 
     from django_supaqueue.models import Worker
     from django_supaqueue.worker.claim_loop import ClaimLoop
+    from django_supaqueue.worker.listener import Listener
 
-    original = ClaimLoop.run
+    settings.SUPAQUEUE = {**settings.SUPAQUEUE, "LISTEN_DATABASE": listen_database}
+    original, original_listen = ClaimLoop.run, Listener._listen
 
     def slow_start(loop):
         time.sleep(1.0)  # an import, a busy machine: the lanes start after the row is there
         original(loop)
 
+    def slow_listen(listener):
+        time.sleep(0.5)  # a slow connection: the listener is late too
+        original_listen(listener)
+
     monkeypatch.setattr(ClaimLoop, "run", slow_start)
+    monkeypatch.setattr(Listener, "_listen", slow_listen)
     worker = WorkerProcess(concurrency=1, poll_interval=30)
     thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
     thread.start()

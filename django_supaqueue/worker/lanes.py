@@ -27,6 +27,7 @@ frees.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -51,6 +52,18 @@ class Lanes:
     def __init__(self, loops: list[ClaimLoop]) -> None:
         self.loops = loops  # the process's list: loops added later are routed to too
         self._kinds: dict[str, tuple[bool, float]] = {}  # queue -> (on the event loop?, learnt at)
+        # Future run_at times heard before the loops exist (LISTEN starts before the worker
+        # registers); None once started() has handed them over.
+        self._early: list[float] | None = []
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        """The loops exist: give them the timers heard before (runnable jobs their first claims find)."""
+        with self._lock:
+            early, self._early = self._early or [], None
+        for due_epoch in early:
+            for loop in self.loops:
+                loop.notify(due_epoch)
 
     def learn(self, claimed: Iterable[ClaimedJob]) -> None:
         """Remember the kind of the queues these jobs came from (called by each lane's claim)."""
@@ -62,6 +75,10 @@ class Lanes:
         """New jobs of ``queue``: runnable now, wake the freest loop of their kind; due later,
         every loop keeps the timer."""
         if due_epoch:
+            with self._lock:
+                if self._early is not None:
+                    self._early.append(due_epoch)
+                    return
             for loop in self.loops:
                 loop.notify(due_epoch)
             return

@@ -131,9 +131,15 @@ class WorkerProcess:
 
             metrics.serve(self.metrics_port)
         listens = self.listen and listens_on_claim_connection()
-        # The first lane's connection LISTENs before the Worker row exists, and the lane
-        # takes it over: a job enqueued once the worker shows as registered has its
-        # notification waiting there, even a delayed one that its first claim cannot see.
+        # The first lane's connection, or the Listener's, LISTENs before the Worker row
+        # exists: a job enqueued once the worker shows as registered has its notification
+        # heard, even a delayed one that the lanes' first claims cannot see (the lanes
+        # take what arrives before they exist, see Lanes.route_jobs).
+        listener = None
+        if self.listen and not listens:
+            listener = Listener(self.notifications, self.lanes.wake_all)
+            listener.start()
+            listener.ready.wait(10)
         conn = self.connect(listens=listens)
         try:
             q.ensure_queues(self._queues_to_create(), conn)
@@ -147,14 +153,11 @@ class WorkerProcess:
             )
         except BaseException:
             conn.close()
+            if listener is not None:
+                listener.stop()
             raise
         if not listens:
             conn.close()
-        listener = None
-        if self.listen and not listens:
-            listener = Listener(self.notifications, self.lanes.wake_all)
-            listener.start()
-            listener.ready.wait(10)
         sizes = lane_sizes(self.concurrency, self.claim_connections)
         # With an async lane, HTTP queues' calls are its own and the thread lanes take the rest.
         on_loop = False if self.async_concurrency > 0 else None
@@ -168,6 +171,7 @@ class WorkerProcess:
             )
         if listens:
             self.loops[0].adopt(conn)
+        self.lanes.started()
         if self.stopping:
             for loop in self.loops:
                 loop.stop()
