@@ -124,3 +124,29 @@ def test_a_worker_stops_waking_its_async_lane_for_plain_jobs_and_still_runs_ever
     finally:
         worker.stop()
         thread.join(10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_async_lane_starts_only_once_a_served_queue_needs_it():
+    """Without an HTTP or an async queue a worker has no event loop; the claim after one appears starts it."""
+    worker = WorkerProcess(concurrency=2, async_concurrency=10, poll_interval=30)
+    thread = threading.Thread(target=worker.run, kwargs={"handle_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: worker.loops and all(loop._running is not None for loop in worker.loops), 10)
+        plain = tasks.add.enqueue(1, 2)
+        wait_for(lambda: finished(plain), 10)
+        assert worker.loops and not any(loop.on_loop for loop in worker.loops)
+        assert all(loop.on_loop is False for loop in worker.loops)  # HTTP and async jobs wait for the lane
+        QueueFactory(name="feeds", execution_mode="async")
+        feed = tasks.async_double.using(queue="feeds").enqueue(3)  # its notification: a claim, then the lane
+        wait_for(lambda: finished(feed), 10)  # well within the 30 s poll
+        feed.refresh_from_db()
+        assert feed.result == 6
+        lane = worker.loops[-1]
+        assert lane.on_loop is True and lane.processed == 1
+        assert sum(loop.on_loop is True for loop in worker.loops) == 1
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()

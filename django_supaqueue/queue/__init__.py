@@ -48,7 +48,7 @@ from .actions import (
     run_now,
     wake_queues,
 )
-from .claims import ClaimedJob, claim
+from .claims import ClaimedJob, claim, loop_work
 from .enqueue import (
     enqueue_batch,
     enqueue_job,
@@ -154,6 +154,7 @@ __all__ = [
     "install_row_trigger",
     "ClaimedJob",
     "claim",
+    "loop_work",
     "heartbeat",
     "expire_leases",
     "note_blocked",

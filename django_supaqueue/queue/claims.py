@@ -98,13 +98,13 @@ class SentClaim:
         received = time.monotonic()
         return [ClaimedJob(*r, received=received) for r in rows]
 
-    def next_claim(self) -> tuple[float | None, bool, bool, bool]:
+    def next_claim(self) -> tuple[float | None, bool, bool, bool, bool]:
         """rate_wake's answer: (when a rate-limited queue has room again, serial work?, capped queues?,
-        queues with limits per tenant?).
+        queues with limits per tenant?, queues whose jobs run on the event loop?).
 
-        (None, True, True, True) when it was not sent: the next claim then sends every statement.
+        (None, True, True, True, False) when it was not sent: the next claim then sends every statement.
         """
-        return self._wake.fetchone() if self._wake is not None else (None, True, True, True)
+        return self._wake.fetchone() if self._wake is not None else (None, True, True, True, False)
 
 
 def send_claim(
@@ -188,6 +188,12 @@ def claim(
         on_loop=on_loop,
     )
     return sent.jobs()
+
+
+def loop_work(conn: Any, queues: Sequence[str] | None) -> bool:
+    """Whether any of ``queues`` (None: all) is an HTTP or an async queue, not paused: rate_wake's answer."""
+    statement = rate_wake_statement(tuple(queues) if queues else None, float(conf.get("RATE_LIMIT_MARGIN")))
+    return bool(conn.execute(statement).fetchone()[4])
 
 
 @functools.lru_cache(maxsize=32)

@@ -387,7 +387,9 @@ ORDER BY c.priority DESC, c.run_at, c.id
 -- pending job has a group); two index probes, so that workers of deployments
 -- without serial work never send it. Third: whether it needs lock_capped_queues (a
 -- served queue has a cap or a rate limit). Fourth: whether it needs claim_tenants (a
--- served queue's limits are per tenant).
+-- served queue's limits are per tenant). Fifth: whether a served queue's jobs run on
+-- the event loop (an HTTP or an async queue, not paused), which a worker whose async
+-- lane has not started yet needs to know (see worker/process.py).
 -- Run with its parameters written in (claims.rate_wake_statement): a worker's queues
 -- never change, so the statement is prepared, and planned, once.
 SELECT extract(epoch FROM min(w.next))::float8,
@@ -403,7 +405,9 @@ SELECT extract(epoch FROM min(w.next))::float8,
        EXISTS (SELECT 1 FROM supaqueue_queue t WHERE (t.concurrency_limit IS NOT NULL OR t.rate_limit IS NOT NULL)
                AND t.limit_scope = 'tenant' AND NOT t.paused
                AND (%(queues)s::text[] IS NULL OR t.name = ANY(%(queues)s::text[]))
-               AND (%(on_loop)s::bool IS NULL OR (t.http_url <> '' OR t.execution_mode = 'async') = %(on_loop)s::bool))
+               AND (%(on_loop)s::bool IS NULL OR (t.http_url <> '' OR t.execution_mode = 'async') = %(on_loop)s::bool)),
+       EXISTS (SELECT 1 FROM supaqueue_queue a WHERE (a.http_url <> '' OR a.execution_mode = 'async')
+               AND NOT a.paused AND (%(queues)s::text[] IS NULL OR a.name = ANY(%(queues)s::text[])))
 FROM (
   SELECT CASE WHEN q.limit_scope = 'tenant' THEN (
            SELECT min((SELECT x.at FROM supaqueue_queuecall x WHERE x.queue_id = q.id AND x.tenant_id = k.tenant_id

@@ -266,6 +266,7 @@ class Round(NamedTuple):
     capped: bool  # the next claim needs lock=True
     tenants: bool  # the next claim needs tenants=True
     completed: frozenset[int] = frozenset()  # the successes written (the others were fenced out)
+    loop_work: bool = False  # a served queue's jobs run on the event loop (an HTTP or an async queue)
 
 
 def finish_and_claim(
@@ -335,7 +336,8 @@ def finish_and_claim(
     written = frozenset(r[0] for r in completed.fetchall()) if completed is not None else frozenset()
     if claimed is None:
         return Round(retries, [], None, True, True, True, written)
-    return Round(retries, claimed.jobs(), *claimed.next_claim(), written)
+    wake, serial, capped, tenants, loop_work = claimed.next_claim()
+    return Round(retries, claimed.jobs(), wake, serial, capped, tenants, written, loop_work)
 
 
 def recover_expired(conn: Any, *, limit: int = 100, stale_after: float | None = None) -> list[Retry]:

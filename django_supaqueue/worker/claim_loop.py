@@ -385,6 +385,8 @@ class ClaimLoop:
             )
             self._serial, self.capped, self._tenants = done.serial_work, done.capped, done.tenants
             p.claimed(done.jobs)
+            if done.loop_work and self.on_loop is False:
+                p.start_async_lane()
         for r in done.retries:
             if r.status == q.PENDING:
                 self.notify(r.run_at.timestamp())  # a retry this loop scheduled: a timer

@@ -109,6 +109,8 @@ class WorkerProcess:
         self._claim_order: dict[tuple[int, int], int] = {}
         self._next_prune = 0.0
         self._threads: list[threading.Thread] = []
+        self._lanes_lock = threading.Lock()  # lanes are added while others run (start_async_lane)
+        self._lanes_closed = False
 
     @property
     def processed(self) -> int:
@@ -151,6 +153,7 @@ class WorkerProcess:
                 queues=self.queues,
                 concurrency=self.concurrency,
             )
+            loop_work = self.async_concurrency > 0 and q.loop_work(conn, self.queues)
         except BaseException:
             conn.close()
             if listener is not None:
@@ -165,7 +168,7 @@ class WorkerProcess:
             self.loops.append(
                 ClaimLoop(self, size, chores=i == 0, listens=listens and i == 0, on_loop=on_loop)
             )
-        if self.async_concurrency > 0:
+        if loop_work:
             self.loops.append(
                 ClaimLoop(self, self.async_concurrency, chores=False, listens=False, on_loop=True)
             )
@@ -184,12 +187,12 @@ class WorkerProcess:
             len(self.loops),
         )
         for loop in self.loops[1:]:
-            thread = threading.Thread(target=self._run_loop, args=(loop,), name="supaqueue-lane", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+            self._start_lane(loop)
         try:
             self._run_loop(self.loops[0])
         finally:
+            with self._lanes_lock:
+                self._lanes_closed = True  # no lane starts now: the list below is complete
             for thread in self._threads:
                 while thread.is_alive():  # a timed join: signals still reach this thread
                     thread.join(0.5)
@@ -201,6 +204,29 @@ class WorkerProcess:
                 # connections otherwise stay open until garbage collection.
                 connections.close_all()
         logger.info("worker %s stopped after %s jobs", self.name, self.processed)
+
+    def _start_lane(self, loop: ClaimLoop) -> None:
+        thread = threading.Thread(target=self._run_loop, args=(loop,), name="supaqueue-lane", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def start_async_lane(self) -> None:
+        """Start the async lane once a served queue's jobs run on the event loop (a claim said so).
+
+        A worker starts it only when it serves an HTTP or an async queue: without one, the
+        lane's event loop, its threads and aiohttp would only hold memory. A queue made
+        such while the worker runs is reported by the next claim's rate_wake, and its
+        jobs wait for that claim, as they would wait for a free slot.
+        """
+        with self._lanes_lock:
+            if self._lanes_closed or self.stopping or any(loop.on_loop for loop in self.loops):
+                return
+            loop = ClaimLoop(self, self.async_concurrency, chores=False, listens=False, on_loop=True)
+            self.loops.append(loop)
+            self._start_lane(loop)
+        if self.stopping:  # stop() may have gone through the loops before this one was added
+            loop.stop()
+        logger.info("worker %s: async lane started (async concurrency=%s)", self.name, self.async_concurrency)
 
     def _run_loop(self, loop: ClaimLoop) -> None:
         """A loop's life: claim and run until the worker stops; if it fails, the worker stops too."""
