@@ -75,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     # statements, needs OPTIONS["prepare_threshold"] = None, which turns off all.
     "PREPARE_STATEMENTS": True,
     # Most jobs one claim statement takes.
-    "CLAIM_BATCH": 300,
+    "CLAIM_BATCH": 100,
     # Connections a worker process claims on, each with a share of its slots
     # (never more than its concurrency): their round trips overlap, so short
     # jobs drain faster. 1: one claim loop, one connection.
