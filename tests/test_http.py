@@ -246,13 +246,19 @@ def test_the_concurrency_cap_holds_for_http_calls(drain, http_server):
 def test_the_rate_limit_holds_in_every_sliding_window_across_three_processes(worker_processes, http_server):
     limit, n = 20, 70
     http_queue(http_server, rate_limit=limit, rate_period=1.0)
+    # Calls of 0.4 s on 5 slots: one process can start at most about 12 a second, so the
+    # others take part in every window (with quick calls, whichever woke first could take
+    # all 20 of each window, and did on a loaded machine).
+    http_server.scripts["/fn"] = [(200, {}, b'{"ok": true}', 0.4)]
     for i in range(n):
         enqueue_http("hooks", {"n": i})
     # A wider margin than the default: on a loaded 2-core test machine the time from claim to the
     # request's arrival (and its recording here) can exceed 0.1 s. The assertion below is still the
     # exact 1 s window.
     for _ in range(3):
-        worker_processes.start("-q", "hooks", "-c", "10", env={"SUPAQUEUE_RATE_LIMIT_MARGIN": "0.5"})
+        worker_processes.start(
+            "-q", "hooks", "-c", "10", "-a", "5", env={"SUPAQUEUE_RATE_LIMIT_MARGIN": "0.5"}
+        )
     wait_for(lambda: Job.objects.filter(status=Job.Status.SUCCESSFUL).count() == n, 60)
     times = sorted(r["at"] for r in http_server.requests)
     assert len(times) == n
