@@ -85,15 +85,9 @@ def shared_values(alias: str, row: Row) -> dict[str, Any]:
 
 def job_with(alias: str, shared: dict[str, Any], **fields: Any) -> Job:
     """A Job from the shared values and this job's own, built as _job builds one (see there)."""
-    state = ModelState()
-    state.adding = False
-    state.db = alias
     values = shared.copy()
     values.update(fields)
-    values["_state"] = state
-    job = Job.__new__(Job)
-    job.__dict__ = values
-    return job
+    return _instance(alias, values)
 
 
 def jobs_with(
@@ -103,21 +97,14 @@ def jobs_with(
     payloads: Sequence[Any],
     keys: Sequence[str | None],
 ) -> list[Job]:
-    """job_with for each job of an enqueue_many call that wrote them all: one loop, no call per job."""
-    new = Job.__new__
+    """job_with for each job of an enqueue_many call that wrote them all, without keywords per job."""
     jobs = []
     for id_, payload, key in zip(ids, payloads, keys, strict=True):
-        state = ModelState()
-        state.adding = False
-        state.db = alias
         values = shared.copy()
         values["id"] = id_
         values["payload"] = payload
         values["key"] = key
-        values["_state"] = state
-        job = new(Job)
-        job.__dict__ = values
-        jobs.append(job)
+        jobs.append(_instance(alias, values))
     return jobs
 
 
@@ -128,11 +115,17 @@ def _job(alias: str, values: Sequence[Any]) -> Job:
     rows; every concrete field is given (nothing is deferred), so the instance
     is the same, except that pre_init/post_init are not sent for it.
     """
+    return _instance(alias, dict(zip(_JOB_FIELDS, values, strict=True)))
+
+
+def _instance(alias: str, values: dict[str, Any]) -> Job:
+    """A Job whose __dict__ is ``values`` (every concrete field), loaded from ``alias``."""
+    state = ModelState()
+    state.adding = False
+    state.db = alias
+    values["_state"] = state
     job = Job.__new__(Job)
-    job.__dict__.update(zip(_JOB_FIELDS, values, strict=True))
-    job._state = ModelState()
-    job._state.adding = False
-    job._state.db = alias
+    job.__dict__ = values
     return job
 
 

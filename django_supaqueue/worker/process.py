@@ -169,9 +169,7 @@ class WorkerProcess:
                 ClaimLoop(self, size, chores=i == 0, listens=listens and i == 0, on_loop=on_loop)
             )
         if loop_work:
-            self.loops.append(
-                ClaimLoop(self, self.async_concurrency, chores=False, listens=False, on_loop=True)
-            )
+            self.loops.append(self._async_lane())
         if listens:
             self.loops[0].adopt(conn)
         self.lanes.started()
@@ -205,6 +203,9 @@ class WorkerProcess:
                 connections.close_all()
         logger.info("worker %s stopped after %s jobs", self.name, self.processed)
 
+    def _async_lane(self) -> ClaimLoop:
+        return ClaimLoop(self, self.async_concurrency, chores=False, listens=False, on_loop=True)
+
     def _start_lane(self, loop: ClaimLoop) -> None:
         thread = threading.Thread(target=self._run_loop, args=(loop,), name="supaqueue-lane", daemon=True)
         self._threads.append(thread)
@@ -221,7 +222,7 @@ class WorkerProcess:
         with self._lanes_lock:
             if self._lanes_closed or self.stopping or any(loop.on_loop for loop in self.loops):
                 return
-            loop = ClaimLoop(self, self.async_concurrency, chores=False, listens=False, on_loop=True)
+            loop = self._async_lane()
             self.loops.append(loop)
             self._start_lane(loop)
         if self.stopping:  # stop() may have gone through the loops before this one was added
