@@ -94,7 +94,13 @@ def as_copied(statement: str) -> str:
             "WHERE NOT paused",
             "LIMIT claim_limit ), claimed AS (",
         ),
-        ("supaqueue_get_job", 2, claims.SQL["claim"], "claimed AS ( UPDATE", "started_at = now()"),
+        (
+            "supaqueue_get_job",
+            2,
+            claims.SQL["claim"],
+            "claimed AS ( UPDATE",
+            "started_at = statement_timestamp()",
+        ),
         ("supaqueue_get_job", 2, claims.SQL["claim"], "pruned AS (", "'', '', '' FROM claimed )"),
         # The batch reads each job's values by its place in the arrays; one job needs no arrays.
         ("supaqueue_complete_job", 0, outcomes.SQL["complete"], "settled AS (", "HAVING count(*) > 0 )"),

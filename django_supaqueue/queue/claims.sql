@@ -21,6 +21,11 @@
 -- claim_serial applies the same tenant rooms to the group heads it takes; claim
 -- leaves those queues out. The queue's own room (free slots, the lock) still
 -- bounds every tenant's.
+--
+-- Start and lease times are the claim statement's own (statement_timestamp()), not
+-- its transaction's: a claim that follows other statements in one transaction may
+-- take a job that a commit made ready after that transaction began, and its start
+-- must not read as earlier than the finish of the job it waited for.
 
 
 -- name: lock_capped_queues
@@ -146,13 +151,14 @@ WITH q AS (
 ), lease AS (
   INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at, serial_queue,
                                     serial_group)
-  SELECT id, %(worker_id)s, attempts + 1, now(), now() + %(lease)s * interval '1 second',
+  SELECT id, %(worker_id)s, attempts + 1, statement_timestamp(),
+         statement_timestamp() + %(lease)s * interval '1 second',
          serial_queue, serial_group
   FROM picked ORDER BY serial_queue, serial_group
   ON CONFLICT DO NOTHING
   RETURNING job_id
 ), claimed AS (
-  UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
+  UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = statement_timestamp()
   FROM lease WHERE j.id = lease.job_id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
             j.priority, j.run_at, j.http_path, j.http_method, j.trace_context, j.serial_group, j.tenant_id
@@ -273,13 +279,14 @@ WITH RECURSIVE q AS (
   ORDER BY c.priority DESC, c.run_at, c.id
   LIMIT %(limit)s::int
 ), claimed AS (
-  UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
+  UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = statement_timestamp()
   FROM (SELECT id FROM picked LIMIT (SELECT n FROM want)) p WHERE j.id = p.id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
             j.priority, j.run_at, j.http_path, j.http_method, j.trace_context, j.serial_group, j.tenant_id
 ), lease AS (
   INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at)
-  SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed
+  SELECT id, %(worker_id)s, attempts, statement_timestamp(),
+         statement_timestamp() + %(lease)s * interval '1 second' FROM claimed
 ), calls AS (
   INSERT INTO supaqueue_queuecall (queue_id, at, tenant_id)
   SELECT c.queue_id, clock_timestamp(), CASE WHEN q.per_tenant THEN COALESCE(c.tenant_id, '') ELSE '' END
@@ -348,7 +355,7 @@ WITH q AS (
   ORDER BY c.priority DESC, c.run_at, c.id
   LIMIT %(limit)s::int
 ), claimed AS (
-  UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
+  UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = statement_timestamp()
   FROM (SELECT id FROM picked LIMIT (SELECT n FROM want)) p WHERE j.id = p.id
   RETURNING j.id, j.queue_id, j.task_name, j.payload, j.args, j.attempts, j.max_attempts,
             j.priority, j.run_at, j.http_path, j.http_method, j.trace_context, j.serial_group, j.tenant_id
@@ -357,7 +364,8 @@ WITH q AS (
   WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
 ), lease AS (
   INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at)
-  SELECT id, %(worker_id)s, attempts, now(), now() + %(lease)s * interval '1 second' FROM claimed
+  SELECT id, %(worker_id)s, attempts, statement_timestamp(),
+         statement_timestamp() + %(lease)s * interval '1 second' FROM claimed
 ), calls AS (
   INSERT INTO supaqueue_queuecall (queue_id, at, tenant_id)
   SELECT c.queue_id, clock_timestamp(), CASE WHEN q.per_tenant THEN COALESCE(c.tenant_id, '') ELSE '' END

@@ -155,13 +155,14 @@ BEGIN
   ), lease AS (
     INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at, serial_queue,
                                       serial_group)
-    SELECT id, me, attempts + 1, now(), now() + lease_seconds * interval '1 second',
+    SELECT id, me, attempts + 1, statement_timestamp(),
+           statement_timestamp() + lease_seconds * interval '1 second',
            serial_queue, serial_group
     FROM picked ORDER BY serial_queue, serial_group
     ON CONFLICT DO NOTHING
     RETURNING job_id
   ), claimed AS (
-    UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
+    UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = statement_timestamp()
     FROM lease WHERE j.id = lease.job_id
     RETURNING j.id, j.queue_id, j.attempts, j.tenant_id
   ), calls AS (
@@ -256,12 +257,13 @@ BEGIN
       ORDER BY c.priority DESC, c.run_at, c.id
       LIMIT claim_limit
     ), claimed AS (
-      UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
+      UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = statement_timestamp()
       FROM (SELECT id FROM picked LIMIT (SELECT n FROM want)) p WHERE j.id = p.id
       RETURNING j.id, j.queue_id, j.attempts, j.tenant_id
     ), lease AS (
       INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at)
-      SELECT id, me, attempts, now(), now() + lease_seconds * interval '1 second' FROM claimed
+      SELECT id, me, attempts, statement_timestamp(),
+             statement_timestamp() + lease_seconds * interval '1 second' FROM claimed
     ), calls AS (
       INSERT INTO supaqueue_queuecall (queue_id, at, tenant_id)
       SELECT c.queue_id, clock_timestamp(), CASE WHEN q.per_tenant THEN COALESCE(c.tenant_id, '') ELSE '' END
@@ -309,7 +311,7 @@ BEGIN
       ORDER BY c.priority DESC, c.run_at, c.id
       LIMIT claim_limit
     ), claimed AS (
-      UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = now()
+      UPDATE supaqueue_job j SET status = 'in_progress', attempts = j.attempts + 1, started_at = statement_timestamp()
       FROM picked p WHERE j.id = p.id
       RETURNING j.id, j.queue_id, j.attempts, j.tenant_id
     ), pruned AS (
@@ -317,7 +319,8 @@ BEGIN
       WHERE x.queue_id = q.id AND q.rate_limit IS NOT NULL AND x.at < clock_timestamp() - q.rate_window
     ), lease AS (
       INSERT INTO supaqueue_currentjob (job_id, worker_id, attempt, started_at, lease_expires_at)
-      SELECT id, me, attempts, now(), now() + lease_seconds * interval '1 second' FROM claimed
+      SELECT id, me, attempts, statement_timestamp(),
+             statement_timestamp() + lease_seconds * interval '1 second' FROM claimed
     ), calls AS (
       INSERT INTO supaqueue_queuecall (queue_id, at, tenant_id)
       SELECT c.queue_id, clock_timestamp(), CASE WHEN q.per_tenant THEN COALESCE(c.tenant_id, '') ELSE '' END
