@@ -1,5 +1,6 @@
 """Enqueueing: the public API, eager validation, transactions, keys and defaults."""
 
+import gc
 from datetime import timedelta
 
 import pytest
@@ -204,6 +205,20 @@ def test_enqueue_many_is_all_or_nothing():
     with pytest.raises(InvalidPayload):
         enqueue_many("tests.testapp.tasks.add", [{"a": 1, "b": 1}, {"a": 1}])
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_enqueue_many_leaves_the_garbage_collector_as_it_found_it(collecting):
+    """The collector is held while a batch's Jobs are built, and given back however the call ends."""
+    (gc.enable if collecting else gc.disable)()
+    try:
+        assert len(tasks.noop.enqueue_many([{"i": i} for i in range(3)])) == 3
+        assert gc.isenabled() is collecting
+        with pytest.raises(InvalidPayload):
+            tasks.noop.enqueue_many([{"i": 1}, {"i": object()}])
+        assert gc.isenabled() is collecting
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("keyed", [False, True])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import connections, transaction
@@ -25,7 +27,7 @@ from .rows import (
     queue_defaults,
     shared_values,
 )
-from .spec import JobSpec, Row, check_key, check_tenant_id, payload_text
+from .spec import JobSpec, Row, check_key, check_tenant_id, payload_texts
 from .tables import db_alias
 
 SQL = queries.load("enqueue.sql")
@@ -195,10 +197,39 @@ def enqueue_batch(
     base = template.validated()
     if not payloads:
         return []
-    encoded = [payload_text(p) for p in payloads]
-    for key in keys:
-        check_key(key)
+    with _collector_paused():
+        jobs = _write_batch(template, base, payloads, keys)
+    if after_enqueue is not None:
+        after_enqueue(jobs)
+    return jobs
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector while a batch's Jobs are built.
+
+    Tens of thousands of new objects that stay alive set off collections that
+    walk every object of the process (a Django project has many), a sixth of a
+    20,000-job call; the Jobs hold no cycles, so nothing is left for later.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _write_batch(
+    template: JobSpec, base: Row, payloads: Sequence[dict[str, Any]], keys: Sequence[str | None]
+) -> list[Job]:
+    """enqueue_batch's write: the payloads' texts, one statement, the Jobs (see insert_batch)."""
+    encoded = payload_texts(payloads)
     keyed = any(k is not None for k in keys)
+    if keyed:
+        for key in keys:
+            check_key(key)
     params = {
         "queue": base.queue,
         "task_name": base.task_name,
@@ -222,10 +253,7 @@ def enqueue_batch(
         ensure_queues([base.queue], cur)
         written = prepared.execute(alias, SQL["insert_batch"], params, binary=True).fetchone()
         base.trace = params["trace"]
-        jobs = _batch_jobs(cur, alias, base, payloads, keys, written)
-    if after_enqueue is not None:
-        after_enqueue(jobs)
-    return jobs
+        return _batch_jobs(cur, alias, base, payloads, keys, written)
 
 
 def _batch_jobs(
