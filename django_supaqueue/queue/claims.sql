@@ -22,7 +22,7 @@
 -- leaves those queues out. The queue's own room (free slots, the lock) still
 -- bounds every tenant's.
 --
--- Start and lease times are the claim statement's own (statement_timestamp()), not
+-- Start, lease and "started" event times are the claim statement's own (statement_timestamp()), not
 -- its transaction's: a claim that follows other statements in one transaction may
 -- take a job that a commit made ready after that transaction began, and its start
 -- must not read as earlier than the finish of the job it waited for.
@@ -169,14 +169,14 @@ WITH q AS (
   WHERE q.rate_limit IS NOT NULL
 ), started AS (
   INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+  SELECT id, 'started', attempts, %(worker_name)s, statement_timestamp(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
        q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL,
        q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path,
                                     'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
-       extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
+       extract(epoch FROM statement_timestamp() - c.run_at)::float8, c.trace_context, c.serial_group
 FROM claimed c JOIN q ON q.id = c.queue_id
 WHERE set_config('supaqueue.claimed_before', (SELECT count(*) FROM claimed)::text, true) <> ''
 ORDER BY c.priority DESC, c.run_at, c.id
@@ -294,14 +294,14 @@ WITH RECURSIVE q AS (
   WHERE q.rate_limit IS NOT NULL
 ), started AS (
   INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+  SELECT id, 'started', attempts, %(worker_name)s, statement_timestamp(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
        q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL,
        q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path,
                                     'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
-       extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
+       extract(epoch FROM statement_timestamp() - c.run_at)::float8, c.trace_context, c.serial_group
 FROM claimed c JOIN q ON q.id = c.queue_id
 WHERE set_config('supaqueue.claimed_before', ((SELECT n FROM before) + (SELECT count(*) FROM claimed))::text, true) <> ''
 ORDER BY c.priority DESC, c.run_at, c.id
@@ -373,14 +373,14 @@ WITH q AS (
   WHERE q.rate_limit IS NOT NULL
 ), started AS (
   INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-  SELECT id, 'started', attempts, %(worker_name)s, now(), '', '', '' FROM claimed
+  SELECT id, 'started', attempts, %(worker_name)s, statement_timestamp(), '', '', '' FROM claimed
 )
 SELECT c.id, q.name, c.task_name, c.payload, c.args, c.attempts, c.max_attempts, q.timeout,
        q.concurrency_limit IS NOT NULL OR q.rate_limit IS NOT NULL OR q.serial OR c.serial_group IS NOT NULL,
        q.execution_mode,
        q.http || jsonb_build_object('path', c.http_path,
                                     'method', COALESCE(NULLIF(c.http_method, ''), q.http ->> 'method')),
-       extract(epoch FROM now() - c.run_at)::float8, c.trace_context, c.serial_group
+       extract(epoch FROM statement_timestamp() - c.run_at)::float8, c.trace_context, c.serial_group
 FROM claimed c JOIN q ON q.id = c.queue_id
 ORDER BY c.priority DESC, c.run_at, c.id
 

@@ -172,7 +172,7 @@ BEGIN
     WHERE q.rate_limit IS NOT NULL
   ), started AS (
     INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-    SELECT id, 'started', attempts, me_name, now(), '', '', '' FROM claimed
+    SELECT id, 'started', attempts, me_name, statement_timestamp(), '', '', '' FROM claimed
   )
   SELECT c.id INTO taken FROM claimed c;
 
@@ -271,7 +271,7 @@ BEGIN
       WHERE q.rate_limit IS NOT NULL
     ), started AS (
       INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-      SELECT id, 'started', attempts, me_name, now(), '', '', '' FROM claimed
+      SELECT id, 'started', attempts, me_name, statement_timestamp(), '', '', '' FROM claimed
     )
     SELECT c.id INTO taken FROM claimed c;
   END IF;
@@ -328,7 +328,7 @@ BEGIN
       WHERE q.rate_limit IS NOT NULL
     ), started AS (
       INSERT INTO supaqueue_jobevent (job_id, kind, attempt, worker_name, at, error_class, error_message, traceback)
-      SELECT id, 'started', attempts, me_name, now(), '', '', '' FROM claimed
+      SELECT id, 'started', attempts, me_name, statement_timestamp(), '', '', '' FROM claimed
     )
     SELECT c.id INTO taken FROM claimed c;
   END IF;
