@@ -11,21 +11,21 @@ runs the process's chores (see process.py).
 from __future__ import annotations
 
 import collections
-import heapq
 import logging
 import math
-import threading
 import time
 from typing import TYPE_CHECKING
 
 import psycopg
 
-from .. import conf, dbclock
+from .. import conf
 from .. import queue as q
 from ..queue import ClaimedJob, Failure, Success
 from . import attempts
+from .connection import CONFLICTS, reconnect_if_dead
 from .executor import Executor, Outcome
 from .listener import Wakeup
+from .notices import Notices
 from .running import RunningAttempts
 
 if TYPE_CHECKING:
@@ -34,18 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_supaqueue.worker")
 
-# Conflicts with a concurrent transaction: the same statements succeed on a new snapshot.
-_RETRYABLE = (
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.UniqueViolation,
-)
-
 #: Seconds a stopping loop waits for the attempts it interrupts to end, before
 #: it leaves the rest behind (their threads are blocked in C, say) and the process exits.
 STOP_WAIT = 1.0
-#: Future run_at times a claim loop keeps a timer for; past that many, its poll finds the jobs.
-MAX_TIMERS = 10_000
 
 
 class ClaimLoop:
@@ -81,12 +72,7 @@ class ClaimLoop:
         self._tenants = True  # claim queues with limits per tenant too (False while none is served)
         self._left_out = False  # the last claim left out serial or capped queues that turned out to matter
         self._wanted = True  # claim on the next turn of the loop
-        # Written on notification (by this thread or a Listener's): a counter (so one that
-        # arrives during a claim's round trip is not lost) and the known future run_at times,
-        # a heap (each one wakes the loop, not only the earliest), both under _notify_lock.
-        self._notify_lock = threading.Lock()
-        self._notify_seq = 0
-        self._due: list[float] = []
+        self._notices = Notices()  # written on notification, by this thread or a Listener's
 
     # -- what other threads call -------------------------------------------
     @property
@@ -100,12 +86,7 @@ class ClaimLoop:
 
     def notify(self, due_epoch: float = 0.0) -> None:
         """New jobs: runnable now (0), or a future run_at to wake up for."""
-        with self._notify_lock:
-            if due_epoch:
-                if len(self._due) < MAX_TIMERS:  # beyond that, the poll finds the rest
-                    heapq.heappush(self._due, due_epoch)
-            else:
-                self._notify_seq += 1
+        self._notices.add(due_epoch)
         self._wake.set()
 
     def cancel(self, job_id: int, attempt: int) -> None:
@@ -217,7 +198,7 @@ class ClaimLoop:
             if (
                 running.done
                 or self._unflushed
-                or self._notify_seq != seen_seq
+                or self._notices.seq != seen_seq
                 or (self._wanted and not self.stopping and len(running) < self._capacity())
             ):
                 continue
@@ -242,39 +223,24 @@ class ClaimLoop:
 
     def _take_wake_reasons(self) -> int:
         """Fold expired timers into ``_wanted``; returns the notify counter."""
-        with self._notify_lock:
-            now = dbclock.time()  # epochs the database wrote: its clock
-            while self._due and self._due[0] <= now:
-                heapq.heappop(self._due)
-                self._wanted = True
-            return self._notify_seq
+        expired, seq = self._notices.take()
+        if expired:
+            self._wanted = True
+        return seq
 
     def _sleep_time(self, next_poll: float, next_beat: float, next_fire: float) -> float:
         now = time.monotonic()
         wake_at = min(next_poll, next_beat, next_fire, self._running.next_wake(), self._grace_deadline)
-        with self._notify_lock:
-            next_due = self._due[0] if self._due else math.inf
-        if next_due != math.inf:
-            wake_at = min(wake_at, now + max(0.0, next_due - dbclock.time()))
+        wake_at = min(wake_at, now + self._notices.seconds_to_next_timer())
         if self._stop_deadline is not None:
             wake_at = min(wake_at, self._stop_deadline)
         return max(0.0, wake_at - now)
 
     def _capacity(self) -> int:
-        """Jobs this loop may hold: its slots, plus jobs claimed ahead while its jobs are short.
-
-        Claiming ahead makes each round trip carry more jobs (fewer commits per
-        job) without running more than its slots at once. It is sized so a job
-        claimed ahead should start within PREFETCH_WAIT seconds, and stops as
-        soon as the recent attempts get long (a slow job never holds others
-        hostage for long) or the worker is stopping.
-        """
-        d = self._running.typical_duration
-        wait = self.process.prefetch_wait
-        if self.stopping or wait <= 0 or d is None:
+        """Jobs this loop may hold: its slots, plus jobs claimed ahead (see RunningAttempts.capacity)."""
+        if self.stopping:
             return self.slots
-        ahead = int(self.slots * wait / max(d, 1e-4))
-        return self.slots + min(ahead, self.claim_batch)
+        return self._running.capacity(self.slots, self.process.prefetch_wait, self.claim_batch)
 
     # -- attempts --------------------------------------------------------------
     def _dispatch(self, claimed: list[ClaimedJob]) -> None:
@@ -321,7 +287,7 @@ class ClaimLoop:
                         held=self._running.released,
                     )
                 break
-            except _RETRYABLE:
+            except CONFLICTS:
                 continue
             except psycopg.Error as exc:
                 self._on_database_error(exc)
@@ -368,7 +334,7 @@ class ClaimLoop:
                     on_loop=self.on_loop,
                 )
                 break
-            except _RETRYABLE:
+            except CONFLICTS:
                 continue
             except psycopg.Error as exc:
                 self._on_database_error(exc)
@@ -423,26 +389,11 @@ class ClaimLoop:
             self._on_database_error(exc)
 
     def _on_database_error(self, exc: psycopg.Error) -> None:
-        """Reconnect if the connection died; otherwise (a cancelled statement, a lock or statement
-        timeout) the transaction was rolled back and the caller tries again, on the same connection
-        and under the same registration: the worker has not died, and its leases are still its own.
-        """
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            logger.warning(
-                "worker %s lost its database connection (%s); reconnecting", self.process.name, exc
-            )
-            if conn is not None:
-                conn.close()
-            self._conn = self.process.connect(listens=self.listens)
+        """Reconnect if the connection died, else pause before the retry (see reconnect_if_dead)."""
+        p = self.process
+        conn = reconnect_if_dead(self._conn, exc, p.name, lambda: p.connect(listens=self.listens))
+        if conn is not None:
+            self._conn = conn
             self._wanted = True
             if self.listens:
-                self.process.lanes.wake_all()  # notifications sent while it was away are lost
-            return
-        logger.warning(
-            "worker %s: a statement failed (%s: %s); trying again",
-            self.process.name,
-            type(exc).__name__,
-            str(exc).strip(),
-        )
-        time.sleep(0.5)
+                p.lanes.wake_all()  # notifications sent while it was away are lost

@@ -7,6 +7,9 @@ LISTEN, none of which should leak into the ORM connections that task code uses.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,7 +18,16 @@ from django.db import connections
 from .. import conf
 from ..queue.prepared import preparing_turned_off
 
+logger = logging.getLogger("django_supaqueue.worker")
+
 _UTC = ("UTC", "Etc/UTC")
+
+#: Conflicts with a concurrent transaction: the same statements succeed on a new snapshot.
+CONFLICTS = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.UniqueViolation,
+)
 _DJANGO_ONLY = ("context", "cursor_factory", "pool", "server_side_binding", "assume_role", "isolation_level")
 
 
@@ -67,3 +79,31 @@ def connect(*, application_name: str = "supaqueue worker", alias: str | None = N
     if conn.info.parameter_status("TimeZone") not in _UTC:
         conn.execute("SET TIME ZONE 'UTC'")
     return conn
+
+
+def reconnect_if_dead(
+    conn: psycopg.Connection | None,
+    exc: psycopg.Error,
+    worker_name: str,
+    connect: Callable[[], psycopg.Connection],
+) -> psycopg.Connection | None:
+    """A new connection if ``exc`` left ``conn`` dead; else None, after a pause before the retry.
+
+    A live connection means the statement alone failed (cancelled, a lock or
+    statement timeout): its transaction was rolled back and the caller tries
+    again on the same connection and under the same registration, since the
+    worker has not died and its leases are still its own.
+    """
+    if conn is None or conn.closed or conn.broken:
+        logger.warning("worker %s lost its database connection (%s); reconnecting", worker_name, exc)
+        if conn is not None:
+            conn.close()
+        return connect()
+    logger.warning(
+        "worker %s: a statement failed (%s: %s); trying again",
+        worker_name,
+        type(exc).__name__,
+        str(exc).strip(),
+    )
+    time.sleep(0.5)
+    return None

@@ -34,13 +34,9 @@ from .claim_loop import ClaimLoop
 from .connection import connect
 from .lanes import Lanes, lane_sizes
 from .listener import Listener, Notifications, listen, listens_on_claim_connection
-from .running import Attempt
+from .running import Attempt, hand_over
 
 logger = logging.getLogger("django_supaqueue.worker")
-
-#: Seconds before a job whose thread was left behind by an exiting worker may
-#: run again: the process exits right after writing that, ending the thread well before.
-LEFT_BEHIND_DELAY = 2.0
 
 
 class WorkerProcess:
@@ -373,40 +369,12 @@ class WorkerProcess:
         try:
             if self.worker_id is not None:
                 with conn.transaction():
-                    self._leave_behind(conn)
+                    hand_over(conn, self.worker_id, self.name, self.left_behind)
                     q.unregister_worker(conn, self.worker_id)
         except psycopg.Error as exc:
             logger.warning("worker %s could not unregister (%s)", self.name, exc)
         finally:
             conn.close()
-
-    def _leave_behind(self, conn: psycopg.Connection) -> None:
-        """Hand over the attempts whose threads would not stop; the process exits right after.
-
-        A job given back by a stopping worker is released, runnable again
-        after LEFT_BEHIND_DELAY; a timed-out or cancelled one keeps its lease
-        until then, and recovery then counts the attempt as lost.
-        """
-        if not self.left_behind:
-            return
-        released = [(a.job.id, a.job.attempt) for a in self.left_behind if a.reason in (None, "release")]
-        others = [(a.job.id, a.job.attempt) for a in self.left_behind if a.reason not in (None, "release")]
-        q.release(
-            conn,
-            worker_id=self.worker_id,
-            worker_name=self.name,
-            held=released,
-            delay=LEFT_BEHIND_DELAY,
-            message="the worker stopped before the attempt finished; its thread would not stop, "
-            "so the worker process exited to end it",
-        )
-        q.expire_leases(conn, worker_id=self.worker_id, held=others, after=LEFT_BEHIND_DELAY)
-        logger.error(
-            "worker %s exits with %s attempts whose threads would not stop: %s",
-            self.name,
-            len(self.left_behind),
-            [(a.job.id, a.job.attempt) for a in self.left_behind],
-        )
 
     def _queues_to_create(self) -> set[str]:
         names = set(self.queues or [])

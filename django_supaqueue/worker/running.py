@@ -13,10 +13,13 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import psycopg
+
 from .. import conf
+from .. import queue as q
 from ..exceptions import AttemptInterrupted, JobCancelled, JobTimeout, LeaseLost, WorkerStopping
 from ..queue import ClaimedJob, Failure, Success
 from ..tasks import get_task
@@ -25,6 +28,10 @@ from .executor import Executor, Outcome
 logger = logging.getLogger("django_supaqueue.worker")
 
 Key = tuple[int, int]  # (job id, attempt): an attempt's fence
+
+#: Seconds before a job whose thread was left behind by an exiting worker may
+#: run again: the process exits right after writing that, ending the thread well before.
+LEFT_BEHIND_DELAY = 2.0
 
 #: Why an attempt is interrupted, and what its thread gets raised.
 INTERRUPTS: dict[str, type[AttemptInterrupted]] = {
@@ -72,6 +79,20 @@ class RunningAttempts:
 
     def __len__(self) -> int:
         return len(self._attempts)
+
+    def capacity(self, slots: int, prefetch_wait: float, claim_batch: int) -> int:
+        """Jobs to hold for ``slots`` slots: the slots, plus jobs claimed ahead while jobs are short.
+
+        Claiming ahead makes each round trip carry more jobs (fewer commits per
+        job) without running more than the slots at once. It is sized so a job
+        claimed ahead should start within PREFETCH_WAIT seconds, and stops as
+        soon as the recent attempts get long: a slow job never holds others
+        hostage for long.
+        """
+        d = self.typical_duration
+        if prefetch_wait <= 0 or d is None:
+            return slots
+        return slots + min(int(slots * prefetch_wait / max(d, 1e-4)), claim_batch)
 
     def __contains__(self, key: object) -> bool:
         return key in self._attempts
@@ -205,4 +226,35 @@ def _interrupted(
         traceback="",
         duration=duration,
         final=final,
+    )
+
+
+def hand_over(
+    conn: psycopg.Connection, worker_id: int, worker_name: str, left_behind: Sequence[Attempt]
+) -> None:
+    """Hand over the attempts whose threads would not stop; the process exits right after.
+
+    A job given back by a stopping worker is released, runnable again
+    after LEFT_BEHIND_DELAY; a timed-out or cancelled one keeps its lease
+    until then, and recovery then counts the attempt as lost.
+    """
+    if not left_behind:
+        return
+    released = [(a.job.id, a.job.attempt) for a in left_behind if a.reason in (None, "release")]
+    others = [(a.job.id, a.job.attempt) for a in left_behind if a.reason not in (None, "release")]
+    q.release(
+        conn,
+        worker_id=worker_id,
+        worker_name=worker_name,
+        held=released,
+        delay=LEFT_BEHIND_DELAY,
+        message="the worker stopped before the attempt finished; its thread would not stop, "
+        "so the worker process exited to end it",
+    )
+    q.expire_leases(conn, worker_id=worker_id, held=others, after=LEFT_BEHIND_DELAY)
+    logger.error(
+        "worker %s exits with %s attempts whose threads would not stop: %s",
+        worker_name,
+        len(left_behind),
+        [(a.job.id, a.job.attempt) for a in left_behind],
     )

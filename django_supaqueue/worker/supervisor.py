@@ -44,7 +44,7 @@ def _exit_if_left_behind(worker: Any) -> None:
     """End the process now if job threads would not stop: only its exit ends them.
 
     The worker has handed their jobs over on the understanding that the
-    process exits at once (see Worker._leave_behind); a normal interpreter
+    process exits at once (see running.hand_over); a normal interpreter
     shutdown could let such a thread run on for a while.
     """
     if worker.left_behind:
