@@ -2,7 +2,8 @@
 
 The loop sleeps until something happens (a notification, a finished job, a
 timer) and then, in a single round trip, records every finished attempt and
-claims as many jobs as it has free slots. An idle loop therefore sends
+claims as many jobs as it has free slots (while every slot has work, outcomes
+may wait a little for others: see unwritten.py). An idle loop therefore sends
 nothing but its heartbeat and the fallback poll. A worker process runs
 several loops, one per claim connection (see lanes.py); the first one also
 runs the process's chores (see process.py).
@@ -20,13 +21,14 @@ import psycopg
 
 from .. import conf
 from .. import queue as q
-from ..queue import ClaimedJob, Failure, Success
+from ..queue import ClaimedJob
 from . import attempts
 from .connection import CONFLICTS, reconnect_if_dead
 from .executor import Executor, Outcome
 from .listener import Wakeup
 from .notices import Notices
 from .running import RunningAttempts
+from .unwritten import Unwritten
 
 if TYPE_CHECKING:
     from .aio import AsyncExecutor
@@ -37,9 +39,6 @@ logger = logging.getLogger("django_supaqueue.worker")
 #: Seconds a stopping loop waits for the attempts it interrupts to end, before
 #: it leaves the rest behind (their threads are blocked in C, say) and the process exits.
 STOP_WAIT = 1.0
-#: Seconds a loop whose slots all have work may hold an outcome back, to write it with the
-#: ones that follow (and claim their replacements) in one round trip rather than one each.
-OUTCOME_WAIT = 0.02
 
 
 class ClaimLoop:
@@ -67,11 +66,7 @@ class ClaimLoop:
         self._cancelled: collections.deque[tuple[int, int]] = collections.deque()
         self._grace_deadline = math.inf
         self._stop_deadline: float | None = None  # set when a stopping loop interrupts what runs
-        self._unflushed: list[Outcome] = []
-        self._unflushed_since = math.inf  # time.monotonic() of the oldest outcome not written yet
-        self._outcome_jobs: dict[tuple[int, int], ClaimedJob] = {}  # for the life-cycle signals
-        self._freed_capped: set[str] = set()  # capped queues with room again: wake their workers
-        self._freed_groups: set[str] = set()  # serial groups whose job ended: wake their queues' workers
+        self._unwritten = Unwritten()
         self._serial = True  # claim serial queues and groups too (False while none has work)
         self._tenants = True  # claim queues with limits per tenant too (False while none is served)
         self._left_out = False  # the last claim left out serial or capped queues that turned out to matter
@@ -166,8 +161,8 @@ class ClaimLoop:
                 if p.fire_schedules():
                     self._wanted = True  # the NOTIFY will come too; no need to wait for it
                 next_fire = time.monotonic() + p.schedule_interval
-            seq = self._take_wake_reasons()
-            if seq != seen_seq:
+            expired, seq = self._notices.take()  # timers that have expired, and the notify counter
+            if expired or seq != seen_seq:
                 seen_seq = seq
                 self._wanted = True
             if time.monotonic() >= next_poll:
@@ -175,7 +170,7 @@ class ClaimLoop:
             free = self._capacity() - len(running)
             limit = min(free, self.claim_batch, p.claims_left())
             claim = not self.stopping and limit > 0 and (self._wanted or p.burst)
-            if (claim or self._unflushed) and not self._holding():
+            if (claim or self._unwritten) and not self._holding():
                 claimed = self._flush(claim=claim, limit=limit)
                 if claim:
                     next_poll = time.monotonic() + p.poll_interval
@@ -189,9 +184,9 @@ class ClaimLoop:
                         # Let a job thread that has just been handed a job take the GIL now,
                         # rather than after this loop's next turn: 0.07 ms of pick-up time.
                         time.sleep(0)
-                    if p.burst and not (claimed or running or running.done or self._unflushed):
+                    if p.burst and not (claimed or running or running.done or self._unwritten):
                         return
-            if p.burst and p.claims_left() <= 0 and not (running or running.done or self._unflushed):
+            if p.burst and p.claims_left() <= 0 and not (running or running.done or self._unwritten):
                 return  # a process limited to a number of jobs has run them all
             stuck = running.enforce_timeouts()
             if stuck is not None and not self.stopping:
@@ -201,7 +196,7 @@ class ClaimLoop:
                 next_beat = time.monotonic() + p.heartbeat_interval
             if (
                 running.done
-                or (self._unflushed and not self._holding())
+                or (self._unwritten and not self._holding())
                 or self._notices.seq != seen_seq
                 or (
                     self._wanted
@@ -217,19 +212,9 @@ class ClaimLoop:
             )
 
     def _holding(self) -> bool:
-        """Hold the outcomes back for now: every slot has work, and there are few and fresh.
-
-        Jobs of a few milliseconds end one at a time, and writing each in a
-        round trip of its own took a third of a worker's time from the jobs.
-        A loop that would starve its slots, or is stopping, writes at once.
-        """
-        return (
-            bool(self._unflushed)
-            and not self.stopping
-            and len(self._running) >= self.slots
-            and len(self._unflushed) < self.claim_batch
-            and time.monotonic() < self._unflushed_since + OUTCOME_WAIT
-        )
+        """Hold the outcomes back for now (see unwritten.py); a stopping loop writes at once."""
+        busy = not self.stopping and len(self._running) >= self.slots
+        return self._unwritten.holding(busy=busy, batch=self.claim_batch)
 
     @property
     def claim_batch(self) -> int:
@@ -245,19 +230,10 @@ class ClaimLoop:
         except psycopg.Error as exc:
             self._on_database_error(exc)
 
-    def _take_wake_reasons(self) -> int:
-        """Fold expired timers into ``_wanted``; returns the notify counter."""
-        expired, seq = self._notices.take()
-        if expired:
-            self._wanted = True
-        return seq
-
     def _sleep_time(self, next_poll: float, next_beat: float, next_fire: float) -> float:
         now = time.monotonic()
         wake_at = min(next_poll, next_beat, next_fire, self._running.next_wake(), self._grace_deadline)
-        wake_at = min(wake_at, now + self._notices.seconds_to_next_timer())
-        if self._unflushed:
-            wake_at = min(wake_at, self._unflushed_since + OUTCOME_WAIT)
+        wake_at = min(wake_at, now + self._notices.seconds_to_next_timer(), self._unwritten.deadline)
         if self._stop_deadline is not None:
             wake_at = min(wake_at, self._stop_deadline)
         return max(0.0, wake_at - now)
@@ -277,19 +253,16 @@ class ClaimLoop:
             self._running.start(job)
 
     def _record(self, job: ClaimedJob, outcome: Outcome) -> None:
-        if not self._unflushed:
-            self._unflushed_since = time.monotonic()
-        self._unflushed.append(outcome)
-        self._outcome_jobs[(job.id, job.attempt)] = job
+        self._unwritten.record(job, outcome)
         self.processed += 1
 
     def _free(self, job: ClaimedJob) -> None:
         """The attempt's body has ended: wake the workers its cap, serial queue or group held back."""
         if job.capped:
-            self._freed_capped.add(job.queue)
+            self._unwritten.freed_capped.add(job.queue)
             self._wanted = True
         if job.serial_group is not None:
-            self._freed_groups.add(job.serial_group)
+            self._unwritten.freed_groups.add(job.serial_group)
 
     def _apply_cancellations(self) -> None:
         """Stop attempts cancelled in the database (the job's status is already written)."""
@@ -303,7 +276,7 @@ class ClaimLoop:
         """Record what finished, give back what stopped, and leave behind what would not stop."""
         while True:
             self._flush(claim=False)
-            if self._unflushed:  # the database refused it for now
+            if self._unwritten:  # the database refused it for now
                 self._heartbeat()
                 continue
             try:
@@ -332,15 +305,14 @@ class ClaimLoop:
         """Record finished attempts and claim new jobs in one round trip.
 
         If it fails (other than by a conflict worth retrying at once), the
-        outcomes stay unflushed for the next turn of the loop, which keeps
+        outcomes stay unwritten for the next turn of the loop, which keeps
         heartbeating meanwhile: a lock held for longer than a lease must not
         make this worker's own leases expire.
         """
-        if not claim and not self._unflushed:
+        if not claim and not self._unwritten:
             return []
-        p = self.process
-        successes = [o for o in self._unflushed if isinstance(o, Success)]
-        failures = [o for o in self._unflushed if isinstance(o, Failure)]
+        p, unwritten = self.process, self._unwritten
+        successes, failures = unwritten.split()
         while True:
             try:
                 done = q.finish_and_claim(
@@ -349,8 +321,8 @@ class ClaimLoop:
                     worker_name=p.name,
                     successes=successes,
                     failures=failures,
-                    freed_queues=self._freed_capped,
-                    freed_groups=self._freed_groups,
+                    freed_queues=unwritten.freed_capped,
+                    freed_groups=unwritten.freed_groups,
                     serial=self._serial,
                     lock=self.capped,
                     tenants=self._tenants,
@@ -368,10 +340,7 @@ class ClaimLoop:
                 self._on_database_error(exc)
                 self._wanted = True
                 return []
-        self._unflushed.clear()
-        self._unflushed_since = math.inf
-        self._freed_capped.clear()
-        self._freed_groups.clear()
+        jobs = unwritten.written()
         if claim:
             self._left_out = (
                 (done.serial_work and not self._serial)
@@ -385,7 +354,6 @@ class ClaimLoop:
         for r in done.retries:
             if r.status == q.PENDING:
                 self.notify(r.run_at.timestamp())  # a retry this loop scheduled: a timer
-        jobs, self._outcome_jobs = self._outcome_jobs, {}
         finished = attempts.announce_recorded(jobs, successes, failures, done.retries, set(done.completed))
         if p.report:
             self.finished += finished
@@ -400,7 +368,7 @@ class ClaimLoop:
             held = self._running.keys()
             # Attempts that ended but are not written yet (the database refused the
             # write for now) still hold their leases: they are renewed too.
-            waiting = [(o.job_id, o.attempt) for o in self._unflushed] + self._running.released
+            waiting = self._unwritten.keys() + self._running.released
             beat = q.heartbeat(self._conn, p.worker_id, p.lease, held + waiting)
             for key in set(held) - beat.renewed:
                 logger.error(
