@@ -167,21 +167,27 @@ def payload_texts(payloads: Sequence[Any]) -> list[str]:
     MAX_PAYLOAD_BYTES) are; when one fails, each payload goes through
     payload_text, so the refusal is the one a single enqueue would give.
     """
+    texts = _texts_if_all_pass(payloads)
+    return texts if texts is not None else [payload_text(p) for p in payloads]
+
+
+def _texts_if_all_pass(payloads: Sequence[Any]) -> list[str] | None:
+    """The payloads' JSON texts, or None when a batch check fails (payload_texts says which)."""
     if (
         _C_ENCODE is None
         or not all(map(_is_dict, payloads))
         or not all(map(_is_str, itertools.chain.from_iterable(payloads)))
     ):
-        return [payload_text(p) for p in payloads]
+        return None
     encode, join = _C_ENCODE, "".join
     try:
         texts = [join(encode(p, 0)) for p in payloads]
     except (TypeError, ValueError, RecursionError):
-        return [payload_text(p) for p in payloads]
+        return None
     longest = max(map(len, texts), default=0)
     limit = conf.get("MAX_PAYLOAD_BYTES")
     if longest >= LONG_DIGITS or (limit and longest + 2 > limit) or "\\u" in "".join(texts):
-        return [payload_text(p) for p in payloads]
+        return None
     return texts
 
 

@@ -194,16 +194,12 @@ class ClaimLoop:
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + p.heartbeat_interval
+            holding = self._holding()
             if (
                 running.done
-                or (self._unwritten and not self._holding())
+                or (self._unwritten and not holding)
                 or self._notices.seq != seen_seq
-                or (
-                    self._wanted
-                    and not self.stopping
-                    and len(running) < self._capacity()
-                    and not self._holding()
-                )
+                or (self._wanted and not self.stopping and len(running) < self._capacity() and not holding)
             ):
                 continue
             self._wake.wait(

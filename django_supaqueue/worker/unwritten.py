@@ -38,8 +38,17 @@ class Unwritten:
         self.jobs[(job.id, job.attempt)] = job
 
     def holding(self, *, busy: bool, batch: int) -> bool:
-        """Wait for more: every slot has work (``busy``), fewer than ``batch`` are here, none is old."""
-        return busy and 0 < len(self.outcomes) < batch and time.monotonic() < self.deadline
+        """Wait for more: every slot has work (``busy``), fewer than ``batch`` are here, none is old.
+
+        Never while an end freed a cap, a serial queue or a group: the next job
+        there may start only once this write has counted the end.
+        """
+        return (
+            busy
+            and not (self.freed_capped or self.freed_groups)
+            and 0 < len(self.outcomes) < batch
+            and time.monotonic() < self.deadline
+        )
 
     @property
     def deadline(self) -> float:
