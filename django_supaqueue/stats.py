@@ -148,9 +148,11 @@ def oldest_runnable(queue_ids: Sequence[int]) -> dict[int, datetime | None]:
         return dict(cur.fetchall())
 
 
-# The time bound is a plain expression of now(), so that it is an index
-# condition on the BRIN index rather than a join.
-_FIRST_MINUTE = "date_trunc('minute', now()) - (%(minutes)s - 1) * interval '1 minute'"
+# The time bound is a plain expression of the clock, so that it is an index
+# condition on the BRIN index rather than a join. The clock is the statement's,
+# the one an event's ``at`` default reads: inside a longer transaction, now()
+# is its start, and an event written since could fall after the last minute.
+_FIRST_MINUTE = "date_trunc('minute', statement_timestamp()) - (%(minutes)s - 1) * interval '1 minute'"
 _THROUGHPUT = f"""
 WITH per_minute AS (
   SELECT date_trunc('minute', e.at) AS minute,
@@ -161,7 +163,8 @@ WITH per_minute AS (
   GROUP BY 1
 )
 SELECT m.minute, COALESCE(p.succeeded, 0), COALESCE(p.failed, 0)
-FROM generate_series({_FIRST_MINUTE}, date_trunc('minute', now()), interval '1 minute') AS m(minute)
+FROM generate_series({_FIRST_MINUTE}, date_trunc('minute', statement_timestamp()), interval '1 minute')
+     AS m(minute)
 LEFT JOIN per_minute p ON p.minute = m.minute
 ORDER BY m.minute
 """
@@ -205,7 +208,7 @@ def throughput(minutes: int = 60) -> list[Minute]:
 _FAILURES = f"""
 WITH g AS (
   SELECT error_class, count(*) AS n, max(id) AS last_id FROM {EVENT}
-  WHERE at >= now() - %(minutes)s * interval '1 minute' AND kind = ANY(%(bad)s::text[])
+  WHERE at >= statement_timestamp() - %(minutes)s * interval '1 minute' AND kind = ANY(%(bad)s::text[])
   GROUP BY error_class ORDER BY n DESC, error_class LIMIT %(limit)s
 )
 SELECT g.error_class, g.n, e.at, e.job_id, left(e.error_message, 300)
