@@ -9,6 +9,7 @@ other. What the statements do is tested against the database elsewhere.
 import re
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.apps import apps
 
@@ -90,6 +91,24 @@ def test_a_statement_needs_a_description_a_text_and_a_name_of_its_own():
     ):
         with pytest.raises(ValueError, match="needs a name of its own"):
             queries.parse(text, "x.sql")
+
+
+def test_statements_are_sent_without_indentation_and_functions_keep_their_layout():
+    text = (
+        "-- name: one\n-- A query.\nSELECT a,\n       b\n  FROM t\n"
+        "-- name: two\n-- A function.\nCREATE FUNCTION f() RETURNS int AS $f$\nBEGIN\n  RETURN 1;\nEND $f$\n"
+    )
+    parsed = queries.parse(text, "x.sql")
+    assert parsed["one"] == "SELECT a,\nb\nFROM t"
+    assert "\n  RETURN 1;" in parsed["two"]
+
+
+def test_what_a_claim_loop_sends_every_round_trip_fits_psycopgs_cache_of_converted_statements():
+    """Past the cache's size psycopg splits a statement's text again on each execution."""
+    limit = psycopg._queries.MAX_CACHED_STATEMENT_LENGTH
+    wake = claims.rate_wake_statement(("emails", "reports"), 0.5, False)
+    hot = [claims.SQL["claim"], claims.SQL["lock_capped_queues"], wake, *outcomes.SQL.values()]
+    assert max(len(text.encode()) for text in hot) <= limit
 
 
 def test_the_tables_the_statements_name_are_the_models_tables():
