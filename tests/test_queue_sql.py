@@ -103,6 +103,13 @@ def test_statements_are_sent_without_indentation_and_functions_keep_their_layout
     assert "\n  RETURN 1;" in parsed["two"]
 
 
+def test_a_variant_leaves_out_a_clause_its_statement_holds():
+    assert enqueue.KEY_HELD not in enqueue._UNKEYED["insert_batch"]
+    assert queries.without("SELECT 1 FOR UPDATE", " FOR UPDATE") == "SELECT 1"
+    with pytest.raises(ValueError, match="no ' SKIP LOCKED' to leave out"):
+        queries.without("SELECT 1", " SKIP LOCKED")
+
+
 def test_what_a_claim_loop_sends_every_round_trip_fits_psycopgs_cache_of_converted_statements():
     """Past the cache's size psycopg splits a statement's text again on each execution."""
     limit = psycopg._queries.MAX_CACHED_STATEMENT_LENGTH

@@ -32,6 +32,12 @@ from .tables import db_alias
 
 SQL = queries.load("enqueue.sql")
 
+#: What leaves out a job whose key a job not started yet holds. Jobs without keys meet no
+#: conflict, and without the clause each row skips the speculative insertion it costs (a
+#: lock taken and released per row): a tenth of the server's time for 20,000 jobs.
+KEY_HELD = "ON CONFLICT (key) WHERE status IN ('waiting', 'pending') AND key IS NOT NULL DO NOTHING"
+_UNKEYED = {name: queries.without(SQL[name], KEY_HELD) for name in ("insert_batch", "insert_many")}
+
 _QUEUE_DEFAULT_FIELDS = (
     "max_attempts",
     "priority",
@@ -251,7 +257,8 @@ def _write_batch(
     alias = db_alias()
     with transaction.atomic(using=alias, savepoint=False), connections[alias].cursor() as cur:
         ensure_queues([base.queue], cur)
-        written = prepared.execute(alias, SQL["insert_batch"], params, binary=True).fetchone()
+        statement = SQL["insert_batch"] if keyed else _UNKEYED["insert_batch"]
+        written = prepared.execute(alias, statement, params, binary=True).fetchone()
         base.trace = params["trace"]
         return _batch_jobs(cur, alias, base, payloads, keys, written)
 
@@ -285,7 +292,9 @@ def _insert_many(cur: Any, alias: str, rows: list[Row]) -> list[Job]:
         raise InvalidOption("http_path, http_method and owner are set one job at a time (enqueue_job).")
     params = as_columns(rows)
     params.update(trace=rows[0].trace, **queue_defaults())
-    written = prepared.execute(alias, SQL["insert_many"], params).fetchall()
+    keyed = any(r.key is not None for r in rows)
+    statement = SQL["insert_many"] if keyed else _UNKEYED["insert_many"]
+    written = prepared.execute(alias, statement, params).fetchall()
     return match_written(
         cur,
         alias,

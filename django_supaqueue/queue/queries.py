@@ -73,3 +73,10 @@ def with_values(statement: str, values: Mapping[str, Any]) -> str:
     plan the statement again on every call.
     """
     return PLACEHOLDER.sub(lambda match: sql.Literal(values[match.group(1)]).as_string(None), statement)
+
+
+def without(statement: str, clause: str) -> str:
+    """``statement`` less ``clause``, which it must hold: a variant derived, not a second copy to keep."""
+    if clause not in statement:
+        raise ValueError(f"the statement has no {clause!r} to leave out")
+    return statement.replace(clause, "")
