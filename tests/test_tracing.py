@@ -53,3 +53,18 @@ def test_a_failed_attempt_is_an_error_span_and_untraced_jobs_start_their_own_tra
     assert len(failed) == 2 and all(s.status.status_code == StatusCode.ERROR for s in failed)
     assert all(s.parent is None for s in failed)
     assert "ValueError" in failed[0].status.description
+
+
+def test_without_a_tracer_provider_an_attempt_starts_a_span_only_to_continue_a_trace(monkeypatch):
+    from django_supaqueue import tracing
+    from django_supaqueue.queue import ClaimedJob
+
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    job = ClaimedJob(1, "default", "tests.testapp.tasks.noop", {}, [], 1, 3, None, False)
+    with tracing.attempt_span(job) as span:
+        assert span is None
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    job.trace_context = {"traceparent": parent}
+    with tracing.attempt_span(job) as span:
+        assert span is not None
+        assert format(span.get_span_context().trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
