@@ -605,17 +605,22 @@ def main() -> None:
 
         # The workers read the same settings: Django's default, a new connection per request.
         assert connection.settings_dict["CONN_MAX_AGE"] == 0
-        reset()
-        with conn() as c:
-            c.execute("TRUNCATE testapp_execution RESTART IDENTITY")
-        raw = raw_orm(n_drain, 20)
-        with conn() as c:
-            c.execute("TRUNCATE testapp_execution RESTART IDENTITY")
-        alone = orm_alone(n_drain, 2, 10)
-        reset()
-        with conn() as c:
-            c.execute("TRUNCATE testapp_execution RESTART IDENTITY")
-        ours, _ = drain(n_drain, "-c", "10", "-p", "2", task=orm_insert_and_read)
+
+        def emptied(run: Callable[[], float]) -> Callable[[], float]:
+            def fresh() -> float:
+                with conn() as c:
+                    c.execute("TRUNCATE testapp_execution RESTART IDENTITY")
+                return run()
+
+            return fresh
+
+        # Medians of three runs, the drain and the ORM alone taken in turn.
+        ours, alone = interleaved(
+            emptied(lambda: drain(n_drain, "-c", "10", "-p", "2", task=orm_insert_and_read)[0]),
+            emptied(lambda: orm_alone(n_drain, 2, 10)),
+            min(reps, 3),
+        )
+        raw = statistics.median(emptied(lambda: raw_orm(n_drain, 20))() for _ in range(min(reps, 3)))
         row("ORM jobs, 2 processes, c=10, CONN_MAX_AGE=0", ours, raw, raw_label="(20 threads)")
         row("ORM jobs vs the ORM calls without a queue", ours, alone, raw_label="(2x10 threads)")
     if want("latency"):

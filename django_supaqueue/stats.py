@@ -73,14 +73,29 @@ def count(queryset: QuerySet, limit: int = EXACT_COUNT_LIMIT) -> Count:
     return Count(max(estimate(queryset), n), False)
 
 
-_STATUS_COUNTS = f"""
-SELECT q.id, s.status, (
-  SELECT count(*) FROM (
-    SELECT 1 FROM {JOB} j WHERE j.queue_id = q.id AND j.status = s.status LIMIT %(cap)s
-  ) bounded)
-FROM {QUEUE} q CROSS JOIN unnest(%(statuses)s::text[]) AS s(status)
-WHERE q.id = ANY(%(queue_ids)s::bigint[])
-"""
+def _bounded(condition: str) -> str:
+    return (
+        f"(SELECT count(*) FROM (SELECT 1 FROM {JOB} j WHERE j.queue_id = q.id AND {condition} "
+        "LIMIT %(cap)s) bounded)"
+    )
+
+
+# Each status is counted through an index that holds it (see Job.Meta.indexes), with
+# the status written in, so that the planner can match a partial index's condition:
+# pending jobs through the claim index and the index of held jobs, running ones
+# through the index of running jobs, the rest through the (queue, status) index.
+_COUNTED = {
+    Job.Status.PENDING: ("j.status = 'pending' AND j.enabled", "j.status = 'pending' AND NOT j.enabled"),
+    Job.Status.IN_PROGRESS: ("j.status = 'in_progress'",),
+}
+_STATUS_COUNTS = (
+    "SELECT q.id, "
+    + ", ".join(
+        " + ".join(_bounded(c) for c in _COUNTED.get(status, (f"j.status = '{status.value}'",)))
+        for status in Job.Status
+    )
+    + f" FROM {QUEUE} q WHERE q.id = ANY(%(queue_ids)s::bigint[])"
+)
 
 _ESTIMATE_ONE = f"SELECT 1 FROM {JOB} WHERE queue_id = %s AND status = %s"
 
@@ -88,23 +103,24 @@ _ESTIMATE_ONE = f"SELECT 1 FROM {JOB} WHERE queue_id = %s AND status = %s"
 def status_counts(queue_ids: Sequence[int], limit: int = EXACT_COUNT_LIMIT) -> dict[int, dict[str, Count]]:
     """Jobs per status for each queue: {queue id: {status: Count}}.
 
-    One statement reads at most ``limit`` + 1 entries of the (queue, status)
-    index per pair; the pairs past the limit are estimated by the planner,
-    which the multivariate statistics on (queue, status) keep close.
+    One statement reads at most ``limit`` + 1 index entries per queue and
+    status (see _COUNTED); the pairs past the limit are estimated by the
+    planner, which the multivariate statistics on (queue, status) keep close.
     """
     queue_ids = list(queue_ids)
     result: dict[int, dict[str, Count]] = {qid: {} for qid in queue_ids}
     if not queue_ids:
         return result
-    statuses = [s.value for s in Job.Status]
     with _cursor() as cur:
-        cur.execute(_STATUS_COUNTS, {"cap": limit + 1, "statuses": statuses, "queue_ids": queue_ids})
+        cur.execute(_STATUS_COUNTS, {"cap": limit + 1, "queue_ids": queue_ids})
         rows = cur.fetchall()
-    for queue_id, status, n in rows:
-        if n <= limit:
-            result[queue_id][status] = Count(n, True)
-        else:
-            result[queue_id][status] = Count(max(_plan_rows(_ESTIMATE_ONE, [queue_id, status]), n), False)
+    for queue_id, *counts in rows:
+        for status, n in zip(Job.Status, counts, strict=True):
+            if n <= limit:
+                result[queue_id][status.value] = Count(n, True)
+            else:
+                estimate = _plan_rows(_ESTIMATE_ONE, [queue_id, status.value])
+                result[queue_id][status.value] = Count(max(estimate, n), False)
     return result
 
 

@@ -70,6 +70,21 @@ def test_counts_past_the_limit_are_estimates(admin_client, monkeypatch):
     assert not count.exact and count.value >= 3 and str(count).startswith("≈")
 
 
+def test_the_counts_per_status_take_held_jobs_and_running_jobs_from_their_own_indexes():
+    """Pending and running jobs are in no (queue, status) index: stats._COUNTED says where they are."""
+    emails = QueueFactory(name="emails")
+    JobFactory.create_batch(3, queue=emails)
+    JobFactory.create_batch(2, queue=emails, enabled=False)
+    JobFactory.create_batch(4, queue=emails, status="in_progress", attempts=1)
+    JobFactory.create_batch(5, queue=emails, status="successful", attempts=1)
+    JobFactory(queue=QueueFactory(name="other"), enabled=False)
+    counts = stats.status_counts([emails.pk])[emails.pk]
+    assert counts["pending"] == stats.Count(5, True)
+    assert counts["in_progress"] == stats.Count(4, True)
+    assert counts["successful"] == stats.Count(5, True)
+    assert counts["failed"] == counts["waiting"] == stats.Count(0, True)
+
+
 def test_a_paused_queue_never_runs_jobs_and_resume_wakes_its_workers(admin_client, transactional_db):
     q = QueueFactory(name="reports")
     listener = psycopg.connect(database_url(), autocommit=True)

