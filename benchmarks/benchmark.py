@@ -9,7 +9,8 @@ Workloads (no-op tasks): single enqueue (one transaction each) vs a raw INSERT;
 bulk enqueue (``enqueue_many``) vs COPY; draining a 20,000-job backlog with one
 worker process at concurrency 1 and 10 and with 2 processes, vs raw SKIP
 LOCKED loops (one job per transaction, and 100 per statement); enqueue-to-start
-latency with an idle worker vs a raw LISTEN/NOTIFY round trip; draining with
+latency with an idle worker vs a raw worker process that claims each job on its
+NOTIFY (and the pick-up from the commit vs a bare LISTEN/NOTIFY round trip); draining with
 1,000,000 future jobs in the table vs 10,000 (claim cost must stay flat); the
 worker's peak memory; throughput with 1, 2 and 4 worker processes; draining
 with 1, 2 and 3 hosts, each ``runworkers -p 2`` in a network namespace (``hosts``,
@@ -287,6 +288,49 @@ def orm_alone(n: int, processes: int, threads: int) -> float:
     ]
     spans = [tuple(map(float, p.communicate()[0].split())) for p in procs]
     return n / (max(end for _, end in spans) - min(began for began, _ in spans))
+
+
+#: The raw pick-up loop, in a process of its own as a worker is: LISTEN, claim one job per
+#: notification (RAW_CLAIM_ONE), and count from the time the producer put in the job to the claim's return.
+RAW_PICKUP = f"""
+import json, sys, time, psycopg
+n, got = int(sys.argv[2]), []
+with psycopg.connect(sys.argv[1], autocommit=True) as c:
+    c.execute("LISTEN raw_pickup")
+    print("ready", flush=True)
+    while len(got) < n:
+        row = c.execute({RAW_CLAIM_ONE!r}).fetchone()
+        if row is None:
+            for _ in c.notifies(timeout=1.0, stop_after=1):
+                pass
+            continue
+        got.append(time.time() - row[1]["t"])
+print(json.dumps(got))
+"""
+
+
+def raw_pickup_latency(n: int) -> tuple[float, float]:
+    """Milliseconds from a raw enqueue call (an INSERT and its NOTIFY, one autocommit statement)
+    to a raw worker's claim of the job: the peer harness's raw baseline for latency."""
+    import json
+
+    from psycopg.types.json import Jsonb
+
+    worker = subprocess.Popen(
+        [sys.executable, "-c", RAW_PICKUP, DSN, str(n)], stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    with conn() as c:
+        for _ in range(n):
+            c.execute(
+                "WITH j AS (INSERT INTO raw_jobs (queue, payload, status) VALUES ('q', %s, 'queued') "
+                "RETURNING id) SELECT pg_notify('raw_pickup', '') FROM j",
+                [Jsonb({"t": time.time()})],
+            )
+            time.sleep(0.02)
+    got = json.loads(worker.communicate(timeout=60)[0])
+    return percentile(got, 50) * 1000, percentile(got, 99) * 1000
 
 
 def raw_notify_latency(n: int) -> tuple[float, float]:
@@ -626,9 +670,11 @@ def main() -> None:
     if want("latency"):
         reset()
         (p50, p99), (c50, c99) = latency(n_lat)
+        reset()
+        l50, l99 = raw_pickup_latency(n_lat)
         r50, r99 = raw_notify_latency(n_lat)
-        row("latency p50 (enqueue call to start)", p50, r50, unit="ms", raw_label="(NOTIFY)")
-        row("latency p99 (enqueue call to start)", p99, r99, unit="ms", raw_label="(NOTIFY)")
+        row("latency p50 (enqueue call to start)", p50, l50, unit="ms", raw_label="(raw loop)")
+        row("latency p99 (enqueue call to start)", p99, l99, unit="ms", raw_label="(raw loop)")
         row("pick-up p50 (commit to start)", c50, r50, unit="ms", raw_label="(NOTIFY)")
         row("pick-up p99 (commit to start)", c99, r99, unit="ms", raw_label="(NOTIFY)")
     if want("bigtable") and not args.quick:
